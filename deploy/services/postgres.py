@@ -1,0 +1,120 @@
+"""PostgreSQL from Debian's packages, as a private cluster in the state folder.
+
+It holds the Feast offline store (schema ``gold``), the Feast SQL registry, the Iceberg JDBC
+catalog and Dagster-independent bookkeeping. The system cluster is never touched. PostgreSQL
+refuses to run as root, so as root the server runs as the ``postgres`` system user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from deploy.service import Service, ServiceError, apt_install, run
+
+
+def _bin_dir() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)
+    return candidates[0].parent if candidates else None
+
+
+class Postgres(Service):
+    name = "postgres"
+
+    @property
+    def data(self) -> Path:
+        return self.state / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.state / "socket"
+
+    def port(self) -> int:
+        return self.settings.postgres_port
+
+    def bin(self, tool: str) -> str:
+        bin_dir = _bin_dir()
+        if bin_dir is None:
+            raise ServiceError("PostgreSQL binaries not found under /usr/lib/postgresql; run install")
+        return str(bin_dir / tool)
+
+    def version(self) -> str:
+        bin_dir = _bin_dir()
+        if bin_dir is None:
+            return "not installed"
+        out = subprocess.run([bin_dir / "postgres", "--version"], capture_output=True, text=True)
+        return out.stdout.split()[2]  # "postgres (PostgreSQL) 15.18 (Debian ...)"
+
+    def install(self) -> None:
+        if _bin_dir() is None or shutil.which("psql") is None:
+            apt_install(["postgresql", "postgresql-client"])
+
+    def _as_owner(self) -> list[str]:
+        """Prefix that drops root to the postgres user (no-op for a normal user)."""
+        if os.geteuid() != 0:
+            return []
+        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            for p in [path, *path.rglob("*")]:
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+
+    def prepare(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        self._chown(self.socket_dir)
+        if (self.data / "PG_VERSION").exists():
+            return
+        pwfile = self.state / "pwfile"
+        pwfile.write_text(self.settings.postgres_password + "\n")
+        self._chown(self.state)
+        run(
+            [*self._as_owner(), self.bin("initdb"), "-D", self.data, "-U", self.settings.postgres_user,
+             f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
+             "--encoding=UTF8", "--locale=C.UTF-8"],
+            what="initdb", log=self.settings.logs_dir / "postgres-initdb.log",
+        )
+        pwfile.unlink()
+        # Dagster runs, Feast, Spark JDBC, Trino and tests all hold connections at once.
+        (self.data / "postgresql.auto.conf").write_text(
+            "listen_addresses = '127.0.0.1'\n"
+            "max_connections = 300\n"
+            "shared_buffers = '512MB'\n"
+            "work_mem = '32MB'\n"
+            "maintenance_work_mem = '256MB'\n"
+            "max_wal_size = '2GB'\n"
+            "fsync = on\n"
+        )
+        self._chown(self.data)
+
+    def command(self) -> list[str]:
+        return [*self._as_owner(), self.bin("postgres"), "-D", str(self.data),
+                "-p", str(self.port()), "-k", str(self.socket_dir)]
+
+    def healthy(self) -> bool:
+        out = subprocess.run(
+            [self.bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port())],
+            capture_output=True,
+        )
+        return out.returncode == 0
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        env = dict(os.environ, PGPASSWORD=self.settings.postgres_password)
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port()), "-U", self.settings.postgres_user,
+             "-d", database, "-v", "ON_ERROR_STOP=1", "-tAc", sql],
+            capture_output=True, text=True, env=env,
+        )
+        if out.returncode != 0:
+            raise ServiceError(f"[postgres] {sql!r} failed: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    def after_start(self) -> None:
+        db = self.settings.postgres_db
+        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") != "1":
+            self.psql(f'CREATE DATABASE "{db}"')

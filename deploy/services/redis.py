@@ -1,0 +1,62 @@
+"""Redis from Debian's packages: the Feast online store and the streaming state store.
+
+Append-only persistence is on because the streaming path stores applied Kafka offsets together
+with the counters they produced; losing one without the other would double count after a restart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+
+from deploy.service import Service, ServiceError, apt_install
+
+
+class Redis(Service):
+    name = "redis"
+
+    def port(self) -> int:
+        return self.settings.redis_port
+
+    def version(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            return "not installed"
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        return next((w.split("=")[1] for w in out.split() if w.startswith("v=")), out.strip())
+
+    def install(self) -> None:
+        if shutil.which("redis-server") is None:
+            apt_install(["redis-server"])
+
+    def prepare(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        conf = self.state / "redis.conf"
+        # The password goes in a 0600 file rather than on the command line (visible in ps).
+        conf.write_text(
+            f"bind 127.0.0.1\nport {self.port()}\nrequirepass {self.settings.redis_password}\n"
+            f"dir {self.state}\nappendonly yes\nappendfsync everysec\nsave \"\"\n"
+            "protected-mode yes\ndaemonize no\n"
+        )
+        conf.chmod(0o600)
+
+    def command(self) -> list[str]:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServiceError("redis-server not found; run install")
+        return [binary, str(self.state / "redis.conf")]
+
+    def healthy(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port()), timeout=1) as sock:
+                sock.sendall(f"AUTH {self.settings.redis_password}\r\nPING\r\n".encode())
+                reply = b""
+                while b"PONG" not in reply and len(reply) < 256:
+                    chunk = sock.recv(256)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return b"+PONG" in reply
+        except OSError:
+            return False

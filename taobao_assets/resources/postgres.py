@@ -1,0 +1,45 @@
+"""PostgreSQL: the Feast offline store (schema ``gold``), Feast registry and Iceberg JDBC catalog."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2
+import psycopg2.extensions
+from dagster import ConfigurableResource
+
+from taobao_assets.settings import Settings
+
+
+class PostgresResource(ConfigurableResource):
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PostgresResource:
+        return cls(
+            host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
+            password=settings.postgres_password, database=settings.postgres_db,
+        )
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """URL for SQLAlchemy-based clients (Feast's SQL registry and offline store)."""
+        return f"postgresql+psycopg://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg2.extensions.connection]:
+        """A connection that commits when the block succeeds and rolls back when it raises."""
+        conn = psycopg2.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password,
+            dbname=self.database, application_name="taobao-feature-platform",
+        )
+        try:
+            with conn:
+                yield conn
+        finally:
+            conn.close()

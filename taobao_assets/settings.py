@@ -1,0 +1,160 @@
+"""One typed source of every host, port, credential and path the platform uses.
+
+The stack manager (``deploy/``), the Dagster resources, the Feast repo and the Trino catalogs all
+read :func:`get_settings`, so a port or password is written down exactly once. Every value comes
+from an environment variable ``TFP_<FIELD>`` with a default that runs the local stack; moving a
+part to a cluster is setting that variable (e.g. ``TFP_SPARK_MASTER=spark://host:7077``).
+
+Credentials are not hard-coded: unless given in the environment they are generated on first use
+and kept in ``<state_dir>/credentials.json`` (mode 0600), so each install has its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TFP_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GENERATED_SECRETS = ("postgres_password", "redis_password", "minio_secret_key")
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "taobao-feature-platform"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection settings of the whole stack; see the module docstring for how they are set."""
+
+    # Paths: downloads and builds are shared between clones; data and logs belong to a checkout.
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    state_dir: Path = REPO_ROOT / ".state"
+
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 15432
+    postgres_user: str = "tfp"
+    postgres_password: str = ""
+    postgres_db: str = "tfp"
+
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 16379
+    redis_password: str = ""
+
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+
+    minio_host: str = "127.0.0.1"
+    minio_port: int = 19000
+    minio_console_port: int = 19001
+    minio_access_key: str = "tfp-admin"
+    minio_secret_key: str = ""
+    minio_region: str = "us-east-1"
+    lake_bucket: str = "lake"
+    #: Iceberg catalog shared by Spark and Trino: a JDBC catalog in Postgres, data files in MinIO.
+    iceberg_catalog: str = "lakehouse"
+
+    trino_host: str = "127.0.0.1"
+    trino_port: int = 18080
+    trino_user: str = "tfp"
+
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "3g"
+    spark_standalone_port: int = 17077
+    spark_standalone_web_port: int = 18082
+    spark_standalone_workers: int = 2
+
+    dagster_port: int = 3000
+
+    # --- derived connection strings -------------------------------------------------------
+    @property
+    def postgres_dsn(self) -> str:
+        """libpq key/value DSN (psycopg2, ``psql``)."""
+        return (
+            f"host={self.postgres_host} port={self.postgres_port} dbname={self.postgres_db} "
+            f"user={self.postgres_user} password={self.postgres_password}"
+        )
+
+    @property
+    def postgres_jdbc_url(self) -> str:
+        return f"jdbc:postgresql://{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://:{self.redis_password}@{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return f"http://{self.minio_host}:{self.minio_port}"
+
+    @property
+    def lake_uri(self) -> str:
+        return f"s3://{self.lake_bucket}"
+
+    @property
+    def iceberg_warehouse(self) -> str:
+        return f"s3://{self.lake_bucket}/warehouse"
+
+    @property
+    def trino_url(self) -> str:
+        return f"http://{self.trino_host}:{self.trino_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+
+def _parse(raw: str, kind: Any) -> Any:
+    if kind in (int, "int"):
+        return int(raw)
+    if kind in (Path, "Path"):
+        return Path(raw).expanduser()
+    return raw
+
+
+def _load_or_create_secrets(state_dir: Path, wanted: list[str]) -> dict[str, str]:
+    path = state_dir / "credentials.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = [name for name in wanted if not stored.get(name)]
+    if missing:
+        stored.update({name: secrets.token_urlsafe(18) for name in missing})
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stored, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return stored
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default ``os.environ``); fill in generated credentials."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            values[f.name] = _parse(raw, f.type)
+    settings = Settings(**values)
+    unset = [name for name in GENERATED_SECRETS if not getattr(settings, name)]
+    if unset:
+        stored = _load_or_create_secrets(settings.state_dir, unset)
+        settings = dataclasses.replace(settings, **{name: stored[name] for name in unset})
+    return settings
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests that change the environment call load_settings)."""
+    return load_settings()
