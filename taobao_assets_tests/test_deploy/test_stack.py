@@ -1,0 +1,41 @@
+"""The stack manager against the real servers: idempotent up, honest status, PID safety."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from deploy.service import Service
+from deploy.services.redis import Redis
+from taobao_assets.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stack(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deploy.stack", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_up_is_idempotent_on_a_running_service(redis_service: Service) -> None:
+    pid = redis_service.pid()
+    out = stack("up", "redis")
+    assert out.returncode == 0, out.stderr
+    assert "already running" in out.stdout
+    assert redis_service.pid() == pid
+
+
+def test_status_reports_each_service_with_port_and_health(redis_service: Service) -> None:
+    out = stack("status")
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("redis"))
+    assert "healthy" in line and f"127.0.0.1:{redis_service.port()}" in line
+
+
+def test_a_reused_pid_is_not_taken_for_ours(settings: Settings, tmp_path: Path) -> None:
+    service = Redis(settings)
+    service.run_dir = tmp_path
+    service.pid_path.write_text(f"{os.getpid()} 1")  # our PID, but a start time that is not ours
+    assert service.pid() is None
