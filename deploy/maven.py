@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.service import run
+from deploy.service import apt_install, run
 
 MARKER = ".resolved"
 
@@ -67,6 +67,8 @@ def resolve(artifacts: Sequence[Artifact], dest: Path, *, what: str) -> Path:
     work = dest.with_name(dest.name + ".pom")
     work.mkdir(parents=True, exist_ok=True)
     (work / "pom.xml").write_text(pom)
+    if shutil.which("mvn") is None:
+        apt_install(["maven"])
     run(
         ["mvn", "-B", "-q", "dependency:copy-dependencies", f"-DoutputDirectory={dest}",
          "-DincludeScope=runtime"],

@@ -150,7 +150,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     unset = [name for name in GENERATED_SECRETS if not getattr(settings, name)]
     if unset:
         stored = _load_or_create_secrets(settings.state_dir, unset)
-        settings = dataclasses.replace(settings, **{name: stored[name] for name in unset})
+        generated: dict[str, Any] = {name: stored[name] for name in unset}
+        settings = dataclasses.replace(settings, **generated)
     return settings
 
 
