@@ -51,6 +51,9 @@ class Settings:
     kafka_host: str = "127.0.0.1"
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    #: Prefix of the raw topics (``<prefix>.samples``); the tests use their own so they never
+    #: touch a demo's data on the same broker.
+    topic_prefix: str = "aliccp"
 
     minio_host: str = "127.0.0.1"
     minio_port: int = 19000
@@ -65,6 +68,8 @@ class Settings:
     trino_host: str = "127.0.0.1"
     trino_port: int = 18080
     trino_user: str = "tfp"
+    #: JDK for Trino (it needs a newer Java than Spark); empty = pick one (see deploy/services/trino.py).
+    trino_java_home: str = ""
 
     spark_master: str = "local[*]"
     spark_driver_memory: str = "3g"
@@ -73,6 +78,12 @@ class Settings:
     spark_standalone_workers: int = 2
 
     dagster_port: int = 3000
+
+    #: Folder holding the four raw Ali-CCP files (the real ones, or the generator's).
+    source_dir: Path = REPO_ROOT / ".state" / "aliccp"
+    #: Simulated event time (taobao_assets/source/event_time.py): first day and number of days.
+    event_start_date: str = "2026-11-01"
+    event_days: int = 7
 
     # --- derived connection strings -------------------------------------------------------
     @property

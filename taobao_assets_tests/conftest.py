@@ -7,7 +7,16 @@ Nothing here fakes a server.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Tests get their own topics, bucket and database on the shared servers, so running them never
+# touches a demo's data. Set before anything reads the settings.
+os.environ.setdefault("TFP_TOPIC_PREFIX", "test.aliccp")
+os.environ.setdefault("TFP_LAKE_BUCKET", "lake-test")
+os.environ.setdefault("TFP_POSTGRES_DB", "tfp_test")
+os.environ.setdefault("TFP_EVENT_DAYS", "5")
 
 from deploy.service import Service
 from deploy.services import SERVICES
@@ -15,11 +24,14 @@ from taobao_assets.settings import Settings, get_settings
 
 
 def ensure_running(name: str, settings: Settings) -> Service:
-    """Start ``name`` through the stack manager unless it is already healthy."""
+    """Start ``name`` through the stack manager (a no-op health check when it already runs).
+
+    ``start`` also runs the service's idempotent set-up, which creates the tests' own bucket and
+    database on a stack that ``make up`` started with the default settings.
+    """
     (cls,) = [c for c in SERVICES if c.name == name]
     service = cls(settings)
-    if not (service.pid() is not None and service.healthy()):
-        service.start()
+    service.start()
     return service
 
 

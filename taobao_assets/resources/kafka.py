@@ -143,3 +143,48 @@ class KafkaResource(ConfigurableResource):
         async with self.consumer() as consumer:
             offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in offsets.items()}
+
+    async def offsets_at(self, topic: str, timestamp_ms: int) -> dict[int, int]:
+        """Per partition, the first offset whose record timestamp is >= ``timestamp_ms``.
+
+        A partition with no such record answers its end offset, so ``offsets_at(t1)`` minus
+        ``offsets_at(t0)`` is exactly the records of ``[t0, t1)`` when timestamps never decrease
+        along a partition (which the replay guarantees).
+        """
+        end = await self.end_offsets(topic)
+        async with self.consumer() as consumer:
+            found = await consumer.offsets_for_times({TopicPartition(topic, p): timestamp_ms for p in end})
+        return {tp.partition: end[tp.partition] if at is None else at.offset for tp, at in found.items()}
+
+    async def read_range(self, topic: str, partition: int, start: int, end: int) -> AsyncIterator[Any]:
+        """The records of ``topic``/``partition`` with offsets in ``[start, end)``, in offset order."""
+        if end <= start:
+            return
+        tp = TopicPartition(topic, partition)
+        async with self.consumer(max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20) as consumer:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=5000, max_records=10_000)
+                if not batch:
+                    raise TimeoutError(
+                        f"Kafka {topic}[{partition}] returned nothing for 5 s while reading offsets "
+                        f"[{start}, {end}); is the broker {self.bootstrap_servers} healthy?"
+                    )
+                for record in batch.get(tp, []):
+                    if record.offset >= end:
+                        return
+                    yield record
+                    if record.offset + 1 >= end:
+                        return
+
+    async def delete_topics(self, names: Sequence[str], timeout_s: float = 30.0) -> None:
+        """Delete the topics among ``names`` that exist and wait until the brokers forgot them."""
+        async with self._admin() as admin:
+            existing = [n for n in names if n in await self._ready_topics(admin)]
+            if not existing:
+                return
+            await admin.delete_topics(existing)
+            async with asyncio.timeout(timeout_s):
+                while set(existing) & (await self._ready_topics(admin)).keys():
+                    await asyncio.sleep(0.1)

@@ -1,0 +1,86 @@
+"""Stores bronze days in MinIO: ``s3://<lake>/bronze/<topic>/day=<D>/`` with a manifest written last.
+
+A re-run replaces the day's prefix (old objects are deleted first), and the manifest is the last
+object written, so a day with a manifest is complete and one without it is not. Downstream assets
+receive the manifest (:class:`BronzeManifest`) and read the objects it names.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+from taobao_assets.resources.s3 import S3Resource
+
+from taobao_assets.assets.bronze import BronzeDay
+
+MANIFEST = "_manifest.json"
+
+
+def day_prefix(topic: str, day: date | str) -> str:
+    return f"bronze/{topic}/day={day}/"
+
+
+@dataclass(frozen=True)
+class BronzeManifest:
+    """What a stored bronze day holds; ``raw`` is the manifest JSON as written."""
+
+    bucket: str
+    prefix: str
+    raw: dict[str, Any]
+
+    @property
+    def records(self) -> int:
+        return int(self.raw["records"])
+
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        return list(self.raw["parts"])
+
+    def key(self, object_name: str) -> str:
+        return self.prefix + object_name
+
+    def uri(self, object_name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{object_name}"
+
+
+def load_manifest(s3: S3Resource, topic: str, day: date | str) -> BronzeManifest:
+    prefix = day_prefix(topic, day)
+    try:
+        body = s3.get_bytes(prefix + MANIFEST)
+    except s3.client().exceptions.NoSuchKey as missing:
+        raise FileNotFoundError(
+            f"bronze day {day} of {topic} has no manifest at s3://{s3.bucket}/{prefix}{MANIFEST}: "
+            f"materialize the bronze partition {day} first"
+        ) from missing
+    return BronzeManifest(s3.bucket, prefix, json.loads(body))
+
+
+class BronzeIOManager(ConfigurableIOManager):
+    s3: S3Resource
+
+    def handle_output(self, context: OutputContext, obj: BronzeDay) -> None:
+        prefix = day_prefix(obj.topic, obj.day)
+        self.s3.delete_prefix(prefix)
+        for part in obj.parts:
+            for local in (part.data_file, part.index_file):
+                self.s3.upload_file(local, prefix + local.name)
+        self.s3.put_bytes(prefix + MANIFEST, json.dumps(obj.manifest(), indent=1).encode())
+        if obj.parts:
+            shutil.rmtree(obj.parts[0].data_file.parent, ignore_errors=True)
+        context.add_output_metadata({
+            "records": obj.records,
+            "bytes": obj.bytes,
+            "path": MetadataValue.path(f"s3://{self.s3.bucket}/{prefix}"),
+            "offset_ranges": MetadataValue.json(
+                {str(p.partition): [p.start_offset, p.end_offset] for p in obj.parts}),
+        })
+
+    def load_input(self, context: InputContext) -> BronzeManifest:
+        assert context.upstream_output is not None
+        topic = context.upstream_output.definition_metadata["topic"]
+        return load_manifest(self.s3, topic, context.partition_key)

@@ -1,0 +1,302 @@
+"""Replay a folder of raw Ali-CCP files into Kafka, in event-time order, resumable without gaps or duplicates.
+
+What is produced. Every line of the four files becomes one Kafka record, its value the raw line
+exactly as read (terminator included, so bronze can rebuild the bytes of the files), its
+timestamp the simulated event time (:mod:`taobao_assets.source.event_time`) and its headers the
+source file and line. Samples go to ``aliccp.samples`` keyed by ``sample_id``; common-features
+rows go to the compacted ``aliccp.common_features`` keyed by ``common_feature_index``.
+
+Order. Per split (train, then test): first the common-features rows no sample references, at the
+split's first timestamp; then the samples in file order, each preceded by the common-features
+rows it is the first to reference, at its own timestamp. So a consumer always sees a user context
+before the impressions that need it, and timestamps never decrease along the stream, which is
+what lets bronze find a day's records with ``offsets_for_times``.
+
+Resuming. The records form one deterministic sequence. After each acknowledged batch a checkpoint
+(records done + end offsets per partition) is written atomically. A replay that died after the
+checkpoint may have written part of its next batch; on resume the records after the
+checkpoint's offsets are read back and their (file, line) are skipped, so nothing is written twice
+and nothing is missed. The idempotent producer rules out duplicates from internal retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from aiokafka import TopicPartition
+from aiokafka.structs import RecordMetadata
+from tqdm import tqdm
+
+from taobao_assets.partitions import event_time_config
+from taobao_assets.resources.kafka import KafkaResource
+from taobao_assets.settings import Settings, get_settings
+from taobao_assets.source.event_time import EventTimeConfig, Timeline, count_lines
+from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind
+from taobao_assets.source.topics import COMMON_FEATURES, LINE_HEADER, SAMPLES, SOURCE_HEADER
+
+#: Records per acknowledged batch, i.e. per checkpoint.
+BATCH = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRecord:
+    topic: str
+    key: bytes
+    value: bytes
+    timestamp_ms: int
+    source: str
+    line: int
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(SOURCE_HEADER, self.source.encode()), (LINE_HEADER, str(self.line).encode())]
+
+
+def _column(raw: bytes, index: int) -> bytes:
+    """The ``index``-th column of a raw line (b"" when the line has fewer columns)."""
+    parts = raw.split(COLUMN_SEP, index + 1)
+    return parts[index] if len(parts) > index else b""
+
+
+def _index_common(path: Path) -> dict[bytes, list[tuple[int, int]]]:
+    """``common_feature_index`` -> [(byte offset, line number)] of its rows, in file order."""
+    index: dict[bytes, list[tuple[int, int]]] = {}
+    offset = 0
+    with path.open("rb", buffering=1 << 20) as f:
+        for line_number, raw in enumerate(f, 1):
+            index.setdefault(_column(raw, 0), []).append((offset, line_number))
+            offset += len(raw)
+    return index
+
+
+def _read_line_at(f: BinaryIO, offset: int) -> bytes:
+    f.seek(offset)
+    return f.readline()
+
+
+def plan(folder: Path, timeline: Timeline) -> Iterator[ReplayRecord]:
+    """The full, deterministic sequence of records a replay of ``folder`` produces."""
+    for split in SPLITS:
+        samples_path = folder / FileKind.SAMPLE_SKELETON.file_name(split)
+        if samples_path.exists():
+            yield from _plan_split(split, samples_path, folder / FileKind.COMMON_FEATURES.file_name(split),
+                                   timeline)
+
+
+def _plan_split(
+    split: str, samples_path: Path, common_path: Path, timeline: Timeline
+) -> Iterator[ReplayRecord]:
+    common_index = _index_common(common_path) if common_path.exists() else {}
+    with samples_path.open("rb", buffering=1 << 20) as f:
+        referenced = {_column(raw, 3) for raw in f}
+    with common_path.open("rb") if common_index else nullcontext(None) as common:
+
+        def common_records(key: bytes, timestamp_ms: int) -> Iterator[ReplayRecord]:
+            assert common is not None  # only called for keys of a non-empty index
+            for offset, line in common_index[key]:
+                yield ReplayRecord(COMMON_FEATURES.name, key, _read_line_at(common, offset),
+                                   timestamp_ms, common_path.name, line)
+
+        start_ms = timeline.timestamp_ms(timeline.split_start_ordinal(split))
+        for key in common_index:
+            if key not in referenced:
+                yield from common_records(key, start_ms)
+        emitted: set[bytes] = set()
+        with samples_path.open("rb", buffering=1 << 20) as f:
+            for line_number, raw in enumerate(f, 1):
+                timestamp_ms = timeline.timestamp_ms(timeline.ordinal(split, line_number))
+                key = _column(raw, 3)
+                if key in common_index and key not in emitted:
+                    emitted.add(key)
+                    yield from common_records(key, timestamp_ms)
+                yield ReplayRecord(SAMPLES.name, _column(raw, 0), raw, timestamp_ms, samples_path.name,
+                                   line_number)
+
+
+def total_records(folder: Path) -> int:
+    return sum(count_lines(p) for kind in FileKind for split in SPLITS
+               if (p := folder / kind.file_name(split)).exists())
+
+
+def fingerprint(folder: Path, config: EventTimeConfig) -> str:
+    """Identity of a replay: the files (name, size, mtime) and the time line they are mapped to."""
+    h = hashlib.sha256(f"{folder.resolve()}|{config.start_date}|{config.days}".encode())
+    for kind in FileKind:
+        for split in SPLITS:
+            p = folder / kind.file_name(split)
+            if p.exists():
+                st = p.stat()
+                h.update(f"|{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Checkpoint:
+    records_done: int
+    end_offsets: dict[str, dict[int, int]]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"records_done": self.records_done, "end_offsets": self.end_offsets}))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Checkpoint | None:
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        offsets = {t: {int(p): o for p, o in parts.items()} for t, parts in raw["end_offsets"].items()}
+        return cls(raw["records_done"], offsets)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    records_total: int
+    records_sent: int
+    records_skipped_on_resume: int
+    seconds: float
+    resumed: bool
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records_sent / self.seconds if self.seconds else 0.0
+
+
+Progress = Callable[[int, int, float], None]
+
+
+async def _written_after(kafka: KafkaResource, offsets: dict[str, dict[int, int]]) -> set[tuple[str, int]]:
+    """(source, line) of the records written after the checkpoint's offsets (a died batch's part)."""
+    found: set[tuple[str, int]] = set()
+    async with kafka.consumer() as consumer:
+        for topic, start in offsets.items():
+            end = await kafka.end_offsets(topic)
+            pending = {p: end[p] for p in end if end[p] > start.get(p, 0)}
+            if not pending:
+                continue
+            consumer.assign([TopicPartition(topic, p) for p in pending])
+            for p in pending:
+                consumer.seek(TopicPartition(topic, p), start.get(p, 0))
+            while pending:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for tp, messages in batches.items():
+                    for m in messages:
+                        headers = dict(m.headers)
+                        found.add((headers[SOURCE_HEADER].decode(), int(headers[LINE_HEADER])))
+                        if m.offset + 1 >= pending.get(tp.partition, 0):
+                            pending.pop(tp.partition, None)
+    return found
+
+
+async def replay(
+    folder: Path,
+    kafka: KafkaResource,
+    *,
+    config: EventTimeConfig,
+    checkpoint_dir: Path,
+    rate: float | None = None,
+    on_progress: Progress | None = None,
+) -> ReplayResult:
+    """Replay ``folder`` into Kafka (see the module docstring); returns what was done."""
+    t0 = time.monotonic()
+    timeline = Timeline.from_folder(folder, config)
+    if timeline.total == 0:
+        raise FileNotFoundError(f"no sample_skeleton_{{train,test}}.csv in {folder}")
+    total = total_records(folder)
+    await kafka.create_topics([SAMPLES, COMMON_FEATURES])
+    checkpoint_path = checkpoint_dir / f"replay-{fingerprint(folder, config)}.json"
+    checkpoint = Checkpoint.load(checkpoint_path)
+    current = {t.name: await kafka.end_offsets(t.name) for t in (SAMPLES, COMMON_FEATURES)}
+    skip: set[tuple[str, int]] = set()
+    if checkpoint is None:
+        checkpoint = Checkpoint(0, current)
+    else:
+        for topic, parts in checkpoint.end_offsets.items():
+            if any(current[topic].get(p, 0) < off for p, off in parts.items()):
+                raise RuntimeError(
+                    f"Kafka topic {topic} holds fewer records than the replay checkpoint "
+                    f"{checkpoint_path} says were written (was it deleted?); remove the checkpoint "
+                    f"to replay from the start"
+                )
+        skip = await _written_after(kafka, checkpoint.end_offsets)
+    resumed = checkpoint.records_done > 0
+    done, sent, skipped = checkpoint.records_done, 0, 0
+    ends = {t: dict(parts) for t, parts in checkpoint.end_offsets.items()}
+    if done >= total:
+        return ReplayResult(total, 0, 0, time.monotonic() - t0, resumed)
+
+    async with kafka.producer(linger_ms=20, max_batch_size=1 << 20) as producer:
+        pending: list[asyncio.Future[RecordMetadata]] = []
+        position = 0
+
+        async def flush() -> None:
+            for meta in await asyncio.gather(*pending):
+                parts = ends.setdefault(meta.topic, {})
+                parts[meta.partition] = max(parts.get(meta.partition, 0), meta.offset + 1)
+            pending.clear()
+            Checkpoint(position, ends).save(checkpoint_path)
+            if on_progress is not None:
+                on_progress(position, total, sent / max(time.monotonic() - t0, 1e-9))
+
+        for record in plan(folder, timeline):
+            position += 1
+            if position <= done:
+                continue
+            if (record.source, record.line) in skip:
+                skipped += 1
+                continue
+            pending.append(await producer.send(
+                record.topic, record.value, key=record.key, timestamp_ms=record.timestamp_ms,
+                headers=record.headers(),
+            ))
+            sent += 1
+            if len(pending) >= BATCH:
+                await flush()
+            if rate is not None:
+                ahead = sent / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await flush()
+    return ReplayResult(total, sent, skipped, time.monotonic() - t0, resumed)
+
+
+def run_replay(settings: Settings, kafka: KafkaResource, folder: Path | None = None,
+               rate: float | None = None, on_progress: Progress | None = None) -> ReplayResult:
+    """Replay ``folder`` (default: the configured source folder) with the configured time line."""
+    return asyncio.run(replay(
+        folder or settings.source_dir, kafka, config=event_time_config(settings),
+        checkpoint_dir=settings.state_dir / "replay", rate=rate, on_progress=on_progress,
+    ))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m taobao_assets.source.replay", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="folder with the raw files (default: TFP_SOURCE_DIR)")
+    parser.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    args = parser.parse_args(argv)
+    bar = tqdm(unit="rec", unit_scale=True, desc="replay", file=sys.stderr)
+
+    def progress(done: int, total: int, _rate: float) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    settings = get_settings()
+    result = run_replay(settings, KafkaResource.from_settings(settings), args.data, args.rate, progress)
+    bar.close()
+    print(json.dumps({**result.__dict__, "records_per_second": round(result.records_per_second)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
