@@ -1,0 +1,146 @@
+"""The declared contract of each gold table: columns, types, descriptions, entity keys, TTL.
+
+It is written once here and travels as the gold assets' metadata. The Postgres IO manager creates
+tables from it, an asset check compares it with the table in Postgres, and the Feast repository is
+generated from the metadata (never from this module directly), so what Dagster shows, what
+Postgres holds and what Feast serves are the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import TableColumn, TableSchema
+
+from taobao_assets.features import CTR_PRIOR_STRENGTH, CVR_PRIOR_STRENGTH, WINDOWS_DAYS
+
+#: Gold column types and their Postgres types (Feast maps the same names to its own types).
+PG_TYPES = {"int64": "BIGINT", "float64": "DOUBLE PRECISION", "string": "TEXT", "timestamp": "TIMESTAMPTZ"}
+TIMESTAMP_FIELD = "event_timestamp"
+SCHEMA = "gold"
+METADATA_KEY = "taobao/gold_table"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.dtype not in PG_TYPES:
+            raise ValueError(f"column {self.name}: type {self.dtype!r} is not one of {sorted(PG_TYPES)}")
+
+
+@dataclass(frozen=True)
+class GoldTable:
+    name: str
+    #: Entity keys; each is one Feast entity named after it (``user_id`` -> ``user``), so the
+    #: user x category table joins on the user and the category entities.
+    keys: tuple[Column, ...]
+    features: tuple[Column, ...]
+    description: str
+    #: How long a day's row stays valid: a row at end of day D describes the impressions of D+1.
+    ttl_seconds: int = 86_400
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{SCHEMA}.{self.name}"
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        timestamp = Column(TIMESTAMP_FIELD, "timestamp",
+                           "End of the day the features were computed over (exclusive): usable from then on.")
+        return (*self.keys, timestamp, *self.features)
+
+    @property
+    def key_names(self) -> list[str]:
+        return [k.name for k in self.keys]
+
+    def metadata(self) -> dict[str, Any]:
+        """Dagster asset metadata: the standard column schema plus the full contract as JSON."""
+        return {
+            "dagster/column_schema": TableSchema(
+                columns=[TableColumn(c.name, c.dtype, description=c.description) for c in self.columns]
+            ),
+            "dagster/table_name": self.qualified_name,
+            METADATA_KEY: json.dumps(self.to_json()),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "keys": [c.__dict__ for c in self.keys], "features": [c.__dict__ for c in self.features],
+            "description": self.description, "ttl_seconds": self.ttl_seconds,
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Any) -> GoldTable:
+        """Rebuild the contract from an asset's metadata (a mapping with :data:`METADATA_KEY`)."""
+        raw = metadata[METADATA_KEY]
+        data = json.loads(raw.value if hasattr(raw, "value") else raw)
+        return cls(
+            name=data["name"], keys=tuple(Column(**c) for c in data["keys"]),
+            features=tuple(Column(**c) for c in data["features"]),
+            description=data["description"], ttl_seconds=data["ttl_seconds"],
+        )
+
+
+def counter_features(what: str) -> tuple[Column, ...]:
+    """Impressions, clicks, conversions and smoothed CTR/CVR of ``what`` over each window."""
+    columns = []
+    for w in WINDOWS_DAYS:
+        span = f"in the {w} day(s) up to the end of the day"
+        columns += [
+            Column(f"impressions_{w}d", "int64", f"Impressions of {what} {span}."),
+            Column(f"clicks_{w}d", "int64", f"Clicks on {what} {span}."),
+            Column(f"conversions_{w}d", "int64", f"Conversions of {what} {span}."),
+            Column(f"ctr_{w}d", "float64",
+                   f"Smoothed CTR of {what} {span}: clicks plus {CTR_PRIOR_STRENGTH:g} pseudo impressions "
+                   f"at the global CTR of the window, over impressions plus the same."),
+            Column(f"cvr_{w}d", "float64",
+                   f"Smoothed CVR (conversions per click) of {what} {span}, shrunk towards the global CVR "
+                   f"with {CVR_PRIOR_STRENGTH:g} pseudo clicks."),
+        ]
+    return tuple(columns)
+
+
+def _key(name: str, field_id: str, what: str) -> Column:
+    return Column(name, "int64", f"{what} (Ali-CCP field {field_id}).")
+
+
+USER_ID = _key("user_id", "101", "User id")
+CATEGORY_ID = _key("category_id", "206", "Item category id")
+
+PROFILE = tuple(
+    Column(name, "int64", f"User profile: {what} (field {fid}), from the user's latest context of the day.")
+    for name, fid, what in [
+        ("user_category_id", "121", "user category"), ("user_group_id", "122", "user group"),
+        ("gender_id", "124", "gender"), ("age_id", "125", "age bucket"),
+        ("consumption_1_id", "126", "consumption level 1"), ("consumption_2_id", "127", "consumption level 2"),
+        ("occupation_id", "128", "occupation"), ("geography_id", "129", "geography"),
+    ]
+)
+HISTORY_DIVERSITY = tuple(
+    Column(f"hist_{what}_distinct", "int64",
+           f"History diversity: distinct {what} ids the user interacted with in the 14 days before "
+           f"(field {fid}), from the latest context of the day.")
+    for what, fid in [("category", "109_14"), ("shop", "110_14"), ("brand", "127_14"), ("intention", "150_14")]
+)
+
+GOLD_TABLES = (
+    GoldTable("user_features", (USER_ID,),
+              (*counter_features("the user"), *PROFILE, *HISTORY_DIVERSITY),
+              "Per user and day: activity counters, smoothed CTR/CVR, profile and history diversity."),
+    GoldTable("item_features", (_key("item_id", "205", "Item id"),),
+              counter_features("the item"), "Per item and day: activity counters and smoothed CTR/CVR."),
+    GoldTable("category_features", (CATEGORY_ID,),
+              counter_features("the category"), "Per item category and day: counters and smoothed CTR/CVR."),
+    GoldTable("shop_features", (_key("shop_id", "207", "Shop id"),),
+              counter_features("the shop"), "Per shop and day: counters and smoothed CTR/CVR."),
+    GoldTable("brand_features", (_key("brand_id", "216", "Brand id"),),
+              counter_features("the brand"), "Per brand and day: counters and smoothed CTR/CVR."),
+    GoldTable("user_category_features", (USER_ID, CATEGORY_ID), counter_features("the user in the category"),
+              "Per user, item category and day: counters and smoothed CTR/CVR."),
+)
