@@ -37,6 +37,8 @@ SLF4J_VERSION = "2.0.17"  # log4j-slf4j2-impl needs SLF4J 2; kafka's pom alone r
 ARTIFACTS = [
     # The broker (kafka.Kafka) and the storage tool (kafka.tools.StorageTool) live in the core jar.
     Artifact("org.apache.kafka", f"kafka_{SCALA_VERSION}", KAFKA_VERSION),
+    # Kafka's own load generator (ProducerPerformance): the reference of bench/replay.py.
+    Artifact("org.apache.kafka", "kafka-tools", KAFKA_VERSION),
     Artifact("org.slf4j", "slf4j-api", SLF4J_VERSION),
     Artifact("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
 ]
@@ -142,7 +144,7 @@ class Kafka(Service):
             apt_install(["openjdk-17-jre-headless"])
         resolve(ARTIFACTS, self.libs, what=f"Kafka {KAFKA_VERSION}")
 
-    def _java(self, main: str, *args: str | Path, jvm_opts: Sequence[str] = ()) -> list[str]:
+    def java_command(self, main: str, *args: str | Path, jvm_opts: Sequence[str] = ()) -> list[str]:
         java = shutil.which("java")
         if java is None:
             raise ServiceError("java not found on PATH; run: python -m deploy.stack install kafka")
@@ -185,13 +187,13 @@ class Kafka(Service):
         if not cluster_id_file.exists():
             cluster_id_file.write_text(_new_cluster_id())
         run(
-            self._java("kafka.tools.StorageTool", "format", "--standalone",
+            self.java_command("kafka.tools.StorageTool", "format", "--standalone",
                        "-t", cluster_id_file.read_text().strip(), "-c", self.config),
             what="formatting Kafka storage", log=self.settings.logs_dir / "kafka-format.log",
         )
 
     def command(self) -> list[str]:
-        return self._java("kafka.Kafka", self.config, jvm_opts=JVM_OPTS)
+        return self.java_command("kafka.Kafka", self.config, jvm_opts=JVM_OPTS)
 
     def healthy(self) -> bool:
         try:

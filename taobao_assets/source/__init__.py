@@ -1,0 +1,1 @@
+"""The Ali-CCP source: raw format, parser, simulated event time, synthetic generator, replay."""
