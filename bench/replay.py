@@ -15,6 +15,7 @@ The headline is replay records/s over ProducerPerformance records/s (target >= 0
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Any
 
 from bench import machine, markdown_table, write_results
 from deploy.services.kafka import Kafka
+from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.settings import get_settings
 from taobao_assets.source.generate import GeneratorConfig, generate
 from taobao_assets.source.replay import total_records
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"tool": "ProducerPerformance", "seconds": records / perf_rate, "process_seconds": seconds,
                  "records_per_s": perf_rate, "mb_per_s": perf_rate * mean_record / 1e6})
 
+    # The bench topics hold nothing worth keeping; drop them so repeated runs do not fill the disk.
+    asyncio.run(KafkaResource.from_settings(settings).delete_topics(
+        [topic, f"{prefix}.samples", f"{prefix}.common_features"]))
     ratio = rows[1]["records_per_s"] / perf_rate
     payload = {"input": {"folder": str(folder), "records": records, "bytes": size, "mean_record_bytes": mean_record},
                "results": rows, "ratio_replay_to_producer_perf": ratio, "target": TARGET_RATIO,
