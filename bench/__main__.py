@@ -1,0 +1,22 @@
+"""``python -m bench`` (``make bench``): every benchmark in turn, each writing bench/results/<name>.*."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+BENCHMARKS = ["bench.parser", "bench.replay"]
+
+
+def main() -> int:
+    for name in BENCHMARKS:
+        t0 = time.monotonic()
+        print(f"== {name}", flush=True)
+        importlib.import_module(name).main([])
+        print(f"== {name}: done in {time.monotonic() - t0:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
