@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(service.log_tail(args.lines))
         return 0
 
-    services = _select(args.services, include_optional=args.action in ("down", "status"))
+    services = _select(args.services, include_optional=args.action in ("install", "down", "status"))
     try:
         if args.action == "install":
             for s in services:
