@@ -14,9 +14,9 @@ from datetime import date
 from typing import Any
 
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
-from taobao_assets.resources.s3 import S3Resource
 
 from taobao_assets.assets.bronze import BronzeDay
+from taobao_assets.resources.s3 import S3Resource
 
 MANIFEST = "_manifest.json"
 

@@ -1,0 +1,244 @@
+"""Bronze -> silver with real Spark (local), Iceberg tables on MinIO, the JDBC catalog in Postgres.
+
+Silver of the session's shared data set (``conftest.py``) is materialized once for all 5 days; the
+tests then compare the tables with what the Python parser makes of the source files, with the
+generator's list of malformed lines, and with themselves after a re-run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import ExecuteInProcessResult, PartitionKeyRange, build_input_context, build_output_context
+from pyspark.sql import Row
+from pyspark.sql import functions as F
+
+from taobao_assets.assets.bronze import INDEX_HEADER
+from taobao_assets.assets.silver import (
+    IMPRESSIONS_KEY,
+    QUARANTINE_KEY,
+    SCHEMAS,
+    USER_CONTEXT_KEY,
+    bronze_parts,
+)
+from taobao_assets.checks.silver import silver_checks
+from taobao_assets.io_managers.bronze import BronzeManifest
+from taobao_assets.io_managers.iceberg import COLUMN_SCHEMA_KEY, IcebergIOManager, table_name, table_schema
+from taobao_assets.partitions import DAILY, event_time_config
+from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.resources.spark import SparkResource
+from taobao_assets.settings import Settings
+from taobao_assets.silver_tables import (
+    COMBINATION_FIELDS,
+    HISTORY_COLUMNS,
+    IMPRESSIONS_SCHEMA,
+    ITEM_COLUMNS,
+    PROFILE_COLUMNS,
+    USER_ID_FIELD,
+    ObjectStore,
+    parse_bronze,
+)
+from taobao_assets.source.event_time import Timeline
+from taobao_assets.source.format import FIELDS, FileKind
+from taobao_assets.source.generate import MALFORMED_FILE
+from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_file
+from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
+from taobao_assets_tests.conftest import materialize_silver, silver_resources
+
+EXAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "aliccp"
+Key = tuple[str, int]
+
+
+def _table(spark: SparkResource, settings: Settings, key: Any) -> Any:
+    return spark.spark_session.table(table_name(settings.iceberg_catalog, key))
+
+
+def _by_location(rows: Iterable[Row]) -> dict[Key, dict[str, Any]]:
+    return {(r["source_file"], r["source_line"]): r.asDict(recursive=True) for r in rows}
+
+
+def _expected_impression(record: SampleRecord) -> dict[str, Any]:
+    """A sample's silver columns from the Python parse and the contract's field maps (not from Spark)."""
+    row = {"sample_id": record.sample_id, "click": record.click, "conversion": record.conversion,
+           "common_feature_index": record.common_feature_index}
+    row |= {name: record.feature_id(fid) for name, fid in ITEM_COLUMNS.items()}
+    for fid in COMBINATION_FIELDS:
+        feature, value = record.features.get(fid, (None, None))
+        row |= {f"comb_{fid}_id": feature, f"comb_{fid}_value": value}
+    return row
+
+
+def _expected_context(record: CommonFeaturesRecord) -> dict[str, Any]:
+    row = {"common_feature_index": record.common_feature_index, "user_id": record.feature_id(USER_ID_FIELD)}
+    row |= {name: record.feature_id(fid) for name, fid in PROFILE_COLUMNS.items()}
+    row |= {name: [{"id": i, "count": c} for i, c in record.histories[fid]]
+            for name, fid in HISTORY_COLUMNS.items()}
+    return row
+
+
+def _python_parse(folder: Path, kind: FileKind) -> dict[Key, Any]:
+    return {(r.source, r.line_number): r for path in sorted(folder.glob(f"{kind.value}_*.csv"))
+            for r in parse_file(path)}
+
+
+def _subset(row: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    return {name: row[name] for name in names}
+
+
+def test_contract_gives_every_field_id_one_column() -> None:
+    mapped = [*ITEM_COLUMNS.values(), *COMBINATION_FIELDS, USER_ID_FIELD, *PROFILE_COLUMNS.values(),
+              *HISTORY_COLUMNS.values()]
+    assert sorted(mapped) == sorted(FIELDS)
+
+
+def test_every_day_materializes_with_all_checks_passing(silver: dict[str, ExecuteInProcessResult]) -> None:
+    assert list(silver) == DAILY.get_partition_keys()
+    for day, result in silver.items():
+        assert result.success, day
+        evaluations = result.get_asset_check_evaluations()
+        assert len(evaluations) == len(silver_checks), day
+        failed = {e.asset_check_key.name: e.metadata for e in evaluations if not e.passed}
+        assert not failed, f"silver checks failed on {day}: {failed}"
+
+
+def test_impressions_equal_the_python_parse_of_the_source_files(
+    silver: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings, dataset: Path,
+) -> None:
+    expected = {k: r for k, r in _python_parse(dataset, FileKind.SAMPLE_SKELETON).items()
+                if isinstance(r, SampleRecord)}
+    stored = _by_location(_table(spark, settings, IMPRESSIONS_KEY).collect())
+    assert stored.keys() == expected.keys()
+    timeline = Timeline.from_folder(dataset, event_time_config(settings))
+    record_columns = list(_expected_impression(next(iter(expected.values()))))
+    for (source, line), record in expected.items():
+        row = stored[source, line]
+        assert _subset(row, record_columns) == _expected_impression(record), (source, line)
+        split = source.removeprefix("sample_skeleton_").removesuffix(".csv")
+        event = timeline.sample_time(split, line)
+        assert int(row["event_time"].timestamp() * 1000) == event.timestamp_ms, (source, line)
+        assert row["day"] == event.day
+
+
+def test_user_context_equals_the_python_parse_of_the_source_files(
+    silver: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings, dataset: Path,
+) -> None:
+    expected = {k: r for k, r in _python_parse(dataset, FileKind.COMMON_FEATURES).items()
+                if isinstance(r, CommonFeaturesRecord)}
+    stored = _by_location(_table(spark, settings, USER_CONTEXT_KEY).collect())
+    assert stored.keys() == expected.keys()
+    for key, record in expected.items():
+        want = _expected_context(record)
+        assert _subset(stored[key], want) == want, key
+
+
+def test_quarantine_holds_exactly_the_malformed_lines_byte_for_byte(
+    silver: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings, dataset: Path,
+) -> None:
+    injected = {(m["file"], m["line_number"]): m["reason"]
+                for m in json.loads((dataset / MALFORMED_FILE).read_text())}
+    assert len(injected) > 20
+    quarantine = _by_location(_table(spark, settings, QUARANTINE_KEY).collect())
+    assert {k: r["reason"] for k, r in quarantine.items()} == injected
+    lines = {path.name: path.read_bytes().splitlines(keepends=True) for path in dataset.glob("*.csv")}
+    for (source, line), row in quarantine.items():
+        assert bytes(row["raw"]) == lines[source][line - 1], (source, line)
+        is_sample = source.startswith(FileKind.SAMPLE_SKELETON.value)
+        assert row["topic"] == (SAMPLES.name if is_sample else COMMON_FEATURES.name)
+        assert row["message"]
+
+
+def _current_snapshot(spark: SparkResource, table: str) -> int:
+    (row,) = spark.spark_session.sql(
+        f"SELECT snapshot_id FROM {table}.snapshots ORDER BY committed_at DESC LIMIT 1").collect()
+    return int(row.snapshot_id)
+
+
+def test_rerun_of_one_day_leaves_every_table_identical(
+    silver: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings, bronze: S3Resource,
+) -> None:
+    tables = [table_name(settings.iceberg_catalog, key) for key in SCHEMAS]
+    before = {table: _current_snapshot(spark, table) for table in tables}
+    result = materialize_silver(DAILY.get_partition_keys()[1], silver_resources(settings, spark, bronze))
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    for table in tables:
+        # A new commit (the day really was rewritten) whose full contents equal the old commit's.
+        assert _current_snapshot(spark, table) != before[table], table
+        old = spark.spark_session.sql(f"SELECT * FROM {table} VERSION AS OF {before[table]}")
+        new = spark.spark_session.table(table)
+        assert old.count() == new.count() > 0, table
+        assert old.exceptAll(new).isEmpty() and new.exceptAll(old).isEmpty(), table
+
+
+def test_load_input_returns_the_days_of_a_time_window(
+    silver: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings,
+) -> None:
+    days = DAILY.get_partition_keys()
+    io_manager = IcebergIOManager.from_settings(settings, spark)
+    context = build_input_context(asset_key=IMPRESSIONS_KEY, asset_partitions_def=DAILY,
+                                  asset_partition_key_range=PartitionKeyRange(days[1], days[3]))
+    frame = io_manager.load_input(context)
+    per_day = {r["day"]: r["count"] for r in frame.groupBy("day").count().collect()}
+    assert sorted(per_day) == [date.fromisoformat(d) for d in days[1:4]]
+    whole = _table(spark, settings, IMPRESSIONS_KEY)
+    assert sum(per_day.values()) == whole.where(F.col("day").between(days[1], days[3])).count()
+
+
+def test_io_manager_refuses_a_frame_that_breaks_the_contract(
+    silver: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings,
+) -> None:
+    day = DAILY.get_partition_keys()[0]
+    table = _table(spark, settings, IMPRESSIONS_KEY)
+    drifted = table.where(F.col("day") == day).withColumnRenamed("item_id", "itemid")
+    context = build_output_context(
+        asset_key=IMPRESSIONS_KEY, partition_key=day, asset_partitions_def=DAILY,
+        definition_metadata={COLUMN_SCHEMA_KEY: table_schema(IMPRESSIONS_SCHEMA)},
+    )
+    rows_before = table.count()
+    with pytest.raises(ValueError, match=r"missing \[\('item_id', 'bigint'\)\].*unexpected \[\('itemid'"):
+        IcebergIOManager.from_settings(settings, spark).handle_output(context, drifted)
+    assert table.count() == rows_before
+
+
+def _upload_as_bronze_part(s3: S3Resource, prefix: str, path: Path, day: date) -> BronzeManifest:
+    """A local file stored as a one-part bronze day: gzip data plus an index of its line lengths."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    start_ms = int((day - date(1970, 1, 1)) / timedelta(milliseconds=1))
+    index = INDEX_HEADER + b"".join(
+        b"%d,%d,%s,%d,%d\n" % (i, start_ms + i, path.name.encode(), i + 1, len(line))
+        for i, line in enumerate(lines))
+    s3.put_bytes(f"{prefix}part-00000.data.gz", gzip.compress(b"".join(lines)))
+    s3.put_bytes(f"{prefix}part-00000.index.csv.gz", gzip.compress(index))
+    part = {"partition": 0, "data_object": "part-00000.data.gz", "index_object": "part-00000.index.csv.gz"}
+    return BronzeManifest(s3.bucket, prefix, {"day": day.isoformat(), "records": len(lines), "parts": [part]})
+
+
+@pytest.mark.parametrize("kind", list(FileKind))
+def test_spark_parse_agrees_with_the_python_parser_on_the_shared_examples(
+    kind: FileKind, spark: SparkResource, settings: Settings, minio_service: Any,
+) -> None:
+    path = EXAMPLES / f"{kind.value}_example.csv"
+    if not path.exists():
+        pytest.skip(f"the shared Ali-CCP format examples are not at {EXAMPLES.resolve()}")
+    s3 = S3Resource.from_settings(settings)
+    day = DAILY.get_partition_keys()[0]
+    prefix = f"tests/examples/{kind.value}/"
+    manifest = _upload_as_bronze_part(s3, prefix, path, date.fromisoformat(day))
+    try:
+        parts = bronze_parts(spark.spark_session, manifest)
+        rows = _by_location(parse_bronze(parts, kind, ObjectStore.from_resource(s3)).collect())
+    finally:
+        s3.delete_prefix(prefix)
+    records = {(r.source, r.line_number): r for r in parse_file(path)}
+    assert rows.keys() == records.keys() and len(rows) > 0
+    for key, record in records.items():
+        assert not isinstance(record, QuarantineRecord)
+        want = _expected_impression(record) if isinstance(record, SampleRecord) else _expected_context(record)
+        assert _subset(rows[key], want) == want, key
+        assert rows[key]["reason"] is None and rows[key]["raw"] is None
