@@ -1,13 +1,23 @@
-"""Fixtures that start (or reuse) the real local stack.
+"""Fixtures that start (or reuse) the real local stack, and the one data set the layer tests share.
 
 ``make test`` brings the whole stack up before pytest; these fixtures make a single test file
 runnable on its own too, by starting just the services it needs through the stack manager.
 Nothing here fakes a server.
+
+The layer tests (bronze, silver, gold) share one generated data set per session: 5 days, with a
+small fraction of malformed lines (listed in its ``malformed.json``), replayed into Kafka once
+(killed halfway and resumed), copied to bronze once and parsed into silver once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -17,10 +27,36 @@ os.environ.setdefault("TFP_TOPIC_PREFIX", "test.aliccp")
 os.environ.setdefault("TFP_LAKE_BUCKET", "lake-test")
 os.environ.setdefault("TFP_POSTGRES_DB", "tfp_test")
 os.environ.setdefault("TFP_EVENT_DAYS", "5")
+os.environ.setdefault("TFP_FEAST_PROJECT", "taobao_test")
+
+from dagster import AssetSelection, ExecuteInProcessResult, materialize
 
 from deploy.service import Service
 from deploy.services import SERVICES
+from taobao_assets.assets.bronze import bronze_assets
+from taobao_assets.assets.gold import gold_features
+from taobao_assets.assets.silver import SCHEMAS, silver_assets
+from taobao_assets.checks.bronze import bronze_checks
+from taobao_assets.checks.gold import gold_checks
+from taobao_assets.checks.silver import silver_checks
+from taobao_assets.io_managers.bronze import BronzeIOManager
+from taobao_assets.io_managers.iceberg import IcebergIOManager, table_name
+from taobao_assets.io_managers.postgres import PostgresPartitionIOManager
+from taobao_assets.partitions import DAILY, event_time_config
+from taobao_assets.resources.kafka import KafkaResource
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings, get_settings
+from taobao_assets.source.generate import GeneratorConfig, generate
+from taobao_assets.source.replay import ReplayResult, run_replay, total_records
+from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
+
+REPO = Path(__file__).resolve().parent.parent
+#: Good sample lines of the shared data set (both splits).
+ROWS = 30_000
+#: About 60 malformed sample lines and at least one of each reason in every file.
+MALFORMED_FRACTION = 0.002
 
 
 def ensure_running(name: str, settings: Settings) -> Service:
@@ -63,3 +99,120 @@ def minio_service(settings: Settings) -> Service:
 @pytest.fixture(scope="session")
 def trino_service(settings: Settings, postgres_service: Service, minio_service: Service) -> Service:
     return ensure_running("trino", settings)
+
+
+def kafka_end_total(kafka: KafkaResource) -> int:
+    """Records in both raw topics (sum of end offsets)."""
+    async def ends() -> int:
+        return sum([sum((await kafka.end_offsets(t.name)).values()) for t in (SAMPLES, COMMON_FEATURES)])
+    return asyncio.run(ends())
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Path:
+    folder = tmp_path_factory.mktemp("aliccp")
+    generate(GeneratorConfig(rows=ROWS, seed=7, out=folder, progress=False,
+                             malformed_fraction=MALFORMED_FRACTION, event_time=event_time_config(settings)))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def replayed(dataset: Path, settings: Settings, kafka_service: Service, minio_service: Service
+             ) -> tuple[ReplayResult, int]:
+    """Replay killed (SIGKILL) at about 40 %, then resumed; returns the resume's result and where it died."""
+    kafka = KafkaResource.from_settings(settings)
+    asyncio.run(kafka.delete_topics([SAMPLES.name, COMMON_FEATURES.name]))
+    for old in (settings.state_dir / "replay").glob("replay-*.json"):
+        old.unlink()
+    total = total_records(dataset)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "taobao_assets.source.replay", "--data", str(dataset), "--rate", "4000"],
+        cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if kafka_end_total(kafka) >= 0.4 * total:
+                    break
+            except ValueError:  # topics not created yet
+                pass
+            time.sleep(0.2)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    killed_at = kafka_end_total(kafka)
+    assert 0 < killed_at < total, "the replay should have died halfway"
+    return run_replay(settings, kafka, dataset), killed_at
+
+
+@pytest.fixture(scope="session")
+def bronze(replayed: tuple[ReplayResult, int], settings: Settings) -> S3Resource:
+    s3 = S3Resource.from_settings(settings)
+    resources = {"kafka": KafkaResource.from_settings(settings), "s3": s3,
+                 "bronze_io_manager": BronzeIOManager(s3=s3)}
+    for day in DAILY.get_partition_keys():
+        result = materialize([*bronze_assets, *bronze_checks], partition_key=day, resources=resources)
+        assert result.success
+        failed = [e.asset_check_key for e in result.get_asset_check_evaluations() if not e.passed]
+        assert not failed, f"bronze checks failed on {day}: {failed}"
+        assert len(result.get_asset_check_evaluations()) == len(bronze_checks)
+    return s3
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings, postgres_service: Service, minio_service: Service) -> SparkResource:
+    """The session's Spark resource; its session is the process's one SparkSession (getOrCreate)."""
+    return SparkResource.from_settings(settings)
+
+
+def silver_resources(settings: Settings, spark: SparkResource, s3: S3Resource) -> dict[str, object]:
+    """What a silver run needs; ``kafka`` only because the (unselected) bronze assets declare it."""
+    return {"spark": spark, "s3": s3, "bronze_io_manager": BronzeIOManager(s3=s3),
+            "kafka": KafkaResource.from_settings(settings),
+            "iceberg_io_manager": IcebergIOManager.from_settings(settings, spark)}
+
+
+def materialize_silver(day: str, resources: dict[str, object]) -> ExecuteInProcessResult:
+    """Silver (tables and checks) of one day, reading the stored bronze day."""
+    return materialize([*bronze_assets, *silver_assets, *silver_checks], partition_key=day,
+                       resources=resources, selection=AssetSelection.assets(*silver_assets))
+
+
+@pytest.fixture(scope="session")
+def silver(bronze: S3Resource, spark: SparkResource, settings: Settings) -> dict[str, ExecuteInProcessResult]:
+    """Silver of every day, on fresh tables; returns each day's run result."""
+    for key in SCHEMAS:
+        spark.spark_session.sql(f"DROP TABLE IF EXISTS {table_name(settings.iceberg_catalog, key)} PURGE")
+    resources = silver_resources(settings, spark, bronze)
+    return {day: materialize_silver(day, resources) for day in DAILY.get_partition_keys()}
+
+
+def gold_resources(settings: Settings, spark: SparkResource, s3: S3Resource) -> dict[str, object]:
+    postgres = PostgresResource.from_settings(settings)
+    return {**silver_resources(settings, spark, s3), "postgres": postgres,
+            "gold_io_manager": PostgresPartitionIOManager(postgres=postgres)}
+
+
+def materialize_gold(day: str, resources: dict[str, object]) -> ExecuteInProcessResult:
+    """Gold (tables and checks) of one day, reading the stored silver tables."""
+    return materialize([*bronze_assets, *silver_assets, gold_features, *gold_checks], partition_key=day,
+                       resources=resources, selection=AssetSelection.assets(gold_features))
+
+
+@pytest.fixture(scope="session")
+def gold(silver: dict[str, ExecuteInProcessResult], bronze: S3Resource, spark: SparkResource,
+         settings: Settings) -> PostgresResource:
+    """Gold of every day, from an empty gold schema, every check passing; returns the Postgres resource."""
+    resources = gold_resources(settings, spark, bronze)
+    postgres = PostgresResource.from_settings(settings)
+    with postgres.connect() as conn, conn.cursor() as cur:
+        cur.execute("DROP SCHEMA IF EXISTS gold CASCADE")
+    for day in DAILY.get_partition_keys():
+        result = materialize_gold(day, resources)
+        assert result.success
+        failed = [(e.asset_key.path[-1], e.check_name, e.metadata) for e in result.get_asset_check_evaluations()
+                  if not e.passed]
+        assert not failed, f"gold checks failed on {day}: {failed}"
+        assert len(result.get_asset_check_evaluations()) == len(gold_checks)
+    return postgres

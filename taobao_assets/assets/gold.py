@@ -1,0 +1,152 @@
+"""Gold: per-entity daily feature tables in Postgres (the Feast offline store), computed by Spark.
+
+For day D each table holds one row per entity active in the 7 days up to D, stamped with the end
+of D: counters over 1/3/7-day windows and smoothed CTR/CVR (:mod:`taobao_assets.features`), and
+for users the profile and history diversity from their latest context. Only data with event time
+before the end of D is used, which is what makes the tables safe for point-in-time joins.
+
+One multi-asset computes all six tables from one enriched impressions DataFrame (impressions
+joined with the user of their context), so the join and the window scan happen once per day.
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+from dagster import (
+    AllPartitionMapping,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetOut,
+    Output,
+    TimeWindowPartitionMapping,
+    multi_asset,
+)
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from taobao_assets.features import WINDOWS_DAYS, global_rate, smoothed_ctr, smoothed_cvr
+from taobao_assets.gold_tables import GOLD_TABLES, HISTORY_DIVERSITY, PROFILE
+from taobao_assets.partitions import DAILY
+
+HISTORY_ARRAYS = {c.name: c.name.removesuffix("_distinct") for c in HISTORY_DIVERSITY}
+#: Which gold table groups the impressions by which keys.
+GROUPING = {t.name: t.key_names for t in GOLD_TABLES}
+LONGEST_WINDOW = max(WINDOWS_DAYS)
+
+
+def _in_window(day: date, days: int) -> Column:
+    return F.col("day") > F.lit(day - timedelta(days=days))
+
+
+def latest_contexts(user_context: DataFrame, day_end: datetime) -> DataFrame:
+    """The latest user context of each common_feature_index known before ``day_end``.
+
+    Ties in event time (unreferenced contexts all share their split's first timestamp) are broken
+    by file and line, which unlike Kafka offsets compare across partitions.
+    """
+    latest_first = Window.partitionBy("common_feature_index").orderBy(
+        F.col("event_time").desc(), F.col("source_file").desc(), F.col("source_line").desc())
+    return (user_context.where(F.col("event_time") < F.lit(day_end))
+            .withColumn("_rank", F.row_number().over(latest_first))
+            .where("_rank = 1").drop("_rank"))
+
+
+def enriched_impressions(impressions: DataFrame, contexts: DataFrame, day: date) -> DataFrame:
+    """The window's impressions with the user id of their context (null when unresolved)."""
+    window = impressions.where(_in_window(day, LONGEST_WINDOW) & (F.col("day") <= F.lit(day)))
+    users = contexts.select("common_feature_index", "user_id")
+    return window.join(users, on="common_feature_index", how="left")
+
+
+def counters(impressions: DataFrame, keys: list[str], day: date) -> DataFrame:
+    """Impressions, clicks and conversions per ``keys`` over each window."""
+    aggregates = []
+    for w in WINDOWS_DAYS:
+        inside = _in_window(day, w)
+        aggregates += [
+            F.sum(F.when(inside, 1).otherwise(0)).cast("long").alias(f"impressions_{w}d"),
+            F.sum(F.when(inside, F.col("click")).otherwise(0)).cast("long").alias(f"clicks_{w}d"),
+            F.sum(F.when(inside, F.col("conversion")).otherwise(0)).cast("long").alias(f"conversions_{w}d"),
+        ]
+    has_keys = F.lit(True)
+    for key in keys:
+        has_keys = has_keys & F.col(key).isNotNull()
+    return impressions.where(has_keys).groupBy(*keys).agg(*aggregates)
+
+
+def priors(impressions: DataFrame, day: date) -> dict[int, tuple[float, float]]:
+    """Global (CTR, CVR) of each window: the rates the smoothing shrinks towards."""
+    totals = counters(impressions.withColumn("_all", F.lit(0)), ["_all"], day).first()
+    if totals is None:
+        return {w: (0.0, 0.0) for w in WINDOWS_DAYS}
+    return {
+        w: (global_rate(totals[f"clicks_{w}d"], totals[f"impressions_{w}d"]),
+            global_rate(totals[f"conversions_{w}d"], totals[f"clicks_{w}d"]))
+        for w in WINDOWS_DAYS
+    }
+
+
+def with_rates(counts: DataFrame, window_priors: dict[int, tuple[float, float]]) -> DataFrame:
+    for w, (ctr_prior, cvr_prior) in window_priors.items():
+        counts = counts.withColumns({
+            f"ctr_{w}d": smoothed_ctr(F.col(f"clicks_{w}d"), F.col(f"impressions_{w}d"), F.lit(ctr_prior)),
+            f"cvr_{w}d": smoothed_cvr(F.col(f"conversions_{w}d"), F.col(f"clicks_{w}d"), F.lit(cvr_prior)),
+        })
+    return counts
+
+
+def user_attributes(contexts: DataFrame) -> DataFrame:
+    """Profile and history diversity of each user, from the user's latest context."""
+    latest_first = Window.partitionBy("user_id").orderBy(
+        F.col("event_time").desc(), F.col("source_file").desc(), F.col("source_line").desc())
+    diversity = {
+        name: F.size(F.array_distinct(F.transform(F.col(array), lambda entry: entry["id"]))).cast("long")
+        for name, array in HISTORY_ARRAYS.items()
+    }
+    return (contexts.where(F.col("user_id").isNotNull())
+            .withColumn("_rank", F.row_number().over(latest_first)).where("_rank = 1")
+            .select("user_id", *[c.name for c in PROFILE], *[expr.alias(name) for name, expr in diversity.items()]))
+
+
+def gold_tables(impressions: DataFrame, user_context: DataFrame, day: date) -> dict[str, DataFrame]:
+    """Every gold table of ``day`` (lazy DataFrames; the caller caches the shared input)."""
+    day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    contexts = latest_contexts(user_context, day_end)
+    enriched = enriched_impressions(impressions, contexts, day).cache()
+    window_priors = priors(enriched, day)
+    tables = {name: with_rates(counters(enriched, keys, day), window_priors) for name, keys in GROUPING.items()}
+    tables["user_features"] = tables["user_features"].join(user_attributes(contexts), on="user_id", how="left")
+    return tables
+
+
+@multi_asset(
+    outs={
+        t.name: AssetOut(key=AssetKey(["gold", t.name]), metadata=t.metadata(), io_manager_key="gold_io_manager",
+                         description=t.description, is_required=False)
+        for t in GOLD_TABLES
+    },
+    ins={
+        "impressions": AssetIn(
+            key=AssetKey(["silver", "impressions"]),
+            partition_mapping=TimeWindowPartitionMapping(start_offset=-(LONGEST_WINDOW - 1),
+                                                         allow_nonexistent_upstream_partitions=True),
+        ),
+        # A context is emitted once, on the day of its first impression; later days still need it.
+        "user_context": AssetIn(key=AssetKey(["silver", "user_context"]), partition_mapping=AllPartitionMapping()),
+    },
+    partitions_def=DAILY,
+    group_name="gold",
+    can_subset=True,
+    compute_kind="spark",
+)
+def gold_features(
+    context: AssetExecutionContext, impressions: DataFrame, user_context: DataFrame
+) -> Iterator[Output[DataFrame]]:
+    day = date.fromisoformat(context.partition_key)
+    tables = gold_tables(impressions, user_context, day)
+    for name in sorted(context.op_execution_context.selected_output_names):
+        context.log.info(f"gold {name} for {day}: computing and writing")
+        yield Output(tables[name], output_name=name)
+    # Release the cached enriched impressions once every selected table is written.
+    impressions.sparkSession.catalog.clearCache()

@@ -1,0 +1,108 @@
+"""Gold checks, per day and table: the contract holds and the numbers add up to silver's.
+
+- ``schema_matches_contract``: the Postgres table has exactly the declared columns and types;
+- ``keys_unique_and_not_null``: one row per (entity keys, event_timestamp), no null key;
+- ``rates_within_bounds``: every smoothed CTR/CVR is in [0, 1] and the day's mean CTR is plausible;
+- ``totals_match_silver``: summed 1-day counters equal silver's impressions, clicks, conversions.
+"""
+
+from datetime import date
+
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetKey, asset_check
+from pyspark.sql import functions as F
+
+from taobao_assets.features import WINDOWS_DAYS
+from taobao_assets.gold_tables import GOLD_TABLES, PG_TYPES, SCHEMA, TIMESTAMP_FIELD, GoldTable
+from taobao_assets.io_managers.postgres import end_of_day
+from taobao_assets.partitions import DAILY
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.spark import SparkResource
+from taobao_assets.settings import get_settings
+
+#: A day whose mean CTR falls outside this range is broken data, not a slow day.
+PLAUSIBLE_CTR = (0.001, 0.5)
+
+
+def _one(postgres: PostgresResource, sql: str, params: tuple[object, ...]) -> tuple[object, ...]:
+    with postgres.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        assert row is not None
+        return tuple(row)
+
+
+def _checks(table: GoldTable) -> list[AssetChecksDefinition]:
+    key = AssetKey(["gold", table.name])
+
+    @asset_check(asset=key, name="schema_matches_contract", partitions_def=DAILY, blocking=True,
+                 description="The Postgres table has exactly the declared columns, in order, with their types.")
+    def schema_matches_contract(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
+        with postgres.connect() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position", (SCHEMA, table.name))
+            actual = [(name, dtype.upper()) for name, dtype in cur.fetchall()]
+        pg_names = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
+        declared = [(c.name, pg_names.get(PG_TYPES[c.dtype], PG_TYPES[c.dtype])) for c in table.columns]
+        return AssetCheckResult(passed=actual == declared,
+                                metadata={"declared": str(declared), "actual": str(actual)})
+
+    @asset_check(asset=key, name="keys_unique_and_not_null", partitions_def=DAILY, blocking=True,
+                 description="One row per (entity keys, event_timestamp) and no null key.")
+    def keys_unique_and_not_null(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
+        keys = ", ".join(table.key_names)
+        any_null = " OR ".join(f"{k} IS NULL" for k in table.key_names)
+        rows, distinct, nulls = _one(
+            postgres,
+            f"SELECT count(*), count(DISTINCT ({keys})), count(*) FILTER (WHERE {any_null}) "
+            f"FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s",
+            (end_of_day(context.partition_key),))
+        return AssetCheckResult(passed=rows == distinct and nulls == 0 and rows != 0,
+                                metadata={"rows": rows, "distinct_keys": distinct, "null_keys": nulls})
+
+    @asset_check(asset=key, name="rates_within_bounds", partitions_def=DAILY, blocking=True,
+                 description=f"Smoothed rates in [0, 1]; the day's mean 7-day CTR within {PLAUSIBLE_CTR}.")
+    def rates_within_bounds(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
+        rates = [f"{r}_{w}d" for w in WINDOWS_DAYS for r in ("ctr", "cvr")]
+        out_of_bounds = " OR ".join(f"NOT ({r} BETWEEN 0 AND 1)" for r in rates)
+        bad, mean_ctr = _one(
+            postgres,
+            f"SELECT count(*) FILTER (WHERE {out_of_bounds}), avg(ctr_{max(WINDOWS_DAYS)}d) "
+            f"FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s",
+            (end_of_day(context.partition_key),))
+        plausible = mean_ctr is not None and PLAUSIBLE_CTR[0] <= float(str(mean_ctr)) <= PLAUSIBLE_CTR[1]
+        return AssetCheckResult(passed=bad == 0 and plausible,
+                                metadata={"rows_out_of_bounds": bad, "mean_ctr_7d": float(str(mean_ctr or 0))})
+
+    @asset_check(asset=key, name="totals_match_silver", partitions_def=DAILY, blocking=True,
+                 additional_deps=[AssetKey(["silver", "impressions"])],
+                 description="Summed 1-day impressions, clicks and conversions equal silver's for the day "
+                             "(over the impressions whose keys are known).")
+    def totals_match_silver(
+        context: AssetCheckExecutionContext, postgres: PostgresResource, spark: SparkResource
+    ) -> AssetCheckResult:
+        gold = _one(
+            postgres,
+            f"SELECT coalesce(sum(impressions_1d), 0), coalesce(sum(clicks_1d), 0), "
+            f"coalesce(sum(conversions_1d), 0) FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s",
+            (end_of_day(context.partition_key),))
+        settings = get_settings()
+        session = spark.spark_session
+        day = date.fromisoformat(context.partition_key)
+        impressions = session.table(f"{settings.iceberg_catalog}.silver.impressions").where(F.col("day") == day)
+        if "user_id" in table.key_names:
+            contexts = session.table(f"{settings.iceberg_catalog}.silver.user_context").select(
+                "common_feature_index", "user_id").dropDuplicates(["common_feature_index"])
+            impressions = impressions.join(contexts, on="common_feature_index")
+        for k in table.key_names:
+            impressions = impressions.where(F.col(k).isNotNull())
+        row = impressions.agg(F.count("*"), F.sum("click"), F.sum("conversion")).first()
+        silver = tuple(int(v or 0) for v in row) if row is not None else (0, 0, 0)
+        gold_ints = tuple(int(str(v)) for v in gold)
+        return AssetCheckResult(passed=gold_ints == silver,
+                                metadata={"gold_totals": str(gold_ints), "silver_totals": str(silver)})
+
+    return [schema_matches_contract, keys_unique_and_not_null, rates_within_bounds, totals_match_silver]
+
+
+gold_checks = [check for table in GOLD_TABLES for check in _checks(table)]
