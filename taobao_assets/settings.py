@@ -79,6 +79,10 @@ class Settings:
 
     dagster_port: int = 3000
 
+    #: Feast project: names the registry's objects and prefixes every online-store key in Redis,
+    #: so the tests' project never reads or overwrites a demo's features on the shared server.
+    feast_project: str = "taobao"
+
     #: Folder holding the four raw Ali-CCP files (the real ones, or the generator's).
     source_dir: Path = REPO_ROOT / ".state" / "aliccp"
     #: Simulated event time (taobao_assets/source/event_time.py): first day and number of days.

@@ -1,0 +1,281 @@
+"""Serving: the Feast registry, the Redis online store, training sets and a baseline CTR model.
+
+- ``feast_registry`` applies the repository generated from the metadata of the assets it depends
+  on (:mod:`taobao_assets.feast_repo`), so adding a gold column re-registers the view;
+- ``online_store`` (daily) materializes day D's gold rows, stamped with the end of D, into Redis.
+  Feast's Redis writes keep the newest timestamp per entity, so re-running an older day never
+  replaces newer values; a re-run of the same day (gold recomputed) does replace its own values
+  (:meth:`FeastResource.reopen_online_rows`);
+- ``training_set`` (daily) takes day D's impressions from silver, the user of their context, and
+  joins the ``ctr_model_v1`` features point in time: an impression at time t gets the latest gold
+  row stamped at or before t within the view's TTL, i.e. the features of D-1. The rows, with labels,
+  go to the lake as Parquet;
+- ``ctr_baseline`` (daily) trains a logistic regression on the training sets of the days before D
+  and scores day D: the AUC is the figure later models have to beat.
+
+The Feast objects come from the metadata of :data:`CONTRACT_ASSETS` (the gold multi-asset's specs
+and the real-time tables), which ``feast_registry`` depends on; the registry check guarantees the
+applied registry is exactly that, so the other assets use the generated objects directly.
+
+The real-time tables are declared here as external assets (``streaming/<table>``): the streaming
+run writes them to Redis through Feast pushes, and their metadata is where the Feast repository
+reads their contract from.
+"""
+
+import io
+import pickle
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    asset,
+)
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from taobao_assets import realtime_tables
+from taobao_assets.assets.gold import gold_features, latest_contexts
+from taobao_assets.feast_repo import FeastRepo, generate
+from taobao_assets.gold_tables import TIMESTAMP_FIELD
+from taobao_assets.io_managers.postgres import create_table_sql, end_of_day
+from taobao_assets.partitions import DAILY
+from taobao_assets.realtime_tables import REALTIME_TABLES
+from taobao_assets.resources.feast import FeastResource
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.s3 import S3Resource
+
+GROUP = "serving"
+#: The feature service the training sets are built from (and the online lookup serves by default).
+TRAINING_SERVICE = "ctr_model_v1"
+LABELS = ("click", "conversion")
+TRAINING_PREFIX = f"training/{TRAINING_SERVICE}"
+MODEL_PREFIX = "models/ctr_baseline"
+REFERENCE_FEATURE = "item_features__ctr_7d"
+
+realtime_assets = [
+    AssetSpec(AssetKey(["streaming", t.name]), description=t.description, metadata=t.metadata(),
+              group_name="streaming", kinds={"redis"})
+    for t in REALTIME_TABLES
+]
+GOLD_KEYS = list(gold_features.keys)
+#: The assets whose table contracts make the Feast repository; the registry depends on exactly these.
+CONTRACT_ASSETS = [*gold_features.specs, *realtime_assets]
+
+
+def generated_repo() -> FeastRepo:
+    """The Feast objects the contract assets' metadata describes (what the registry must hold)."""
+    return generate(CONTRACT_ASSETS)
+
+
+def training_set_key(day: str) -> str:
+    return f"{TRAINING_PREFIX}/day={day}/training_set.parquet"
+
+
+@asset(
+    group_name=GROUP, kinds={"feast", "postgres"},
+    deps=[spec.key for spec in CONTRACT_ASSETS],
+    description="Apply the Feast repository generated from the gold and real-time assets' metadata.",
+)
+def feast_registry(feast: FeastResource, postgres: PostgresResource) -> MaterializeResult:
+    repo = generated_repo()
+    # The push sources' batch tables: empty logs, so historical reads of real-time views return nulls.
+    with postgres.connect() as conn, conn.cursor() as cur:
+        for source in repo.tables:
+            if source.pushed:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {realtime_tables.SCHEMA}")
+                cur.execute(create_table_sql(source.table), (source.table.description,))
+    changes = feast.apply(repo.contents())
+    return MaterializeResult(metadata={
+        "project": feast.project,
+        "changes": MetadataValue.md("\n".join(f"- {c}" for c in changes) or "none"),
+        "entities": ", ".join(e.name for e in repo.entities),
+        "feature_views": ", ".join(v.name for v in repo.feature_views),
+        "feature_services": ", ".join(s.name for s in repo.feature_services),
+        "features": sum(len(v.features) for v in repo.feature_views),
+    })
+
+
+def gold_views(repo: FeastRepo) -> list[str]:
+    return [v.name for v in repo.feature_views if v.tags["layer"] == "gold"]
+
+
+@asset(
+    group_name=GROUP, kinds={"feast", "redis"}, partitions_def=DAILY,
+    deps=[feast_registry, *GOLD_KEYS],
+    description="Materialize the day's gold rows (stamped with the end of the day) into the Redis online store.",
+)
+def online_store(context: AssetExecutionContext, feast: FeastResource, postgres: PostgresResource
+                 ) -> MaterializeResult:
+    repo = generated_repo()
+    stamp = end_of_day(context.partition_key)
+    views = gold_views(repo)
+    rows, reopened = {}, {}
+    for name in views:
+        keys = [c.name for c in repo.view(name).entity_columns]
+        with postgres.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT {', '.join(keys)} FROM {repo.view(name).tags['table']} "
+                        f"WHERE {TIMESTAMP_FIELD} = %s", (stamp,))
+            entities = cur.fetchall()
+        rows[name] = len(entities)
+        # A re-run of the day (gold recomputed) must replace what the first run wrote.
+        reopened[name] = feast.reopen_online_rows(name, keys, entities, stamp)
+    # Feast's window is inclusive at both ends: [stamp, stamp] is exactly the day's rows.
+    feast.store().materialize(start_date=stamp, end_date=stamp, feature_views=views)
+    return MaterializeResult(metadata={
+        "event_timestamp": MetadataValue.timestamp(stamp),
+        "rows_materialized": sum(rows.values()),
+        "rows_rewritten": sum(reopened.values()),
+        **{f"rows/{name}": count for name, count in rows.items()},
+    })
+
+
+def impression_rows(impressions: DataFrame, user_context: DataFrame, day: date, keys: list[str]) -> DataFrame:
+    """Day ``day``'s impressions as Feast entity rows: ``keys``, ``event_timestamp``, labels, sample id.
+
+    The user is the one of the impression's context, from the latest context known by the end of
+    the day (as gold resolves it). Impressions whose user or item fields are unknown stay, with a
+    null key: Feast then joins no features for that entity, and the counts say how many.
+    """
+    users = latest_contexts(user_context, end_of_day(day)).select("common_feature_index", "user_id")
+    return (impressions.where(F.col("day") == F.lit(day))
+            .join(users, on="common_feature_index", how="left")
+            .select("sample_id", *keys, F.col("event_time").alias(TIMESTAMP_FIELD), *LABELS))
+
+
+def join_keys(repo: FeastRepo, service: str) -> list[str]:
+    """The entity columns a feature service's views join on, in first-seen order."""
+    entities = {e.name: e.join_key for e in repo.entities}
+    keys: dict[str, None] = {}
+    for projection in repo.service(service).feature_view_projections:
+        for entity in repo.view(projection.name).entities:
+            keys.setdefault(entities[entity])
+    return list(keys)
+
+
+def entity_frame(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Feast's entity data frame: UTC timestamps, and nullable integer keys (a missing key stays null)."""
+    frame = rows.copy()
+    frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
+    for key in keys:
+        frame[key] = frame[key].astype("Int64")
+    return frame
+
+
+def to_parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+@asset(
+    group_name=GROUP, kinds={"feast", "parquet"}, partitions_def=DAILY,
+    ins={
+        "impressions": AssetIn(AssetKey(["silver", "impressions"])),
+        "user_context": AssetIn(AssetKey(["silver", "user_context"]), partition_mapping=AllPartitionMapping()),
+    },
+    deps=[feast_registry, *(
+        AssetDep(key, partition_mapping=TimeWindowPartitionMapping(
+            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True))
+        for key in GOLD_KEYS
+    )],
+    description=f"Day D's impressions with the {TRAINING_SERVICE} features as of each impression "
+                f"(point in time: the gold rows of D-1), labels included, as Parquet in the lake.",
+)
+def training_set(
+    context: AssetExecutionContext, feast: FeastResource, s3: S3Resource,
+    impressions: DataFrame, user_context: DataFrame,
+) -> MaterializeResult:
+    day = date.fromisoformat(context.partition_key)
+    repo = generated_repo()
+    keys = join_keys(repo, TRAINING_SERVICE)
+    rows = entity_frame(impression_rows(impressions, user_context, day, keys).toPandas(), keys)
+    store = feast.store()
+    frame = store.get_historical_features(
+        entity_df=rows, features=store.get_feature_service(TRAINING_SERVICE), full_feature_names=True,
+    ).to_df().sort_values("sample_id", ignore_index=True)
+    # Feast returns the entity times without their zone; they are UTC, and the file should say so.
+    frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
+    key = training_set_key(context.partition_key)
+    s3.put_bytes(key, to_parquet(frame))
+    coverage = {f"rows_with_features/{p.name}": int(frame[f"{p.name}__{p.features[0].name}"].notna().sum())
+                for p in repo.service(TRAINING_SERVICE).feature_view_projections}
+    return MaterializeResult(metadata={
+        "path": MetadataValue.path(f"s3://{s3.bucket}/{key}"),
+        "row_count": len(frame),
+        "columns": len(frame.columns),
+        "click_rate": float(frame["click"].mean()) if len(frame) else 0.0,
+        "conversion_rate": float(frame["conversion"].mean()) if len(frame) else 0.0,
+        **{f"rows_without/{k}": int(frame[k].isna().sum()) for k in keys},
+        **coverage,
+    })
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """The model's inputs: every served feature except the categorical ids (``..._id``)."""
+    return [c for c in frame.columns if "__" in c and not c.endswith("_id")]
+
+
+def model_inputs(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Features as a matrix: missing as 0 (no history), ``log1p`` against the Zipf tails of the counts.
+
+    Every feature is a non-negative count or a rate in [0, 1], so ``log1p`` is defined everywhere.
+    """
+    return np.log1p(frame[columns].astype("float64").fillna(0.0).clip(lower=0.0).to_numpy())
+
+
+@asset(
+    group_name=GROUP, kinds={"sklearn"}, partitions_def=DAILY,
+    deps=[AssetDep(training_set, partition_mapping=TimeWindowPartitionMapping(
+        start_offset=-(len(DAILY.get_partition_keys()) - 1), end_offset=0,
+        allow_nonexistent_upstream_partitions=True))],
+    description="Logistic regression on the training sets of the days before D, scored on day D (AUC).",
+)
+def ctr_baseline(context: AssetExecutionContext, s3: S3Resource) -> MaterializeResult:
+    day = context.partition_key
+    earlier = [d for d in DAILY.get_partition_keys() if d < day]
+    stored = set(s3.list_keys(f"{TRAINING_PREFIX}/"))
+    train_days = [d for d in earlier if training_set_key(d) in stored]
+    if not train_days:
+        context.log.warning(f"no training set before {day}: nothing to train on, no score")
+        return MaterializeResult(metadata={"trained_on_days": 0})
+    train = pd.concat([pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(d)))) for d in train_days])
+    test = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(day))))
+    columns = feature_columns(train)
+    if train["click"].nunique() < 2 or test["click"].nunique() < 2:
+        raise ValueError(f"day {day}: training ({train_days}) or test labels have a single class; "
+                         "a CTR model needs clicks and non-clicks")
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model.fit(model_inputs(train, columns), train["click"].to_numpy())
+    scores = model.predict_proba(model_inputs(test, columns))[:, 1]
+    auc = float(roc_auc_score(test["click"], scores))
+    key = f"{MODEL_PREFIX}/day={day}/model.pickle"
+    s3.put_bytes(key, pickle.dumps({"model": model, "columns": columns, "trained_on": train_days}))
+    return MaterializeResult(metadata={
+        "auc": auc,
+        # One smoothed rate alone: how much the model adds over the most obvious single feature.
+        f"auc_{REFERENCE_FEATURE}_alone": float(roc_auc_score(test["click"], test[REFERENCE_FEATURE].fillna(0.0))),
+        "trained_on_days": len(train_days),
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "features": len(columns),
+        "model_path": MetadataValue.path(f"s3://{s3.bucket}/{key}"),
+    })
+
+
+serving_assets: list[AssetsDefinition | AssetSpec] = [feast_registry, online_store, training_set, ctr_baseline,
+                                                      *realtime_assets]

@@ -1,0 +1,105 @@
+"""The declared contract of the real-time feature tables that the streaming run pushes to Feast.
+
+Same shape as the gold contract (:mod:`taobao_assets.gold_tables`: keys, features, description,
+TTL, the same :class:`~taobao_assets.gold_tables.Column`), declared once here and carried as the
+metadata of the streaming assets, from which the Feast repository generates a push source and a
+feature view per table. What differs is where a row lives and what its timestamp means:
+
+- rows are pushed straight to the online store (Redis); ``streaming.<table>`` in Postgres is the
+  push source's batch source, created empty, so historical retrieval of these views returns nulls
+  rather than failing (the Postgres offline store cannot take pushes);
+- ``event_timestamp`` is the event time of the latest impression counted, not a day's end.
+
+Counters cover two spans of event time: ``today`` (from the start of the UTC day of
+``event_timestamp``) and ``1h`` (the 60 minutes up to it). Rates use the batch formulas of
+:mod:`taobao_assets.features`, so a real-time CTR and a gold CTR are comparable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import TableColumn, TableSchema
+
+from taobao_assets.features import CTR_PRIOR_STRENGTH
+from taobao_assets.gold_tables import GOLD_TABLES, TIMESTAMP_FIELD, Column, GoldTable
+
+SCHEMA = "streaming"
+METADATA_KEY = "taobao/realtime_table"
+#: Span name -> what it covers; feature names end with ``_<span>``.
+SPANS = {
+    "today": "since the start of the UTC day of event_timestamp",
+    "1h": "in the 60 minutes of event time up to event_timestamp",
+}
+
+
+@dataclass(frozen=True)
+class RealtimeTable(GoldTable):
+    """A gold-style contract whose rows are pushed by the streaming run instead of written daily."""
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{SCHEMA}.{self.name}"
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        timestamp = Column(TIMESTAMP_FIELD, "timestamp",
+                           "Event time of the latest impression counted: the counters are as of then.")
+        return (*self.keys, timestamp, *self.features)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "dagster/column_schema": TableSchema(
+                columns=[TableColumn(c.name, c.dtype, description=c.description) for c in self.columns]
+            ),
+            "dagster/table_name": self.qualified_name,
+            METADATA_KEY: json.dumps(self.to_json()),
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Any) -> RealtimeTable:
+        raw = metadata[METADATA_KEY]
+        data = json.loads(raw.value if hasattr(raw, "value") else raw)
+        return cls(
+            name=data["name"], keys=tuple(Column(**c) for c in data["keys"]),
+            features=tuple(Column(**c) for c in data["features"]),
+            description=data["description"], ttl_seconds=data["ttl_seconds"],
+        )
+
+
+def realtime_counters(what: str) -> tuple[Column, ...]:
+    """Impressions, clicks, conversions and smoothed CTR of ``what`` over each span."""
+    columns = []
+    for span, covers in SPANS.items():
+        columns += [
+            Column(f"impressions_{span}", "int64", f"Impressions of {what} {covers}."),
+            Column(f"clicks_{span}", "int64", f"Clicks on {what} {covers}."),
+            Column(f"conversions_{span}", "int64", f"Conversions of {what} {covers}."),
+            Column(f"ctr_{span}", "float64",
+                   f"Smoothed CTR of {what} {covers} (taobao_assets.features.smoothed_ctr, "
+                   f"{CTR_PRIOR_STRENGTH:g} pseudo impressions at the global CTR of the latest gold day)."),
+        ]
+    return tuple(columns)
+
+
+def _key_of(gold_key: str) -> Column:
+    """The key column exactly as gold declares it, so both views join on the same entity."""
+    (column,) = {k for t in GOLD_TABLES for k in t.keys if k.name == gold_key}
+    return column
+
+
+REALTIME_TABLES = (
+    RealtimeTable("user_realtime", (_key_of("user_id"),), realtime_counters("the user"),
+                  "Per user, pushed by the streaming run: today's and last hour's counters and CTR.",
+                  ttl_seconds=86_400),
+    RealtimeTable("item_realtime", (_key_of("item_id"),), realtime_counters("the item"),
+                  "Per item, pushed by the streaming run: today's and last hour's counters and CTR.",
+                  ttl_seconds=86_400),
+    RealtimeTable("user_category_realtime", (_key_of("user_id"), _key_of("category_id")),
+                  realtime_counters("the user in the item category"),
+                  "Per user and item category, pushed by the streaming run: today's and last hour's counters "
+                  "and CTR.",
+                  ttl_seconds=86_400),
+)

@@ -1,0 +1,43 @@
+"""``feast serve`` on the feature repository serves what the Python API returns."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from taobao_assets.resources.feast import FeastResource
+from taobao_assets.retrieval import OnlineFeatures, feature_server, http_lookup
+from taobao_assets.settings import Settings
+from taobao_assets_tests.test_serving.conftest import COLLIDING_PAIRS, serving_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(feature_repo: Path, serving_settings: Settings, materialized: dict) -> Iterator[str]:
+    with feature_server(feature_repo, free_port(), serving_env(serving_settings)) as url:
+        yield url
+
+
+@pytest.mark.parametrize("user, category", COLLIDING_PAIRS)
+def test_feature_server_returns_the_python_apis_values(
+    server: str, applied: FeastResource, user: int, category: int
+) -> None:
+    keys = {"user_id": user, "item_id": 5, "category_id": category}
+    with requests.Session() as session:
+        served = http_lookup(session, server, "ctr_model_v1", **keys)
+    assert served == OnlineFeatures(applied.store()).lookup(**keys)
+    assert served["user_category_features__impressions_1d"] is not None
+
+
+def test_feature_server_rejects_an_unknown_service(server: str) -> None:
+    with requests.Session() as session, pytest.raises(requests.HTTPError):
+        http_lookup(session, server, "no_such_service", user_id=1)

@@ -1,0 +1,127 @@
+"""Point-in-time retrieval of the training feature service, checked against an independent join.
+
+The reference is pandas ``merge_asof`` per view (latest row at or before the entity's time, at
+most the TTL older), written here without Feast; the entity times probe the edges: just before a
+day's rows become valid, exactly when they do, inside the day, exactly at the TTL, and just past it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taobao_assets.assets.serving import TRAINING_SERVICE, entity_frame, join_keys
+from taobao_assets.checks.serving import point_in_time_rows
+from taobao_assets.feast_repo import FeastRepo
+from taobao_assets.gold_tables import TIMESTAMP_FIELD
+from taobao_assets.io_managers.postgres import end_of_day
+from taobao_assets.resources.feast import FeastResource
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.settings import Settings
+from taobao_assets_tests.test_serving.conftest import COLLIDING_PAIRS, DAYS, KEY_IDS
+
+UTC_MICROS = "datetime64[us, UTC]"
+EDGES = [-timedelta(microseconds=1), timedelta(0), timedelta(hours=7, minutes=13), timedelta(days=1),
+         timedelta(days=1, microseconds=1)]
+
+
+@pytest.fixture(scope="module")
+def entity_rows(generated: FeastRepo) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    keys = join_keys(generated, TRAINING_SERVICE)
+    rows = []
+    for day in DAYS:
+        for edge in EDGES:
+            when = end_of_day(day) + edge
+            for _ in range(40):
+                rows.append({**{k: int(rng.choice(KEY_IDS[k])) for k in keys}, TIMESTAMP_FIELD: when})
+            # The pairs whose keys concatenate to the same text, at the same instant.
+            for user, category in COLLIDING_PAIRS:
+                rows.append({"user_id": user, "item_id": 1, "category_id": category, TIMESTAMP_FIELD: when})
+    rows.append({"user_id": 10**12, "item_id": 10**12, "category_id": 10**12, TIMESTAMP_FIELD: end_of_day(DAYS[1])})
+    # An impression whose item fields are unknown: no item or category features, the user's still.
+    rows.append({"user_id": 1, "item_id": None, "category_id": None, TIMESTAMP_FIELD: end_of_day(DAYS[1])})
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "row", range(len(frame)))
+    return entity_frame(frame, keys)
+
+
+def merge_asof_reference(rows: pd.DataFrame, gold: dict[str, pd.DataFrame], repo: FeastRepo) -> pd.DataFrame:
+    """The expected training frame, built with pandas alone."""
+    expected = rows.astype({TIMESTAMP_FIELD: UTC_MICROS}).sort_values(TIMESTAMP_FIELD)
+    for projection in repo.service(TRAINING_SERVICE).feature_view_projections:
+        view = repo.view(projection.name)
+        keys = [c.name for c in view.entity_columns]
+        right = gold[view.name].copy()
+        right[TIMESTAMP_FIELD] = pd.to_datetime(right[TIMESTAMP_FIELD], utc=True).astype(UTC_MICROS)
+        right = right.rename(columns={f.name: f"{view.name}__{f.name}" for f in view.features}).sort_values(
+            TIMESTAMP_FIELD)
+        left = expected.copy()
+        for key in keys:
+            left[key] = left[key].fillna(-1).astype("int64")  # no gold row has key -1: a null key matches none
+            right[key] = right[key].astype("int64")
+        expected = pd.merge_asof(left, right, on=TIMESTAMP_FIELD, by=keys, direction="backward",
+                                 allow_exact_matches=True, tolerance=pd.Timedelta(view.ttl))
+    return expected.sort_values("row", ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def retrieved(applied: FeastResource, entity_rows: pd.DataFrame) -> pd.DataFrame:
+    store = applied.store()
+    return store.get_historical_features(
+        entity_df=entity_rows, features=store.get_feature_service(TRAINING_SERVICE), full_feature_names=True,
+    ).to_df().sort_values("row", ignore_index=True)
+
+
+def test_historical_features_equal_an_independent_merge_asof(
+    retrieved: pd.DataFrame, entity_rows: pd.DataFrame, gold: dict[str, pd.DataFrame], generated: FeastRepo
+) -> None:
+    expected = merge_asof_reference(entity_rows, gold, generated)
+    assert len(retrieved) == len(entity_rows), "one training row per entity row, no duplicates"
+    features = [c for c in expected.columns if "__" in c]
+    assert set(features) <= set(retrieved.columns)
+    pd.testing.assert_frame_equal(retrieved[["row", *features]], expected[["row", *features]], check_dtype=False)
+
+
+def test_features_are_never_newer_than_the_impression(retrieved: pd.DataFrame, gold: dict[str, pd.DataFrame]) -> None:
+    """Rows just before a day's end get the previous day's values (or none), never that day's."""
+    before = retrieved[retrieved[TIMESTAMP_FIELD].dt.microsecond == 999_999]
+    assert len(before) > 0
+    users = gold["user_features"].set_index(["user_id", TIMESTAMP_FIELD])["clicks_1d"]
+    for row in before.itertuples():
+        own_day = (row.user_id, pd.Timestamp(row.event_timestamp).ceil("D").to_pydatetime())
+        if own_day in users.index and not pd.isna(row.user_features__clicks_1d):
+            previous = (row.user_id, own_day[1] - timedelta(days=1))
+            assert row.user_features__clicks_1d == users.get(previous), row
+
+
+def test_rows_whose_keys_concatenate_alike_get_their_own_features(
+    retrieved: pd.DataFrame, gold: dict[str, pd.DataFrame]
+) -> None:
+    """(user 1, category 23) and (user 12, category 3) read "123" alike: Feast 0.67's bug, fixed here."""
+    pairs = gold["user_category_features"].set_index(["user_id", "category_id", TIMESTAMP_FIELD])
+    stamps = {pd.Timestamp(end_of_day(d)) for d in DAYS}
+    at_stamp = retrieved[[t in stamps for t in pd.to_datetime(retrieved[TIMESTAMP_FIELD], utc=True)]]
+    for user, category in COLLIDING_PAIRS:
+        mine = at_stamp[(at_stamp.user_id == user) & (at_stamp.category_id == category)]
+        assert len(mine) > 0
+        for row in mine.itertuples():
+            stamp = pd.Timestamp(row.event_timestamp, tz="UTC").to_pydatetime()
+            assert row.user_category_features__impressions_1d == pairs.at[(user, category, stamp), "impressions_1d"]
+
+
+def test_sql_reference_of_the_training_check_agrees_with_merge_asof(
+    serving_settings: Settings, entity_rows: pd.DataFrame, gold: dict[str, pd.DataFrame], generated: FeastRepo
+) -> None:
+    """The LATERAL join the ``features_point_in_time`` check relies on is itself right."""
+    expected = merge_asof_reference(entity_rows, gold, generated)
+    view = generated.view("user_category_features")
+    keys = [c.name for c in view.entity_columns]
+    found = point_in_time_rows(PostgresResource.from_settings(serving_settings), view.tags["table"], keys,
+                               int(view.ttl.total_seconds()), entity_rows.sort_values("row", ignore_index=True))
+    names = [f.name for f in view.features]
+    pd.testing.assert_frame_equal(found[names], expected[[f"{view.name}__{n}" for n in names]].set_axis(names, axis=1),
+                                  check_dtype=False)

@@ -1,0 +1,115 @@
+"""Silver -> gold -> Feast -> training sets and a baseline model, on the session's shared data set.
+
+Gold of two days is computed by the real Spark asset from the shared silver (deterministic, so
+recomputing a day another test computed changes nothing); the serving assets then run on the
+tests' database and Feast project (``taobao_test``), with their checks: the registry, the online
+store of day 2, the training sets of days 2 and 3, and the baseline model trained on day 2 and
+scored on day 3.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+from dagster import AssetSelection, ExecuteInProcessResult, materialize
+from pyspark.sql import functions as F
+
+from taobao_assets.assets.bronze import bronze_assets
+from taobao_assets.assets.gold import gold_features
+from taobao_assets.assets.serving import (
+    TRAINING_PREFIX,
+    TRAINING_SERVICE,
+    ctr_baseline,
+    feast_registry,
+    online_store,
+    serving_assets,
+    training_set,
+    training_set_key,
+)
+from taobao_assets.assets.silver import silver_assets
+from taobao_assets.checks.serving import serving_checks
+from taobao_assets.gold_tables import TIMESTAMP_FIELD
+from taobao_assets.io_managers.postgres import PostgresPartitionIOManager
+from taobao_assets.partitions import DAILY
+from taobao_assets.resources.feast import FeastResource
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.resources.spark import SparkResource
+from taobao_assets.settings import Settings
+from taobao_assets_tests.conftest import silver_resources
+
+pytestmark = pytest.mark.slow
+#: Gold of days 1-2 gives the training sets of days 2-3 their features (of the day before).
+GOLD_DAYS = DAILY.get_partition_keys()[:2]
+TRAINING_DAYS = DAILY.get_partition_keys()[1:3]
+
+
+@pytest.fixture(scope="module")
+def run(silver: object, bronze: S3Resource, spark: SparkResource, settings: Settings, redis_service: object):
+    postgres = PostgresResource.from_settings(settings)
+    resources = {**silver_resources(settings, spark, bronze), "postgres": postgres,
+                 "gold_io_manager": PostgresPartitionIOManager(postgres=postgres),
+                 "feast": FeastResource.from_settings(settings)}
+    assets = [*bronze_assets, *silver_assets, gold_features, *serving_assets, *serving_checks]
+
+    def run(selection: AssetSelection, day: str | None = None) -> ExecuteInProcessResult:
+        result = materialize(assets, resources=resources, selection=selection, partition_key=day,
+                             raise_on_error=False)
+        failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in
+                  result.get_asset_check_evaluations() if not e.passed]
+        assert result.success and not failed, failed
+        return result
+
+    for day in GOLD_DAYS:
+        run(AssetSelection.assets(gold_features), day)
+    run(AssetSelection.assets(feast_registry))
+    bronze.delete_prefix(f"{TRAINING_PREFIX}/")  # training sets of earlier sessions would train the model too
+    return run
+
+
+@pytest.fixture(scope="module")
+def training_sets(run) -> dict[str, ExecuteInProcessResult]:
+    return {day: run(AssetSelection.assets(training_set), day) for day in TRAINING_DAYS}
+
+
+def test_online_store_of_a_day_passes_its_check(run) -> None:
+    result = run(AssetSelection.assets(online_store), GOLD_DAYS[-1])
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["entities_compared"].value > 0
+
+
+def test_training_set_has_one_row_per_impression_with_labels_and_point_in_time_features(
+    training_sets: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings, bronze: S3Resource
+) -> None:
+    for day, result in training_sets.items():
+        (check,) = result.get_asset_check_evaluations()
+        assert check.check_name == "features_point_in_time" and check.passed
+        frame = pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(day))))
+        silver = (spark.spark_session.table(f"{settings.iceberg_catalog}.silver.impressions")
+                  .where(F.col("day") == day).select("sample_id", "click", "conversion", "event_time").toPandas())
+        merged = frame.merge(silver, on="sample_id", suffixes=("", "_silver"), validate="one_to_one")
+        assert len(frame) == len(silver) == len(merged)
+        assert (merged["click"] == merged["click_silver"]).all()
+        assert (merged["conversion"] == merged["conversion_silver"]).all()
+        assert (merged[TIMESTAMP_FIELD] == pd.to_datetime(merged["event_time"], utc=True)).all()
+        (materialization,) = result.asset_materializations_for_node("training_set")
+        assert materialization.metadata["row_count"].value == len(frame)
+        assert materialization.metadata["click_rate"].value == pytest.approx(frame["click"].mean())
+        # Most impressions find their user's and item's features of the day before.
+        assert frame["user_features__impressions_7d"].notna().mean() > 0.5
+        assert frame["item_features__impressions_7d"].notna().mean() > 0.5
+        assert TRAINING_SERVICE in materialization.metadata["path"].value
+
+
+def test_baseline_model_trained_on_earlier_days_scores_the_next_day(
+    training_sets: dict[str, ExecuteInProcessResult], run, bronze: S3Resource
+) -> None:
+    result = run(AssetSelection.assets(ctr_baseline), TRAINING_DAYS[-1])
+    (materialization,) = result.asset_materializations_for_node("ctr_baseline")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    test_day = pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(TRAINING_DAYS[-1]))))
+    assert metadata["trained_on_days"] == len(TRAINING_DAYS) - 1 and metadata["test_rows"] == len(test_day)
+    # The generator's clicks depend on user, item and category effects the gold rates estimate.
+    assert 0.5 < metadata["auc"] <= 1.0, metadata
