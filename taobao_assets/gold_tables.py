@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from dagster import TableColumn, TableSchema
 
@@ -45,15 +45,20 @@ class GoldTable:
     #: How long a day's row stays valid: a row at end of day D describes the impressions of D+1.
     ttl_seconds: int = 86_400
 
+    #: Postgres schema of the table, metadata key of the contract and meaning of its timestamp:
+    #: what a subclass (the real-time contract) changes.
+    schema: ClassVar[str] = SCHEMA
+    metadata_key: ClassVar[str] = METADATA_KEY
+    timestamp_description: ClassVar[str] = (
+        "End of the day the features were computed over (exclusive): usable from then on.")
+
     @property
     def qualified_name(self) -> str:
-        return f"{SCHEMA}.{self.name}"
+        return f"{self.schema}.{self.name}"
 
     @property
     def columns(self) -> tuple[Column, ...]:
-        timestamp = Column(TIMESTAMP_FIELD, "timestamp",
-                           "End of the day the features were computed over (exclusive): usable from then on.")
-        return (*self.keys, timestamp, *self.features)
+        return (*self.keys, Column(TIMESTAMP_FIELD, "timestamp", self.timestamp_description), *self.features)
 
     @property
     def key_names(self) -> list[str]:
@@ -66,7 +71,7 @@ class GoldTable:
                 columns=[TableColumn(c.name, c.dtype, description=c.description) for c in self.columns]
             ),
             "dagster/table_name": self.qualified_name,
-            METADATA_KEY: json.dumps(self.to_json()),
+            self.metadata_key: json.dumps(self.to_json()),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -76,9 +81,9 @@ class GoldTable:
         }
 
     @classmethod
-    def from_metadata(cls, metadata: Any) -> GoldTable:
-        """Rebuild the contract from an asset's metadata (a mapping with :data:`METADATA_KEY`)."""
-        raw = metadata[METADATA_KEY]
+    def from_metadata(cls, metadata: Any) -> Self:
+        """Rebuild the contract from an asset's metadata (a mapping with the class's metadata key)."""
+        raw = metadata[cls.metadata_key]
         data = json.loads(raw.value if hasattr(raw, "value") else raw)
         return cls(
             name=data["name"], keys=tuple(Column(**c) for c in data["keys"]),

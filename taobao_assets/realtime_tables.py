@@ -17,14 +17,11 @@ Counters cover two spans of event time: ``today`` (from the start of the UTC day
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
-
-from dagster import TableColumn, TableSchema
+from typing import ClassVar
 
 from taobao_assets.features import CTR_PRIOR_STRENGTH
-from taobao_assets.gold_tables import GOLD_TABLES, TIMESTAMP_FIELD, Column, GoldTable
+from taobao_assets.gold_tables import GOLD_TABLES, Column, GoldTable
 
 SCHEMA = "streaming"
 METADATA_KEY = "taobao/realtime_table"
@@ -39,34 +36,9 @@ SPANS = {
 class RealtimeTable(GoldTable):
     """A gold-style contract whose rows are pushed by the streaming run instead of written daily."""
 
-    @property
-    def qualified_name(self) -> str:
-        return f"{SCHEMA}.{self.name}"
-
-    @property
-    def columns(self) -> tuple[Column, ...]:
-        timestamp = Column(TIMESTAMP_FIELD, "timestamp",
-                           "Event time of the latest impression counted: the counters are as of then.")
-        return (*self.keys, timestamp, *self.features)
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "dagster/column_schema": TableSchema(
-                columns=[TableColumn(c.name, c.dtype, description=c.description) for c in self.columns]
-            ),
-            "dagster/table_name": self.qualified_name,
-            METADATA_KEY: json.dumps(self.to_json()),
-        }
-
-    @classmethod
-    def from_metadata(cls, metadata: Any) -> RealtimeTable:
-        raw = metadata[METADATA_KEY]
-        data = json.loads(raw.value if hasattr(raw, "value") else raw)
-        return cls(
-            name=data["name"], keys=tuple(Column(**c) for c in data["keys"]),
-            features=tuple(Column(**c) for c in data["features"]),
-            description=data["description"], ttl_seconds=data["ttl_seconds"],
-        )
+    schema: ClassVar[str] = SCHEMA
+    metadata_key: ClassVar[str] = METADATA_KEY
+    timestamp_description: ClassVar[str] = "Event time of the latest impression counted: the counters are as of then."
 
 
 def realtime_counters(what: str) -> tuple[Column, ...]:
@@ -79,7 +51,8 @@ def realtime_counters(what: str) -> tuple[Column, ...]:
             Column(f"conversions_{span}", "int64", f"Conversions of {what} {covers}."),
             Column(f"ctr_{span}", "float64",
                    f"Smoothed CTR of {what} {covers} (taobao_assets.features.smoothed_ctr, "
-                   f"{CTR_PRIOR_STRENGTH:g} pseudo impressions at the global CTR of the latest gold day)."),
+                   f"{CTR_PRIOR_STRENGTH:g} pseudo impressions at the global CTR of the latest gold day, "
+                   f"or of the stream itself until there is one)."),
         ]
     return tuple(columns)
 

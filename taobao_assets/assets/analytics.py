@@ -1,0 +1,193 @@
+"""Analytics: daily reports over silver and gold, computed by Trino and stored as Iceberg tables.
+
+Each asset runs one ``.sql`` file of :data:`SQL_DIR` in Trino and writes table
+``iceberg.analytics.<asset name>`` (the lakehouse catalog Spark shares, so Spark reads the
+reports too):
+
+- ``ctr_cvr_by_category_position``: CTR and CVR per day, item category and position;
+- ``top_shops_by_conversions``: the day's top 10 shops, with their 7-day gold features (a query
+  that joins the Iceberg and the Postgres catalogs);
+- ``funnel_by_segment``: impression -> click -> conversion per day, gender and age, in events and
+  distinct users.
+
+A file creates its table if needed, deletes the days of the run and inserts them again, so a
+re-run replaces them; its last statement reads the days back, shown in Dagster as a Markdown
+table. The delete and the insert are two Iceberg commits (Trino's Iceberg connector has no
+multi-statement write transactions): between them, for about a second, a reader sees the days
+empty, never doubled. The delete matches whole ``day`` partitions, so it only rewrites metadata.
+
+Backfills run as one run over the whole range (:class:`BackfillPolicy` single run): the SQL
+groups by day, so Trino does seven days in one pass instead of seven times the fixed cost.
+
+Templates. The files hold ``${name}`` placeholders (:class:`string.Template`), filled by
+:func:`render` only with dates, UTC timestamps and identifiers, each checked for its type, so a
+value can never change the shape of the SQL; the same mechanism lets the cross-engine check run
+one file on Trino, Spark and Postgres with each engine's table names.
+"""
+
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from string import Template
+
+import pandas as pd
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    BetaWarning,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from trino.exceptions import TrinoQueryError
+
+from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
+from taobao_assets.partitions import DAILY
+from taobao_assets.resources.trino import TrinoResource, split_statements
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+GROUP = "analytics"
+#: Trino's catalog names, fixed by the server's configuration (deploy/services/trino.py).
+TRINO_ICEBERG = "iceberg"
+TRINO_POSTGRES = "postgresql"
+#: Rows of a report shown in the Dagster UI; the table holds them all.
+PREVIEW_ROWS = 20
+
+SqlValue = date | datetime | str
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def sql_literal(value: SqlValue) -> str:
+    """SQL text of a template value: a date or UTC timestamp literal, or a checked identifier.
+
+    The literals are spelled so that Trino, Spark and Postgres all read them the same way (a
+    ``TIMESTAMP '...'`` literal carries its zone in Trino but drops it in Postgres).
+    """
+    if isinstance(value, datetime):
+        if value.utcoffset() != timedelta(0):
+            raise ValueError(f"timestamp {value!r} must be in UTC (an aware datetime with offset 0)")
+        return f"CAST('{value.astimezone(UTC).isoformat(sep=' ')}' AS TIMESTAMP WITH TIME ZONE)"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
+        return value
+    raise ValueError(f"{value!r} is neither a date, a UTC timestamp nor an identifier (a.b.c)")
+
+
+def render(path: Path, values: Mapping[str, SqlValue]) -> list[str]:
+    """The statements of the SQL file at ``path`` with its ``${name}`` placeholders filled."""
+    try:
+        text = Template(path.read_text()).substitute({k: sql_literal(v) for k, v in values.items()})
+    except KeyError as missing:
+        raise ValueError(f"{path}: placeholder ${{{missing.args[0]}}} has no value "
+                         f"(given: {sorted(values)})") from None
+    statements = split_statements(text)
+    if not statements:
+        raise ValueError(f"{path}: no SQL statement in the file")
+    return statements
+
+
+def run_trino_script(
+    trino_resource: TrinoResource, path: Path, values: Mapping[str, SqlValue]
+) -> pd.DataFrame:
+    """Run every statement of the template at ``path`` in order; return the last one's result."""
+    statements = render(path, values)
+    result = pd.DataFrame()
+    for number, statement in enumerate(statements, start=1):
+        try:
+            result = trino_resource.query_df(statement)
+        except TrinoQueryError as error:
+            error.add_note(f"in {path}, statement {number} of {len(statements)}")
+            raise
+    return result
+
+
+def day_range(context: AssetExecutionContext) -> tuple[date, date]:
+    """First and last day of the run's partition or partition range."""
+    window = context.partition_time_window
+    return window.start.date(), window.end.date() - timedelta(days=1)
+
+
+def markdown(frame: pd.DataFrame, limit: int = PREVIEW_ROWS) -> str:
+    shown = frame.head(limit)
+    more = f"\n\n{len(frame) - limit:,} more rows in the table." if len(frame) > limit else ""
+    return shown.to_markdown(index=False, floatfmt=".4g", missingval="NULL") + more
+
+
+@dataclass(frozen=True)
+class Report:
+    """An analytics asset: a table of ``iceberg.analytics`` filled by ``<name>.sql``."""
+
+    name: str
+    description: str
+    deps: tuple[AssetDep, ...]
+
+    @property
+    def key(self) -> AssetKey:
+        return AssetKey([GROUP, self.name])
+
+    @property
+    def sql_path(self) -> Path:
+        return SQL_DIR / f"{self.name}.sql"
+
+    @property
+    def trino_table(self) -> str:
+        return f"{TRINO_ICEBERG}.{GROUP}.{self.name}"
+
+
+SAME_DAY_IMPRESSIONS = AssetDep(IMPRESSIONS_KEY)
+# A user context is stored on the day of its first impression; later days' impressions still use it.
+EVERY_USER_CONTEXT = AssetDep(USER_CONTEXT_KEY, partition_mapping=AllPartitionMapping())
+
+REPORTS = (
+    Report("ctr_cvr_by_category_position",
+           "Daily CTR and CVR per item category and position, from silver impressions (Trino).",
+           (SAME_DAY_IMPRESSIONS,)),
+    Report("top_shops_by_conversions",
+           "The day's top 10 shops by conversions with their 7-day gold features: Trino joining "
+           "silver (Iceberg) and gold (Postgres).",
+           (SAME_DAY_IMPRESSIONS, AssetDep(AssetKey(["gold", "shop_features"])))),
+    Report("funnel_by_segment",
+           "Daily impression -> click -> conversion funnel per gender and age bucket of the user "
+           "context, in events and distinct users (Trino).",
+           (SAME_DAY_IMPRESSIONS, EVERY_USER_CONTEXT)),
+)
+
+
+def report_asset(report: Report) -> AssetsDefinition:
+    @asset(
+        key=report.key,
+        deps=list(report.deps),
+        partitions_def=DAILY,
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"trino", "iceberg"},
+        description=report.description,
+        metadata={"dagster/table_name": report.trino_table,
+                  "sql_file": str(report.sql_path.relative_to(SQL_DIR.parent.parent))},
+    )
+    def _report(context: AssetExecutionContext, trino: TrinoResource) -> MaterializeResult:
+        first, last = day_range(context)
+        context.log.info(f"{report.trino_table}: running {report.sql_path.name} for {first} .. {last}")
+        rows = run_trino_script(trino, report.sql_path, {"first_day": first, "last_day": last})
+        return MaterializeResult(metadata={
+            "row_count": len(rows),
+            "dagster/row_count": len(rows),
+            "days": f"{first} .. {last}",
+            "preview": MetadataValue.md(markdown(rows)),
+        })
+
+    return _report
+
+
+with warnings.catch_warnings():
+    # Dagster 1.13 calls backfill policies beta and would say so on every import of this module.
+    warnings.simplefilter("ignore", BetaWarning)
+    analytics_assets = [report_asset(report) for report in REPORTS]
