@@ -14,7 +14,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from datetime import date
-from typing import IO, Any
+from typing import Any
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, asset_check
 
@@ -26,7 +26,7 @@ from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.source.event_time import day_window_ms
 
 
-def _open_gzip(s3: S3Resource, manifest: BronzeManifest, object_name: str) -> IO[bytes]:
+def _open_gzip(s3: S3Resource, manifest: BronzeManifest, object_name: str) -> gzip.GzipFile:
     body = s3.client().get_object(Bucket=manifest.bucket, Key=manifest.key(object_name))["Body"]
     return gzip.GzipFile(fileobj=body)
 

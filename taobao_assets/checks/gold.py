@@ -7,6 +7,7 @@
 """
 
 from datetime import date
+from typing import Any
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetKey, asset_check
 from pyspark.sql import functions as F
@@ -23,7 +24,7 @@ from taobao_assets.settings import get_settings
 PLAUSIBLE_CTR = (0.001, 0.5)
 
 
-def _one(postgres: PostgresResource, sql: str, params: tuple[object, ...]) -> tuple[object, ...]:
+def _one(postgres: PostgresResource, sql: str, params: tuple[object, ...]) -> tuple[Any, ...]:
     with postgres.connect() as conn, conn.cursor() as cur:
         cur.execute(sql, params)
         row = cur.fetchone()

@@ -206,20 +206,39 @@ async def replay(
     checkpoint_dir: Path,
     rate: float | None = None,
     on_progress: Progress | None = None,
+    reset: bool = False,
 ) -> ReplayResult:
-    """Replay ``folder`` into Kafka (see the module docstring); returns what was done."""
+    """Replay ``folder`` into Kafka (see the module docstring); returns what was done.
+
+    ``reset`` first deletes the topics and every replay checkpoint, for a new data set.
+    """
     t0 = time.monotonic()
     timeline = Timeline.from_folder(folder, config)
     if timeline.total == 0:
         raise FileNotFoundError(f"no sample_skeleton_{{train,test}}.csv in {folder}")
     total = total_records(folder)
+    if reset:
+        await kafka.delete_topics([SAMPLES.name, COMMON_FEATURES.name])
+        for old in checkpoint_dir.glob("replay-*.json"):
+            old.unlink()
     await kafka.create_topics([SAMPLES, COMMON_FEATURES])
     checkpoint_path = checkpoint_dir / f"replay-{fingerprint(folder, config)}.json"
     checkpoint = Checkpoint.load(checkpoint_path)
     current = {t.name: await kafka.end_offsets(t.name) for t in (SAMPLES, COMMON_FEATURES)}
     skip: set[tuple[str, int]] = set()
     if checkpoint is None:
+        held = sum(offset for parts in current.values() for offset in parts.values())
+        if held:
+            # Another data set's records before ours would break the non-decreasing event time
+            # along each partition, and with it bronze's day ranges.
+            raise RuntimeError(
+                f"Kafka topics {SAMPLES.name} and {COMMON_FEATURES.name} already hold {held:,} records that "
+                f"no checkpoint of this data set ({folder}) accounts for; replay with --reset (deletes the "
+                f"topics and replay checkpoints) or use other topics (TFP_TOPIC_PREFIX)"
+            )
+        # Saved before the first send, so a replay killed within its first batch resumes too.
         checkpoint = Checkpoint(0, current)
+        checkpoint.save(checkpoint_path)
     else:
         for topic, parts in checkpoint.end_offsets.items():
             if any(current[topic].get(p, 0) < off for p, off in parts.items()):
@@ -271,11 +290,11 @@ async def replay(
 
 
 def run_replay(settings: Settings, kafka: KafkaResource, folder: Path | None = None,
-               rate: float | None = None, on_progress: Progress | None = None) -> ReplayResult:
+               rate: float | None = None, on_progress: Progress | None = None, reset: bool = False) -> ReplayResult:
     """Replay ``folder`` (default: the configured source folder) with the configured time line."""
     return asyncio.run(replay(
         folder or settings.source_dir, kafka, config=event_time_config(settings),
-        checkpoint_dir=settings.state_dir / "replay", rate=rate, on_progress=on_progress,
+        checkpoint_dir=settings.state_dir / "replay", rate=rate, on_progress=on_progress, reset=reset,
     ))
 
 
@@ -284,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="folder with the raw files (default: TFP_SOURCE_DIR)")
     parser.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    parser.add_argument("--reset", action="store_true",
+                        help="delete the topics and replay checkpoints first (a new data set)")
     args = parser.parse_args(argv)
     bar = tqdm(unit="rec", unit_scale=True, desc="replay", file=sys.stderr)
 
@@ -292,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(done - bar.n)
 
     settings = get_settings()
-    result = run_replay(settings, KafkaResource.from_settings(settings), args.data, args.rate, progress)
+    result = run_replay(settings, KafkaResource.from_settings(settings), args.data, args.rate, progress,
+                        reset=args.reset)
     bar.close()
     print(json.dumps({**result.__dict__, "records_per_second": round(result.records_per_second)}))
     return 0
