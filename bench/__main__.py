@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["bench.parser", "bench.replay"]
+BENCHMARKS = ["bench.parser", "bench.replay", "bench.online_lookup"]
 
 
 def main() -> int:

@@ -1,14 +1,32 @@
-"""Jobs and schedules: the replay into Kafka, and the daily batch over the shared partitions."""
+"""Jobs and schedules: the replay into Kafka, the daily batch over the shared partitions, and streaming."""
 
 
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job, job, op
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetSelection,
+    Config,
+    MetadataValue,
+    OpExecutionContext,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+    job,
+    op,
+)
 
 from taobao_assets.partitions import DAILY
+from taobao_assets.realtime_tables import REALTIME_TABLES, SCHEMA
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.settings import get_settings
 from taobao_assets.source.replay import run_replay
+from taobao_assets.streaming.resource import StreamingResource
+from taobao_assets.streaming.run import OffsetRange, apply_ranges
 
 
 class ReplayConfig(Config):
@@ -16,6 +34,8 @@ class ReplayConfig(Config):
 
     source_dir: str = ""
     rate: float | None = None
+    #: Delete the topics and replay checkpoints first: for a new data set in the source folder.
+    reset: bool = False
 
 
 @op(description="Replay the raw Ali-CCP files into Kafka in event-time order (resumable).")
@@ -29,7 +49,7 @@ def replay_raw_files(context: OpExecutionContext, config: ReplayConfig, kafka: K
             reported[0] = done / total
             context.log.info(f"replay {done:,}/{total:,} records ({done / total:.0%}), {rate:,.0f} rec/s")
 
-    result = run_replay(settings, kafka, folder, config.rate, progress)
+    result = run_replay(settings, kafka, folder, config.rate, progress, reset=config.reset)
     context.log.info(
         f"replay of {folder}: {result.records_sent:,} records sent, "
         f"{result.records_skipped_on_resume:,} found already written on resume, "
@@ -46,3 +66,97 @@ bronze_job = define_asset_job(
     "bronze_job", selection=AssetSelection.groups("bronze"), partitions_def=DAILY,
     description="Copy one day of Kafka records into bronze objects in MinIO (with checks).",
 )
+
+#: One day through bronze, silver and gold, each layer's checks included; backfills run it per day.
+batch_job = define_asset_job(
+    "daily_batch", selection=AssetSelection.groups("bronze", "silver", "gold"), partitions_def=DAILY,
+    description="One day of Kafka records through bronze (MinIO), silver (Iceberg) and gold (Postgres).",
+)
+
+#: Feast apply is not partitioned, so it cannot share a job with the daily assets.
+registry_job = define_asset_job(
+    "feast_apply", selection=AssetSelection.assets("feast_registry"),
+    description="Apply the Feast repository generated from the current asset metadata.",
+)
+
+#: What serves a day once gold is there: online store, training set, baseline model, Trino reports.
+serving_job = define_asset_job(
+    "daily_serving",
+    selection=(AssetSelection.groups("serving") - AssetSelection.assets("feast_registry"))
+    | AssetSelection.groups("analytics"),
+    partitions_def=DAILY,
+    description="Materialize a day into Redis, build its training set and model score, run the Trino reports.",
+)
+
+#: Runs the latest day of the batch every day (the backfill covers the days before).
+daily_batch_schedule = build_schedule_from_partitioned_job(batch_job, hour_of_day=1)
+
+
+class PartitionRange(Config):
+    partition: int
+    start: int
+    end: int
+
+
+class StreamingRunConfig(Config):
+    """Exact offset ranges ``[start, end)`` of the samples topic (the sensor writes them)."""
+
+    ranges: list[PartitionRange]
+    #: Pin the CTR prior (reproducible re-runs); default: latest gold day, else the stream's own CTR.
+    ctr_prior: float | None = None
+
+
+#: Run tag the sensor sets: wall-clock ms of the tick that saw the range's records in Kafka.
+OBSERVED_AT_TAG = "taobao/observed_at_ms"
+
+
+@op(out={}, description="Apply exact offset ranges of the samples topic to the real-time counters, exactly "
+                        "once, and write the touched entities to the Feast online store.")
+def apply_sample_ranges(context: OpExecutionContext, config: StreamingRunConfig, streaming: StreamingResource
+                        ) -> Iterator[AssetMaterialization]:
+    ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
+    result = apply_ranges(streaming, ranges, owner=f"run:{context.run_id}", ctr_prior=config.ctr_prior,
+                          log=context.log.info)
+    report = result.report
+    observed_at = context.run.tags.get(OBSERVED_AT_TAG)
+    metadata: dict[str, Any] = {
+        "ranges": MetadataValue.json([asdict(r) for r in ranges]),
+        "applied_offsets": MetadataValue.json({str(p): o for p, o in report.offsets.items()}),
+        "records_committed": report.samples_committed,
+        "records_already_applied": result.already_applied,
+        "records_of_earlier_ranges_applied": result.gap_filled,
+        "records_per_second": round(report.samples_committed / max(report.seconds, 1e-9), 1),
+        "seconds": round(report.seconds, 3),
+        "context_rows_committed": report.contexts_committed,
+        "dead_letters": sum(report.dead_letters.values()),
+        "dead_letters_by_reason": MetadataValue.json(dict(report.dead_letters)),
+        "unresolved_context": report.totals["unresolved_context"],
+        "conflicts": report.conflicts,
+        "ctr_prior": report.prior.ctr if report.prior else None,
+        "ctr_prior_source": report.prior.source if report.prior else None,
+        "freshness_records": len(report.freshness_ms),
+        "freshness_p50_ms": report.freshness(50),
+        "freshness_p99_ms": report.freshness(99),
+    }
+    if observed_at:
+        # Every record of the ranges was in Kafka at the tick, so each waited at least this long.
+        metadata["seconds_from_sensor_tick_to_online"] = round(time.time() - int(observed_at) / 1000, 3)
+    context.log.info(f"applied {report.samples_committed:,} sample records in {report.seconds:.1f} s; "
+                     f"rows written {dict(report.rows_written)}")
+    for table in REALTIME_TABLES:
+        yield AssetMaterialization(asset_key=AssetKey([SCHEMA, table.name]),
+                                   metadata={"rows_written": report.rows_written[table.name], **metadata})
+
+
+def streaming_run_config(ranges: list[OffsetRange], ctr_prior: float | None = None) -> dict[str, Any]:
+    """The run config of :data:`streaming_job` applying ``ranges``."""
+    config: dict[str, Any] = {"ranges": [asdict(r) for r in ranges]}
+    if ctr_prior is not None:
+        config["ctr_prior"] = ctr_prior
+    return {"ops": {apply_sample_ranges.name: {"config": config}}}
+
+
+@job(description="Apply offset ranges of the Kafka samples topic to the real-time features (run by the "
+                 "streaming sensor).")
+def streaming_job() -> None:
+    apply_sample_ranges()

@@ -1,0 +1,379 @@
+"""Streaming throughput against a bare aiokafka consume loop, and freshness in both modes (DESIGN.md s. 7).
+
+``python -m bench.streaming [--rows 100000] [--rate 1000] [--seconds 45] [--interval 30] [--profile]``
+generates (once, cached under ``<state_dir>/bench``) a synthetic data set, and in one run, on its
+own topics, state and Feast project:
+
+Throughput (the whole data set already in Kafka, as the replay writes it):
+
+- ``aiokafka consume loop``: the reference, a bare loop reading both topics with the applier's
+  fetch settings and doing nothing with the records;
+- ``consume + parse``: the same loop calling the parser on every record (what any consumer of
+  the raw format pays);
+- ``streaming run``: :func:`taobao_assets.streaming.run.apply_ranges` over everything, as one
+  sensor run would (contexts caught up, samples joined, counters committed, Feast rows written).
+
+The loop and the run alternate (``--repeats`` runs, the loop before and after each) and the
+fastest of each counts: on a shared machine it is the least disturbed. The headline is streaming
+run records/s over the consume loop's (target >= 0.5).
+
+Freshness (event produced -> readable from Feast online), with events produced at ``--rate`` per
+second for ``--seconds`` carrying a ``produced_at`` header:
+
+- ``continuous``: ``python -m taobao_assets.streaming follow`` in its own process; the figures are
+  the follower's own percentiles (produced_at to the return of the Feast write that made the
+  record's counters readable), taken from the progress it publishes;
+- ``sensor``: the real sensor ticked every ``--interval`` seconds and its runs executed in process
+  (``execute_in_process``), as the daemon would but without launching a process per run: the
+  per-run percentiles of the runs' metadata give the p50 (record-weighted median of the runs'
+  p50) and an upper bound of the p99 (the largest run p99). The time to start a run process (the
+  daemon's default launcher) is measured apart and reported beside it.
+
+``--profile`` also runs the streaming run under cProfile and reports where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import TopicPartition
+from dagster import DagsterInstance, SensorResult, build_sensor_context
+
+from bench import machine, markdown_table, peak_rss_mb, write_results
+from taobao_assets.jobs import streaming_job
+from taobao_assets.partitions import event_time_config
+from taobao_assets.resources.feast import FeastResource
+from taobao_assets.resources.kafka import KafkaResource
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.redis import RedisResource
+from taobao_assets.settings import Settings, get_settings
+from taobao_assets.source.event_time import Timeline
+from taobao_assets.source.format import FileKind
+from taobao_assets.source.generate import GeneratorConfig, generate
+from taobao_assets.source.parser import parse_line
+from taobao_assets.source.replay import ReplayRecord, plan
+from taobao_assets.source.topics import SAMPLES
+from taobao_assets.streaming.join import PRODUCED_AT_HEADER
+from taobao_assets.streaming.online import drop_online_rows, drop_project
+from taobao_assets.streaming.resource import StreamingResource
+from taobao_assets.streaming.run import OffsetRange, apply_ranges
+
+TARGET_RATIO = 0.5
+TARGET_CONTINUOUS_P99_MS = 1_000
+REPO = Path(__file__).resolve().parent.parent
+FEAST_PROJECT = "bench_streaming"
+FETCH = {"max_partition_fetch_bytes": 8 << 20, "fetch_max_bytes": 64 << 20}
+
+
+def _dataset(rows: int, settings: Settings) -> tuple[Path, list[ReplayRecord]]:
+    folder = settings.state_dir / "bench" / f"streaming-{rows}"
+    if not (folder / "generator_truth.json").exists():
+        generate(GeneratorConfig(rows=rows, seed=13, out=folder, progress=False, malformed_fraction=0.001,
+                                 event_time=event_time_config(settings)))
+    return folder, list(plan(folder, Timeline.from_folder(folder, event_time_config(settings))))
+
+
+def _stream(settings: Settings, feast: FeastResource, **pacing: Any) -> StreamingResource:
+    """A stream of the bench's own. Built field by field: Dagster rebuilds a resource it is given from
+    the arguments it was constructed with, so a ``model_copy`` would silently run on the defaults."""
+    streaming = StreamingResource(kafka=KafkaResource.from_settings(settings),
+                                  redis=RedisResource.from_settings(settings), feast=feast,
+                                  topic_prefix=f"bench.stream.{uuid.uuid4().hex[:8]}", **pacing)
+    topics = streaming.topics
+    asyncio.run(streaming.kafka.create_topics([topics.samples, topics.common_features]))
+    return streaming
+
+
+def _drop(streaming: StreamingResource) -> None:
+    _reset(streaming)
+    topics = streaming.topics
+    asyncio.run(streaming.kafka.delete_topics([topics.samples.name, topics.common_features.name,
+                                               topics.dead_letter.name]))
+
+
+async def _produce(streaming: StreamingResource, records: list[ReplayRecord], rate: float | None = None,
+                   seconds: float | None = None) -> int:
+    """Send ``records`` (at ``rate`` per second, for at most ``seconds``) with a produced_at header."""
+    names = {SAMPLES.name: streaming.topics.samples.name}
+    started, sent = time.monotonic(), 0
+    async with streaming.kafka.producer(linger_ms=5) as producer:
+        pending = []
+        for record in records:
+            if seconds is not None and time.monotonic() - started > seconds:
+                break
+            headers = [*record.headers(), (PRODUCED_AT_HEADER, str(int(time.time() * 1000)).encode())]
+            topic = names.get(record.topic, streaming.topics.common_features.name)
+            pending.append(await producer.send(topic, record.value, key=record.key,
+                                               timestamp_ms=record.timestamp_ms, headers=headers))
+            sent += 1
+            if rate is not None and (ahead := sent / rate - (time.monotonic() - started)) > 0:
+                await asyncio.gather(*pending)
+                pending.clear()
+                await asyncio.sleep(ahead)
+        await asyncio.gather(*pending)
+    return sent
+
+
+async def _consume(streaming: StreamingResource, parse: bool) -> tuple[float, int, int]:
+    """Read both topics to their end offsets; returns (seconds, records, bytes)."""
+    kafka = streaming.kafka
+    kinds = {streaming.topics.samples.name: FileKind.SAMPLE_SKELETON,
+             streaming.topics.common_features.name: FileKind.COMMON_FEATURES}
+    ends = {TopicPartition(topic, p): end
+            for topic in kinds for p, end in (await kafka.end_offsets(topic)).items()}
+    async with kafka.consumer(**FETCH) as consumer:
+        started = time.perf_counter()
+        consumer.assign(list(ends))
+        for tp in ends:
+            consumer.seek(tp, 0)
+        left = {tp for tp, end in ends.items() if end}
+        records = size = 0
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=5000)
+            for tp, messages in batch.items():
+                for message in messages:
+                    records += 1
+                    size += len(message.value)
+                    if parse:
+                        headers = dict(message.headers)
+                        parse_line(message.value, kinds[tp.topic], headers["source"].decode(),
+                                   int(headers["line"]))
+                if messages and messages[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+        return time.perf_counter() - started, records, size
+
+
+def _everything(streaming: StreamingResource) -> list[OffsetRange]:
+    ends = asyncio.run(streaming.kafka.end_offsets(streaming.topics.samples.name))
+    return [OffsetRange(p, 0, end) for p, end in ends.items()]
+
+
+def throughput(settings: Settings, feast: FeastResource, records: list[ReplayRecord], repeats: int,
+               profile: bool) -> dict[str, Any]:
+    """Reference loop and streaming run alternately (``repeats`` runs each, the loop once more); on a
+    shared machine the fastest of each is the one least disturbed, and their ratio is the figure."""
+    streaming = _stream(settings, feast, max_records_per_run=len(records))
+    try:
+        asyncio.run(_produce(streaming, records))
+        bare = [asyncio.run(_consume(streaming, parse=False))[0]]
+        seconds, count, size = asyncio.run(_consume(streaming, parse=True))
+        parse = {"tool": "consume + parse", "records": count, "seconds": seconds}
+        runs = []
+        for _ in range(repeats):
+            _reset(streaming)
+            started = time.perf_counter()
+            report = apply_ranges(streaming, _everything(streaming), owner="bench").report
+            runs.append({"seconds": time.perf_counter() - started,
+                         "rows_written": sum(report.rows_written.values()), "conflicts": report.conflicts,
+                         "samples_committed": report.samples_committed,
+                         "contexts_committed": report.contexts_committed})
+            bare.append(asyncio.run(_consume(streaming, parse=False))[0])
+        fastest = min(runs, key=lambda r: r["seconds"])
+        rows: list[dict[str, Any]] = [
+            {"tool": "aiokafka consume loop", "records": count, "seconds": min(bare),
+             "all_seconds": [round(b, 3) for b in bare]},
+            parse,
+            {"tool": "streaming run", "records": count, **fastest,
+             "all_seconds": [round(r["seconds"], 3) for r in runs], "peak_rss_mb": round(peak_rss_mb(), 1)},
+        ]
+        for row in rows:
+            row["records_per_s"] = row["records"] / row["seconds"]
+            row["mb_per_s"] = size / 1e6 / row["seconds"]
+        breakdown = _profile(streaming) if profile else None
+        return {"rows": rows, "bytes": size, "ratio": rows[2]["records_per_s"] / rows[0]["records_per_s"],
+                "profile": breakdown}
+    finally:
+        _drop(streaming)
+
+
+def _reset(streaming: StreamingResource) -> None:
+    """Forget what the stream applied (state and online rows), keeping its topics."""
+    drop_online_rows(streaming.state(), streaming.feast)
+    streaming.state().reset()
+
+
+def _profile(streaming: StreamingResource) -> str:
+    """The streaming run again from scratch under cProfile: the top functions by own time."""
+    _reset(streaming)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    apply_ranges(streaming, _everything(streaming), owner="bench-profile")
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+    return out.getvalue()
+
+
+def freshness_continuous(settings: Settings, feast: FeastResource, records: list[ReplayRecord], rate: float,
+                         seconds: float) -> dict[str, Any]:
+    streaming = _stream(settings, feast)
+    env = dict(os.environ, TFP_TOPIC_PREFIX=streaming.topic_prefix, TFP_FEAST_PROJECT=feast.project)
+    follower = subprocess.Popen([sys.executable, "-m", "taobao_assets.streaming", "follow"], cwd=REPO,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = streaming.state()
+    try:
+        deadline = time.monotonic() + 120
+        while not (state.lease_holder() or "").startswith("follow:"):
+            if follower.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the follower did not start: {follower.stderr.read().decode()[-2000:]}"
+                                   if follower.stderr else "the follower did not start")
+            time.sleep(0.2)
+        sent = asyncio.run(_produce(streaming, records, rate=rate, seconds=seconds))
+        samples = sum(r.topic == SAMPLES.name for r in records[:sent])
+        deadline = time.monotonic() + 120
+        while (progress := state.progress()) is None or progress["samples_committed"] < samples:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the follower applied {progress} of {samples} sample records in time")
+            time.sleep(0.5)
+        time.sleep(3)  # one more progress report, covering the last records
+        progress = state.progress() or progress
+        rss = _peak_rss_of(follower.pid)
+        return {"mode": "continuous", "records_produced": sent, "rate": rate,
+                **{k: progress[k] for k in ("freshness_p50_ms", "freshness_p99_ms", "freshness_records")},
+                "follower_peak_rss_mb": rss}
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(timeout=60)
+        _drop(streaming)
+
+
+def _peak_rss_of(pid: int) -> float | None:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def freshness_sensor(settings: Settings, feast: FeastResource, records: list[ReplayRecord], rate: float,
+                     seconds: float, interval: float) -> dict[str, Any]:
+    from taobao_assets.sensors.streaming import streaming_sensor
+
+    streaming = _stream(settings, feast)
+    instance = DagsterInstance.ephemeral()
+    produced: list[int] = []
+    producer = threading.Thread(target=lambda: produced.append(
+        asyncio.run(_produce(streaming, records, rate=rate, seconds=seconds))))
+    metadata: list[dict[str, Any]] = []
+    cursor = None
+    try:
+        producer.start()
+        next_tick = time.monotonic() + interval
+        while True:
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+            next_tick += interval
+            done = not producer.is_alive()
+            resources = {"streaming": streaming}
+            with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                result = streaming_sensor(context)
+            assert isinstance(result, SensorResult)
+            cursor = result.cursor
+            for request in result.run_requests or []:
+                run = streaming_job.execute_in_process(run_config=request.run_config, instance=instance,
+                                                       tags=request.tags, resources={"streaming": streaming})
+                (event, *_) = run.get_asset_materialization_events()
+                metadata.append({k: v.value for k, v in event.materialization.metadata.items()})
+            if done and not result.run_requests:
+                break
+        runs = [m for m in metadata if m["freshness_records"]]
+        weights = np.array([m["freshness_records"] for m in runs], dtype=float)
+        p50s = np.array([m["freshness_p50_ms"] for m in runs])
+        order = np.argsort(p50s)
+        median = float(p50s[order][np.searchsorted(np.cumsum(weights[order]), weights.sum() / 2)])
+        return {"mode": "sensor", "records_produced": produced[0], "rate": rate, "interval_s": interval,
+                "runs": len(metadata), "freshness_p50_ms": median,
+                "freshness_p99_ms_upper_bound": max(m["freshness_p99_ms"] for m in runs),
+                "run_seconds": [m["seconds"] for m in metadata],
+                "run_process_start_s": _run_process_start()}
+    finally:
+        producer.join()
+        _drop(streaming)
+
+
+def _run_process_start() -> float:
+    """What the daemon's default launcher adds per run: a fresh interpreter loading the code location."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import taobao_assets.definitions"], cwd=REPO, check=True,
+                   capture_output=True)
+    return round(time.perf_counter() - started, 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.streaming", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000, help="sample lines to generate")
+    parser.add_argument("--rate", type=float, default=1_000, help="events/s produced in the freshness runs")
+    parser.add_argument("--seconds", type=float, default=45, help="how long each freshness run produces")
+    parser.add_argument("--interval", type=float, default=30, help="sensor tick interval (its default: 30)")
+    parser.add_argument("--repeats", type=int, default=2, help="streaming runs in the throughput test")
+    parser.add_argument("--profile", action="store_true", help="also profile the streaming run")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    folder, records = _dataset(args.rows, settings)
+    from taobao_assets.definitions import defs
+    from taobao_assets.feast_repo import repo_from_definitions
+
+    feast = FeastResource(postgres=PostgresResource.from_settings(settings),
+                          redis=RedisResource.from_settings(settings), project=FEAST_PROJECT)
+    feast.apply(repo_from_definitions(defs).contents())
+    try:
+        load_before = machine()["load_average"]
+        speed = throughput(settings, feast, records, args.repeats, args.profile)
+        continuous = freshness_continuous(settings, feast, records, args.rate, args.seconds)
+        sensor = freshness_sensor(settings, feast, records, args.rate, args.seconds, args.interval)
+    finally:
+        drop_project(feast)
+    payload = {"input": {"folder": str(folder), "records": len(records), "bytes": speed["bytes"]},
+               "throughput": speed["rows"], "ratio_streaming_to_consume_loop": speed["ratio"],
+               "target": TARGET_RATIO, "freshness": [continuous, sensor],
+               "machine": {**machine(), "load_average_before": load_before}}
+    if speed["profile"]:
+        payload["profile"] = speed["profile"]
+    write_results("streaming", payload, _markdown(payload, speed["profile"]))
+    print(_markdown(payload, speed["profile"]))
+    return 0
+
+
+def _markdown(payload: dict[str, Any], profile: str | None) -> str:
+    speed = markdown_table(
+        ["tool", "records", "seconds", "records/s", "MB/s"],
+        [[r["tool"], f"{r['records']:,}", f"{r['seconds']:.2f}", f"{r['records_per_s']:,.0f}",
+          f"{r['mb_per_s']:.1f}"] for r in payload["throughput"]],
+    )
+    continuous, sensor = payload["freshness"]
+    fresh = markdown_table(
+        ["mode", "events/s", "records", "p50 ms", "p99 ms", "note"],
+        [["continuous (follow)", f"{continuous['rate']:,.0f}", f"{continuous['freshness_records']:,}",
+          f"{continuous['freshness_p50_ms']:,.0f}", f"{continuous['freshness_p99_ms']:,.0f}",
+          f"target p99 <= {TARGET_CONTINUOUS_P99_MS} ms"],
+         ["sensor + runs", f"{sensor['rate']:,.0f}", f"{sensor['records_produced']:,}",
+          f"{sensor['freshness_p50_ms']:,.0f}", f"<= {sensor['freshness_p99_ms_upper_bound']:,.0f}",
+          f"interval {sensor['interval_s']:g} s, {sensor['runs']} runs; target p99 <= interval + 10 s; "
+          f"a launched run process adds {sensor['run_process_start_s']:g} s"]],
+    )
+    size = payload["input"]["bytes"] / 1e6
+    text = (f"## Streaming run vs a bare aiokafka consume loop (bench/streaming.py)\n\n"
+            f"{payload['input']['records']:,} records ({size:.0f} MB) of both topics.\n\n"
+            f"{speed}\nStreaming run / consume loop = **{payload['ratio_streaming_to_consume_loop']:.3f}** "
+            f"(target >= {payload['target']}).\n\n### Freshness: produced -> readable from Feast online\n\n"
+            f"{fresh}\nMachine: {payload['machine']}.\n")
+    if profile:
+        text += f"\n### Where the streaming run's time goes (cProfile, own time)\n\n```\n{profile}\n```\n"
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The dead-letter topic: records the parser rejected, byte-exact, with why and where they came from.
+
+A dead letter's value is the original record value (the raw line, terminator included); its
+headers say the reason code (:class:`~taobao_assets.source.format.Reason`), the parser's message,
+the file and line the replay recorded, and the topic, partition and offset it was read from.
+
+Its key is that origin (``<topic>/<partition>/<offset>``). A run that dies after sending a batch's
+dead letters but before committing the batch sends them again when the batch is replayed, so the
+topic is compacted: copies of one origin share a key and compaction keeps one. Counting is exact
+regardless: the count per reason is part of the state the commit script applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+
+from taobao_assets.resources.kafka import TopicSpec
+from taobao_assets.source.format import Reason
+from taobao_assets.source.parser import QuarantineRecord
+from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
+
+REASON_HEADER = "reason"
+MESSAGE_HEADER = "message"
+ORIGIN_HEADERS = ("topic", "partition", "offset")
+
+
+def dead_letter_topic(prefix: str) -> TopicSpec:
+    """``<prefix>.dead_letter``: one partition keeps the letters in the order they were found."""
+    return TopicSpec(f"{prefix}.dead_letter", partitions=1, config={"cleanup.policy": "compact"})
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes
+    source: str
+    line: int
+    reason: Reason
+    message: str
+
+    @classmethod
+    def of(cls, record: ConsumerRecord, rejected: QuarantineRecord) -> DeadLetter:
+        return cls(record.topic, record.partition, record.offset, rejected.raw, rejected.source,
+                   rejected.line_number, rejected.reason, rejected.message)
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.topic}/{self.partition}/{self.offset}".encode()
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            (REASON_HEADER, self.reason.value.encode()), (MESSAGE_HEADER, self.message.encode()),
+            (SOURCE_HEADER, self.source.encode()), (LINE_HEADER, str(self.line).encode()),
+            *((name, str(value).encode())
+              for name, value in zip(ORIGIN_HEADERS, (self.topic, self.partition, self.offset), strict=True)),
+        ]
+
+
+async def send_dead_letters(producer: AIOKafkaProducer, topic: str, letters: Sequence[DeadLetter]
+                            ) -> asyncio.Future[list[RecordMetadata]]:
+    """Send ``letters``; the future returned completes once the broker has them all.
+
+    The caller awaits it before committing the batch the letters came from, and can do other work
+    (wait for the previous commit) meanwhile.
+    """
+    pending = [await producer.send(topic, letter.raw, key=letter.key, headers=letter.headers())
+               for letter in letters]
+    return asyncio.gather(*pending)

@@ -1,0 +1,389 @@
+"""The streaming state in Redis: applied offsets, the counters they produced, the context map, the lease.
+
+Exactly once. A batch of records is applied by one Lua script that first compares the stored
+applied offset of every partition in the batch with the offset the batch starts from, and only if
+all match applies the counter increments and advances the offsets. Redis runs a script atomically
+and its append-only file logs the script's effects as one transaction, so counters and offsets
+are never seen (or restored after a crash) one without the other: a replayed batch finds its
+offsets already advanced and changes nothing, a lost one finds them behind and applies. The
+script checks before it writes, and nothing after the check can fail on arguments this module
+builds, so an error never leaves half a batch behind (Redis does not roll scripts back).
+
+Counters. One hash per entity (``e:u:<user>``, ``e:i:<item>``, ``e:uc:<user>:<category>``):
+
+- ``t``: the event time (epoch ms) of the latest impression counted; ``n``: impressions counted
+  ever (a version: it grows with every batch that touches the entity);
+- ``di dc dv``: impressions, clicks, conversions of the UTC day of ``t``;
+- ``hi hc hv``: the same over the 60 one-minute buckets of event time up to and including the
+  minute of ``t``, kept in a second hash (``...:m``, fields ``<epoch minute><i|c|v>``) so that
+  buckets leaving the hour can be subtracted and deleted.
+
+Events arrive out of event-time order across partitions. An event older than the day of ``t`` or
+than its hour window is counted nowhere (it would already have been dropped had it arrived in
+order), so the state depends only on the set of events applied, never on their order: the
+property that lets a test recompute it in plain Python.
+
+Every applied batch also marks the entities it touched in ``dirty`` (entity key -> ``n``). The
+online writer derives Feast rows from the committed state of the dirty entities and unmarks an
+entity only if its ``n`` is still the one it wrote, so a crash between a commit and the Feast
+write is repaired by whoever flushes next.
+
+All keys share the hash tag ``{<samples topic>}``, so the state lives in one slot of a Redis
+cluster and the scripts stay valid there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+#: The counter fields of an entity, in the order :meth:`StreamState.read_states` returns them.
+STATE_FIELDS = ("t", "n", "di", "dc", "dv", "hi", "hc", "hv")
+
+_OFFSET_CHECK = """
+local function check_offsets(offsets, a)
+  local moves = tonumber(ARGV[a])
+  local stored, conflict = {}, false
+  for j = 0, moves - 1 do
+    local current = redis.call('HGET', offsets, ARGV[a + 1 + 3 * j]) or '0'
+    stored[#stored + 1] = current
+    if current ~= ARGV[a + 2 + 3 * j] then conflict = true end
+  end
+  return conflict, stored, moves, a + 1 + 3 * moves
+end
+
+local function advance_offsets(offsets, a, moves)
+  for j = 0, moves - 1 do
+    redis.call('HSET', offsets, ARGV[a + 1 + 3 * j], ARGV[a + 3 + 3 * j])
+  end
+end
+
+local function add_totals(totals, a)
+  local count = tonumber(ARGV[a])
+  for j = 0, count - 1 do
+    redis.call('HINCRBY', totals, ARGV[a + 1 + 2 * j], ARGV[a + 2 + 2 * j])
+  end
+  return a + 1 + 2 * count
+end
+"""
+
+#: KEYS: offsets, ctx, totals. ARGV: offset moves, totals, then (common_feature_index, user) pairs.
+_APPLY_CONTEXTS = _OFFSET_CHECK + """
+local conflict, stored, moves, a = check_offsets(KEYS[1], 1)
+if conflict then return {0, stored} end
+local b = add_totals(KEYS[3], a)
+for j = b, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
+end
+advance_offsets(KEYS[1], 1, moves)
+return {1, stored}
+"""
+
+#: KEYS: offsets, totals, dirty, then one key per entity. ARGV: offset moves, totals, then per
+#: entity: latest event ms of the batch, number of minute groups, and (minute, i, c, v) per group.
+_APPLY_SAMPLES = _OFFSET_CHECK + """
+local DAY_MS, MINUTE_MS, MINUTES_PER_DAY, HOUR = 86400000, 60000, 1440, 60
+local conflict, stored, moves, a = check_offsets(KEYS[1], 1)
+if conflict then return {0, stored} end
+a = add_totals(KEYS[2], a)
+local dirty = {}
+for k = 4, #KEYS do
+  local key = KEYS[k]
+  local batch_latest, groups = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local s = redis.call('HMGET', key, 't', 'n', 'di', 'dc', 'dv', 'hi', 'hc', 'hv')
+  local t = tonumber(s[1])
+  local n = tonumber(s[2]) or 0
+  local di, dc, dv = tonumber(s[3]) or 0, tonumber(s[4]) or 0, tonumber(s[5]) or 0
+  local hi, hc, hv = tonumber(s[6]) or 0, tonumber(s[7]) or 0, tonumber(s[8]) or 0
+  local buckets = key .. ':m'
+  local latest = batch_latest
+  if t and t > latest then latest = t end
+  local day, minute = math.floor(latest / DAY_MS), math.floor(latest / MINUTE_MS)
+  if t then
+    local old_minute = math.floor(t / MINUTE_MS)
+    if day > math.floor(t / DAY_MS) then di, dc, dv = 0, 0, 0 end
+    -- Every bucket holds at least one impression: with hi == 0 there is none to expire.
+    if hi > 0 and minute > old_minute then
+      if minute - old_minute >= HOUR then
+        redis.call('DEL', buckets)
+        hi, hc, hv = 0, 0, 0
+      else
+        for m = old_minute - HOUR + 1, minute - HOUR do
+          local b = redis.call('HMGET', buckets, m .. 'i', m .. 'c', m .. 'v')
+          if b[1] then
+            hi, hc, hv = hi - tonumber(b[1]), hc - (tonumber(b[2]) or 0), hv - (tonumber(b[3]) or 0)
+            redis.call('HDEL', buckets, m .. 'i', m .. 'c', m .. 'v')
+          end
+        end
+      end
+    end
+  end
+  for g = 1, groups do
+    local m, gi = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local gc, gv = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    a = a + 4
+    n = n + gi
+    if math.floor(m / MINUTES_PER_DAY) == day then di, dc, dv = di + gi, dc + gc, dv + gv end
+    if m > minute - HOUR then
+      redis.call('HINCRBY', buckets, m .. 'i', gi)
+      if gc > 0 then redis.call('HINCRBY', buckets, m .. 'c', gc) end
+      if gv > 0 then redis.call('HINCRBY', buckets, m .. 'v', gv) end
+      hi, hc, hv = hi + gi, hc + gc, hv + gv
+    end
+  end
+  redis.call('HSET', key, 't', string.format('%d', latest), 'n', n, 'di', di, 'dc', dc, 'dv', dv,
+             'hi', hi, 'hc', hc, 'hv', hv)
+  dirty[#dirty + 1] = key
+  dirty[#dirty + 1] = n
+  if #dirty >= 4000 then
+    redis.call('HSET', KEYS[3], unpack(dirty))
+    dirty = {}
+  end
+end
+if #dirty > 0 then redis.call('HSET', KEYS[3], unpack(dirty)) end
+advance_offsets(KEYS[1], 1, moves)
+return {1, stored}
+"""
+
+#: Flat integers, 8 per key (-1 for a missing field): cheaper to send and parse than nested strings.
+_READ_STATES = """
+local out = {}
+for _, key in ipairs(KEYS) do
+  local s = redis.call('HMGET', key, 't', 'n', 'di', 'dc', 'dv', 'hi', 'hc', 'hv')
+  for j = 1, 8 do out[#out + 1] = tonumber(s[j]) or -1 end
+end
+return out
+"""
+
+#: KEYS[1]: dirty. ARGV: (entity key, n written) pairs; unmark only what was not touched since.
+_CLEAR_DIRTY = """
+local cleared = 0
+for j = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[j]) == ARGV[j + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[j])
+    cleared = cleared + 1
+  end
+end
+return cleared
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetMove:
+    """Advance ``partition`` from ``expected`` (what must be stored) to ``new``."""
+
+    partition: int
+    expected: int
+    new: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Outcome of an apply script: ``stored`` holds the offsets found (what to resume from on conflict)."""
+
+    applied: bool
+    stored: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityState:
+    """Committed counters of one entity (see the module docstring for the fields)."""
+
+    key: str
+    latest_ms: int
+    version: int
+    today: tuple[int, int, int]
+    hour: tuple[int, int, int]
+
+
+class LeaseLost(RuntimeError):
+    """Another applier took over the stream (this one stalled longer than the lease)."""
+
+
+class StreamState:
+    """The Redis keys of one stream (named after its samples topic) and the scripts that change them."""
+
+    def __init__(self, client: redis.Redis, stream: str) -> None:
+        self.client = client
+        self.stream = stream
+        self.prefix = f"tfp:stream:{{{stream}}}:"
+        self.sample_offsets_key = self.prefix + "offsets:samples"
+        self.context_offsets_key = self.prefix + "offsets:common_features"
+        self.contexts_key = self.prefix + "ctx"
+        self.totals_key = self.prefix + "totals"
+        self.dirty_key = self.prefix + "dirty"
+        self.lease_key = self.prefix + "lease"
+        self.progress_key = self.prefix + "progress"
+        self.entity_prefix = self.prefix + "e:"
+        self._apply_contexts = client.register_script(_APPLY_CONTEXTS)
+        self._apply_samples = client.register_script(_APPLY_SAMPLES)
+        self._read_states = client.register_script(_READ_STATES)
+        self._clear_dirty = client.register_script(_CLEAR_DIRTY)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    # --- offsets and totals -------------------------------------------------------------
+    def _offsets(self, key: str) -> dict[int, int]:
+        return {int(p): int(o) for p, o in cast(dict[bytes, bytes], self.client.hgetall(key)).items()}
+
+    def sample_offsets(self) -> dict[int, int]:
+        """Next offset to apply, per samples partition (absent: nothing applied yet)."""
+        return self._offsets(self.sample_offsets_key)
+
+    def context_offsets(self) -> dict[int, int]:
+        return self._offsets(self.context_offsets_key)
+
+    def totals(self) -> dict[str, int]:
+        """Stream-wide counts: impressions, clicks, conversions, dead letters, unresolved contexts."""
+        totals = cast(dict[bytes, bytes], self.client.hgetall(self.totals_key))
+        return {k.decode(): int(v) for k, v in totals.items()}
+
+    # --- applying batches ---------------------------------------------------------------
+    @staticmethod
+    def _moves_args(moves: Sequence[OffsetMove]) -> list[int | str]:
+        args: list[int | str] = [len(moves)]
+        for move in moves:
+            args += [str(move.partition), str(move.expected), str(move.new)]
+        return args
+
+    @staticmethod
+    def _totals_args(totals: Mapping[str, int]) -> list[int | str]:
+        args: list[int | str] = [len(totals)]
+        for name, count in totals.items():
+            args += [name, count]
+        return args
+
+    @staticmethod
+    def _commit(reply: list[Any], moves: Sequence[OffsetMove]) -> Commit:
+        return Commit(bool(reply[0]), {m.partition: int(o) for m, o in zip(moves, reply[1], strict=True)})
+
+    def apply_contexts(self, moves: Sequence[OffsetMove], users: Mapping[str, int | None],
+                       totals: Mapping[str, int]) -> Commit:
+        """Record the user of each common_feature_index (``None``: the row has no user id) and advance."""
+        args = self._moves_args(moves) + self._totals_args(totals)
+        for index, user in users.items():
+            args += [index, "" if user is None else str(user)]
+        keys = [self.context_offsets_key, self.contexts_key, self.totals_key]
+        reply = self._apply_contexts(keys=keys, args=args)
+        return self._commit(reply, moves)
+
+    def apply_samples(self, moves: Sequence[OffsetMove], deltas: Mapping[str, EntityDelta],
+                      totals: Mapping[str, int]) -> Commit:
+        """Apply counter increments per entity and advance the sample offsets, all or nothing."""
+        args = self._moves_args(moves) + self._totals_args(totals)
+        for delta in deltas.values():
+            args += [delta.latest_ms, len(delta.minutes)]
+            for minute, (i, c, v) in delta.minutes.items():
+                args += [minute, i, c, v]
+        keys = [self.sample_offsets_key, self.totals_key, self.dirty_key, *deltas]
+        return self._commit(self._apply_samples(keys=keys, args=args), moves)
+
+    def users_of(self, indexes: Sequence[str]) -> dict[str, int | None]:
+        """User of each known common_feature_index (``None``: no user id); unknown ones are left out."""
+        if not indexes:
+            return {}
+        found = cast(list[bytes | None], self.client.hmget(self.contexts_key, list(indexes)))
+        return {index: (int(user) if user else None) for index, user in zip(indexes, found, strict=True)
+                if user is not None}
+
+    # --- online writes ------------------------------------------------------------------
+    def dirty_chunks(self, size: int = 5_000) -> Iterator[list[str]]:
+        """The entity keys whose committed state is not yet in the online store, ``size`` at a time."""
+        chunk: list[str] = []
+        for key, _ in self.client.hscan_iter(self.dirty_key, count=size):
+            chunk.append(key.decode())
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def read_states(self, keys: Sequence[str]) -> list[EntityState]:
+        """Committed counters of ``keys`` (keys without state are skipped)."""
+        values = self._read_states(keys=list(keys))
+        states = []
+        for i, key in enumerate(keys):
+            t, n, di, dc, dv, hi, hc, hv = values[8 * i: 8 * i + 8]
+            if t >= 0:
+                states.append(EntityState(key, t, n, (di, dc, dv), (hi, hc, hv)))
+        return states
+
+    def clear_dirty(self, written: Sequence[EntityState]) -> int:
+        """Unmark entities whose state was written, unless a commit touched them meanwhile."""
+        if not written:
+            return 0
+        args: list[str | int] = []
+        for state in written:
+            args += [state.key, state.version]
+        return int(self._clear_dirty(keys=[self.dirty_key], args=args))
+
+    # --- the lease: one applier at a time -----------------------------------------------
+    def try_lease(self, owner: str, seconds: float) -> bool:
+        return bool(self.client.set(self.lease_key, owner, nx=True, px=int(seconds * 1000)))
+
+    def renew_lease(self, owner: str, seconds: float) -> None:
+        if not self._renew(keys=[self.lease_key], args=[owner, int(seconds * 1000)]):
+            raise LeaseLost(
+                f"the streaming lease of {self.stream} is held by {self.lease_holder()!r}, not {owner!r}: "
+                f"this applier stalled longer than the lease ({seconds:g} s) and another took over"
+            )
+
+    def release_lease(self, owner: str) -> None:
+        self._release(keys=[self.lease_key], args=[owner])
+
+    def lease_holder(self) -> str | None:
+        holder = cast(bytes | None, self.client.get(self.lease_key))
+        return None if holder is None else holder.decode()
+
+    # --- progress of the continuous consumer --------------------------------------------
+    def publish_progress(self, progress: Mapping[str, Any], ttl_seconds: float) -> None:
+        """What the continuous consumer last reported; expires so a dead one stops being reported."""
+        report = {**progress, "reported_at_ms": int(time.time() * 1000)}
+        self.client.set(self.progress_key, json.dumps(report), px=int(ttl_seconds * 1000))
+
+    def progress(self) -> dict[str, Any] | None:
+        raw = cast(bytes | None, self.client.get(self.progress_key))
+        return None if raw is None else dict(json.loads(raw))
+
+    def reset(self) -> int:
+        """Delete the whole state of the stream (after its topics were re-created); returns keys deleted."""
+        deleted = 0
+        # Topic names are [a-zA-Z0-9._-], none of which is special in a SCAN pattern.
+        for keys in _chunks(self.client.scan_iter(match=self.prefix + "*", count=10_000), 10_000):
+            deleted += cast(int, self.client.unlink(*keys))
+        return deleted
+
+
+@dataclass(slots=True)
+class EntityDelta:
+    """One entity's increments in a batch: the latest event time and (i, c, v) per epoch minute."""
+
+    latest_ms: int
+    minutes: dict[int, list[int]]
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,151 @@
+"""Fixtures of the streaming tests: a fresh stream per test on the real Kafka, Redis and Feast.
+
+Each test gets its own topics (``test.stream.<id>.*``), hence its own state in Redis, and the
+session's ``dataset`` (the shared generated files, malformed lines included) as its events, in the
+replay's order, and a Feast project of its own. The expected values are recomputed in
+plain Python from the same events (:func:`recompute`), independently of the streaming code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.service import Service
+from taobao_assets.partitions import event_time_config
+from taobao_assets.resources.feast import FeastResource
+from taobao_assets.resources.kafka import KafkaResource
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.redis import RedisResource
+from taobao_assets.settings import Settings
+from taobao_assets.source.event_time import Timeline
+from taobao_assets.source.format import FileKind
+from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_line
+from taobao_assets.source.replay import ReplayRecord, plan
+from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
+from taobao_assets.streaming.join import PRODUCED_AT_HEADER
+from taobao_assets.streaming.online import drop_online_rows, drop_project
+from taobao_assets.streaming.resource import StreamingResource
+
+DAY_MS, MINUTE_MS = 86_400_000, 60_000
+
+
+@pytest.fixture
+def stream_feast(settings: Settings, postgres_service: Service, redis_service: Service
+                 ) -> Iterator[FeastResource]:
+    """A Feast project of the test's own (no rows of another test can mask a missing write), applied
+    from the definitions; dropped afterwards with the online rows the test wrote."""
+    from taobao_assets.definitions import defs
+    from taobao_assets.feast_repo import repo_from_definitions
+
+    feast = FeastResource(postgres=PostgresResource.from_settings(settings),
+                          redis=RedisResource.from_settings(settings),
+                          project=f"stream_{uuid.uuid4().hex[:8]}")
+    feast.apply(repo_from_definitions(defs).contents())
+    yield feast
+    drop_project(feast)
+
+
+@pytest.fixture(scope="session")
+def events(dataset: Path, settings: Settings) -> list[ReplayRecord]:
+    """The shared data set as the replay sends it (common features before the samples using them)."""
+    return list(plan(dataset, Timeline.from_folder(dataset, event_time_config(settings))))
+
+
+@pytest.fixture
+def stream(settings: Settings, kafka_service: Service, stream_feast: FeastResource
+           ) -> Iterator[StreamingResource]:
+    """A stream of its own: fresh topics, state and Feast project."""
+    streaming = StreamingResource(
+        kafka=KafkaResource.from_settings(settings), redis=RedisResource.from_settings(settings),
+        feast=stream_feast, topic_prefix=f"test.stream.{uuid.uuid4().hex[:8]}",
+        max_records_per_run=8_000, batch_records=2_000, run_flush_seconds=1.0, lease_seconds=3.0,
+        lease_wait_seconds=30.0,
+    )
+    topics = streaming.topics
+    asyncio.run(streaming.kafka.create_topics([topics.samples, topics.common_features]))
+    yield streaming
+    drop_online_rows(streaming.state(), stream_feast)
+    streaming.state().reset()
+    asyncio.run(streaming.kafka.delete_topics([topics.samples.name, topics.common_features.name,
+                                               topics.dead_letter.name]))
+
+
+def produce(streaming: StreamingResource, records: list[ReplayRecord], rate: float | None = None) -> None:
+    """Send ``records`` to the stream's topics as the replay would, plus a ``produced_at`` header."""
+    names = {SAMPLES.name: streaming.topics.samples.name,
+             COMMON_FEATURES.name: streaming.topics.common_features.name}
+
+    async def send() -> None:
+        started = time.monotonic()
+        async with streaming.kafka.producer(linger_ms=5) as producer:
+            pending = []
+            for sent, record in enumerate(records, 1):
+                headers = [*record.headers(), (PRODUCED_AT_HEADER, str(int(time.time() * 1000)).encode())]
+                pending.append(await producer.send(names[record.topic], record.value, key=record.key,
+                                                   timestamp_ms=record.timestamp_ms, headers=headers))
+                if rate is not None and (ahead := sent / rate - (time.monotonic() - started)) > 0:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                    await asyncio.sleep(ahead)
+            await asyncio.gather(*pending)
+
+    asyncio.run(send())
+
+
+@dataclass(frozen=True)
+class Expected:
+    """Counters recomputed from events: per state key, (latest ms, today's i/c/v, last hour's i/c/v)."""
+
+    counters: dict[str, tuple[int, tuple[int, int, int], tuple[int, int, int]]]
+    impressions: int
+    clicks: int
+    conversions: int
+    #: (source file, line, reason) of every rejected record.
+    rejected: set[tuple[str, int, str]]
+
+
+def recompute(records: list[ReplayRecord], entity_prefix: str) -> Expected:
+    """The real-time counters by their definition, in plain Python, from the full list of events."""
+    users: dict[str, int | None] = {}
+    samples: list[tuple[int, SampleRecord]] = []
+    rejected: set[tuple[str, int, str]] = set()
+    for record in records:
+        kind = FileKind.SAMPLE_SKELETON if record.topic == SAMPLES.name else FileKind.COMMON_FEATURES
+        parsed = parse_line(record.value, kind, record.source, record.line)
+        if isinstance(parsed, QuarantineRecord):
+            rejected.add((record.source, record.line, parsed.reason.value))
+        elif isinstance(parsed, CommonFeaturesRecord):
+            users[parsed.common_feature_index] = parsed.feature_id("101")
+        elif isinstance(parsed, SampleRecord):
+            samples.append((record.timestamp_ms, parsed))
+    events: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for ms, sample in samples:
+        event = (ms, sample.click, sample.conversion)
+        item, category = sample.feature_id("205"), sample.feature_id("206")
+        user = users.get(sample.common_feature_index)
+        if item is not None:
+            events[f"{entity_prefix}i:{item}"].append(event)
+        if user is not None:
+            events[f"{entity_prefix}u:{user}"].append(event)
+            if category is not None:
+                events[f"{entity_prefix}uc:{user}:{category}"].append(event)
+    counters = {}
+    for key, entity_events in events.items():
+        latest = max(ms for ms, _, _ in entity_events)
+        today = [e for e in entity_events if e[0] // DAY_MS == latest // DAY_MS]
+        hour = [e for e in entity_events if e[0] // MINUTE_MS > latest // MINUTE_MS - 60]
+        counters[key] = (latest, _sums(today), _sums(hour))
+    return Expected(counters, len(samples), sum(s.click for _, s in samples),
+                    sum(s.conversion for _, s in samples), rejected)
+
+
+def _sums(events: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+    return len(events), sum(e[1] for e in events), sum(e[2] for e in events)

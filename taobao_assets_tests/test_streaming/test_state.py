@@ -1,0 +1,83 @@
+"""The Redis state store: one atomic script per batch, whose result does not depend on event order."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+
+from deploy.service import Service
+from taobao_assets.resources.redis import RedisResource
+from taobao_assets.settings import Settings
+from taobao_assets.streaming.state import EntityDelta, OffsetMove, StreamState
+
+DAY_MS, MINUTE_MS = 86_400_000, 60_000
+#: 23:10 UTC: the events below cross midnight, and the hour window crosses the day.
+START = 20_400 * DAY_MS + 23 * 3_600_000 + 10 * MINUTE_MS
+
+
+@pytest.fixture
+def state(settings: Settings, redis_service: Service) -> Iterator[StreamState]:
+    state = StreamState(RedisResource.from_settings(settings).client(), f"test.state.{uuid.uuid4().hex[:8]}")
+    yield state
+    state.reset()
+
+
+def apply_one_by_one(state: StreamState, key: str, events: list[tuple[int, int, int]]) -> None:
+    for i, (ms, click, conversion) in enumerate(events):
+        delta = EntityDelta(ms, {ms // MINUTE_MS: [1, click, conversion]})
+        commit = state.apply_samples([OffsetMove(0, i, i + 1)], {key: delta}, {"impressions": 1})
+        assert commit.applied
+
+
+def test_counters_depend_on_the_events_not_on_their_order(state: StreamState) -> None:
+    rng = random.Random(3)
+    events = []
+    for _ in range(300):
+        click = int(rng.random() < 0.3)
+        events.append((START + rng.randrange(0, 3 * 3_600_000), click, click * int(rng.random() < 0.3)))
+    key_in_order, key_shuffled = state.entity_prefix + "i:1", state.entity_prefix + "i:2"
+    apply_one_by_one(state, key_in_order, sorted(events))
+    shuffled = events[:]
+    rng.shuffle(shuffled)
+    state.client.delete(state.sample_offsets_key)
+    apply_one_by_one(state, key_shuffled, shuffled)
+
+    in_order, out_of_order = state.read_states([key_in_order, key_shuffled])
+    latest = max(ms for ms, _, _ in events)
+    today = [e for e in events if e[0] // DAY_MS == latest // DAY_MS]
+    hour = [e for e in events if e[0] // MINUTE_MS > latest // MINUTE_MS - 60]
+    expected = (latest, len(events), *(tuple(map(sum, zip(*[(1, c, v) for _, c, v in span], strict=True)))
+                                       for span in (today, hour)))
+    assert (in_order.latest_ms, in_order.version, in_order.today, in_order.hour) == expected
+    assert (out_of_order.latest_ms, out_of_order.version, out_of_order.today, out_of_order.hour) == expected
+    # Buckets older than the hour are deleted as the hour moves on.
+    buckets = cast(list[bytes], state.client.hkeys(key_in_order + ":m"))
+    assert all(int(b[:-1]) > latest // MINUTE_MS - 60 for b in buckets)
+
+
+def test_a_batch_whose_start_offset_is_not_the_stored_one_changes_nothing(state: StreamState) -> None:
+    key = state.entity_prefix + "u:7"
+    delta = {key: EntityDelta(START, {START // MINUTE_MS: [2, 1, 0]})}
+    assert state.apply_samples([OffsetMove(0, 0, 10), OffsetMove(1, 0, 5)], delta, {"impressions": 2}).applied
+    before = state.read_states([key]), state.totals(), state.sample_offsets()
+    replayed = state.apply_samples([OffsetMove(0, 0, 10)], delta, {"impressions": 2})
+    skipped_ahead = state.apply_samples([OffsetMove(0, 10, 20), OffsetMove(1, 7, 9)], delta, {})
+    assert not replayed.applied and replayed.stored == {0: 10}
+    assert not skipped_ahead.applied and skipped_ahead.stored == {0: 10, 1: 5}
+    assert (state.read_states([key]), state.totals(), state.sample_offsets()) == before
+
+
+def test_an_entity_is_unmarked_only_if_no_commit_touched_it_since_it_was_read(state: StreamState) -> None:
+    key = state.entity_prefix + "i:9"
+    state.apply_samples([OffsetMove(0, 0, 1)], {key: EntityDelta(START, {START // MINUTE_MS: [1, 0, 0]})}, {})
+    (read,) = state.read_states([key])
+    state.apply_samples([OffsetMove(0, 1, 2)], {key: EntityDelta(START, {START // MINUTE_MS: [1, 0, 0]})}, {})
+    assert state.clear_dirty([read]) == 0
+    assert list(state.dirty_chunks()) == [[key]]
+    (fresh,) = state.read_states([key])
+    assert state.clear_dirty([fresh]) == 1
+    assert list(state.dirty_chunks()) == []

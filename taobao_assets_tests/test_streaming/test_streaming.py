@@ -1,0 +1,322 @@
+"""The streaming path end to end on the real Kafka, Redis and Feast: sensor, runs, crashes, follower."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance, ExecuteInProcessResult, RunRequest, SensorResult, build_sensor_context
+
+from taobao_assets.features import smoothed_ctr
+from taobao_assets.jobs import streaming_job
+from taobao_assets.realtime_tables import REALTIME_TABLES
+from taobao_assets.resources.feast import FeastResource
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.sensors.streaming import streaming_sensor
+from taobao_assets.settings import Settings
+from taobao_assets.source.replay import ReplayRecord
+from taobao_assets.source.topics import SAMPLES
+from taobao_assets.streaming.applier import FAILPOINT_ENV, Applier
+from taobao_assets.streaming.dead_letter import MESSAGE_HEADER, REASON_HEADER
+from taobao_assets.streaming.join import KINDS
+from taobao_assets.streaming.resource import StreamingResource
+from taobao_assets.streaming.run import OffsetRange, RangeRun, apply_ranges
+from taobao_assets.streaming.state import LeaseLost
+from taobao_assets_tests.test_streaming.conftest import Expected, produce, recompute
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: Pinned in every run so the expected CTRs do not depend on which gold days exist.
+PRIOR = 0.04
+
+
+def tick(stream: StreamingResource, instance: DagsterInstance, cursor: str | None) -> SensorResult:
+    with build_sensor_context(instance=instance, cursor=cursor, resources={"streaming": stream}) as context:
+        result = streaming_sensor(context)
+    assert isinstance(result, SensorResult)
+    return result
+
+
+def execute_request(stream: StreamingResource, instance: DagsterInstance, request: RunRequest
+                    ) -> ExecuteInProcessResult:
+    """Execute a requested run the way the daemon would, with its config and tags (and the pinned prior)."""
+    config = request.run_config
+    config["ops"]["apply_sample_ranges"]["config"]["ctr_prior"] = PRIOR
+    return streaming_job.execute_in_process(run_config=config, instance=instance, tags=request.tags,
+                                            resources={"streaming": stream}, raise_on_error=False)
+
+
+def execute(stream: StreamingResource, instance: DagsterInstance, result: SensorResult
+            ) -> list[ExecuteInProcessResult]:
+    return [execute_request(stream, instance, request) for request in result.run_requests or []]
+
+
+def catch_up(stream: StreamingResource, instance: DagsterInstance, cursor: str | None
+             ) -> tuple[int, str | None]:
+    """Tick and execute until the sensor requests nothing; returns the runs executed and the cursor."""
+    executed = 0
+    for _ in range(20):
+        result = tick(stream, instance, cursor)
+        cursor = result.cursor
+        if not result.run_requests:
+            return executed, cursor
+        runs = execute(stream, instance, result)
+        assert all(run.success for run in runs)
+        executed += len(runs)
+    raise AssertionError("the sensor kept requesting runs")
+
+
+def run_metadata(run: ExecuteInProcessResult) -> dict[str, Any]:
+    (event, *_) = run.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def samples_in(records: list[ReplayRecord]) -> int:
+    return sum(r.topic == SAMPLES.name for r in records)
+
+
+def dirty_entities(stream: StreamingResource) -> int:
+    """Entities committed but not yet written to the online store."""
+    return sum(len(chunk) for chunk in stream.state().dirty_chunks())
+
+
+def assert_state_matches(stream: StreamingResource, expected: Expected) -> None:
+    """Every entity's committed counters equal the recomputation, and no other entity exists."""
+    state = stream.state()
+    keys = {k.decode() for k in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000)
+            if not k.endswith(b":m")}
+    assert keys == set(expected.counters)
+    found = {s.key: (s.latest_ms, s.today, s.hour) for s in state.read_states(sorted(keys))}
+    wrong = {k: (found.get(k), v) for k, v in expected.counters.items() if found.get(k) != v}
+    assert not wrong, f"{len(wrong)} entities differ, e.g. {list(wrong.items())[:3]}"
+    totals = state.totals()
+    assert (totals["impressions"], totals.get("clicks", 0), totals.get("conversions", 0)) == (
+        expected.impressions, expected.clicks, expected.conversions)
+    assert sum(v for k, v in totals.items() if k.startswith("dead_letter.")) == len(expected.rejected)
+    assert dirty_entities(stream) == 0, "every committed entity should have been written online"
+
+
+def assert_online_matches(stream: StreamingResource, expected: Expected, per_view: int = 200) -> None:
+    """A sample of each real-time view read back through Feast equals the recomputation."""
+    store = stream.feast.store()
+    prefix = stream.state().entity_prefix
+    rng = random.Random(1)
+    for table in REALTIME_TABLES:
+        kind_prefix = f"{prefix}{KINDS[tuple(table.key_names)]}:"
+        keys = sorted(k for k in expected.counters if k.startswith(kind_prefix))
+        assert keys, f"no {table.name} entity in the events"
+        keys = rng.sample(keys, min(per_view, len(keys)))
+        rows = [dict(zip(table.key_names, map(int, k[len(kind_prefix):].split(":")), strict=True))
+                for k in keys]
+        online = store.get_online_features(features=[f"{table.name}:{c.name}" for c in table.features],
+                                           entity_rows=rows).to_dict()
+        for i, key in enumerate(keys):
+            _, today, hour = expected.counters[key]
+            for span, (impressions, clicks, conversions) in (("today", today), ("1h", hour)):
+                assert online[f"impressions_{span}"][i] == impressions, (table.name, key, span)
+                assert online[f"clicks_{span}"][i] == clicks, (table.name, key, span)
+                assert online[f"conversions_{span}"][i] == conversions, (table.name, key, span)
+                assert online[f"ctr_{span}"][i] == pytest.approx(smoothed_ctr(clicks, impressions, PRIOR))
+
+
+def dead_letters(stream: StreamingResource) -> list[Any]:
+    kafka, topic = stream.kafka, stream.topics.dead_letter.name
+
+    async def read() -> list[Any]:
+        end = (await kafka.end_offsets(topic))[0]
+        return [record async for record in kafka.read_range(topic, 0, 0, end)]
+
+    return asyncio.run(read())
+
+
+def test_sensor_runs_apply_every_event_once_and_match_a_recomputation(
+        stream: StreamingResource, events: list[ReplayRecord]) -> None:
+    produce(stream, events)
+    instance = DagsterInstance.ephemeral()
+    first = tick(stream, instance, None)
+    requests = first.run_requests or []
+    # A backlog becomes several bounded runs whose exact ranges tile each partition from offset 0.
+    assert len(requests) >= samples_in(events) // stream.max_records_per_run
+    assert len({r.run_key for r in requests}) == len(requests)
+    tiles: dict[int, list[tuple[int, int]]] = {}
+    for request in requests:
+        ranges = request.run_config["ops"]["apply_sample_ranges"]["config"]["ranges"]
+        assert sum(r["end"] - r["start"] for r in ranges) <= stream.max_records_per_run
+        for r in ranges:
+            tiles.setdefault(r["partition"], []).append((r["start"], r["end"]))
+    ends = asyncio.run(stream.kafka.end_offsets(stream.topics.samples.name))
+    for partition, spans in tiles.items():
+        starts, stops = zip(*sorted(spans), strict=True)
+        assert starts[0] == 0 and stops[-1] == ends[partition] and list(starts[1:]) == list(stops[:-1])
+
+    runs = execute(stream, instance, first)
+    assert all(run.success for run in runs)
+    again = tick(stream, instance, first.cursor)
+    assert not again.run_requests and again.skip_reason is not None
+
+    expected = recompute(events, stream.state().entity_prefix)
+    assert_state_matches(stream, expected)
+    assert_online_matches(stream, expected)
+    metadata = [run_metadata(run) for run in runs]
+    assert sum(m["records_committed"] for m in metadata) == samples_in(events)
+    assert all(m["freshness_p99_ms"] is not None and m["ctr_prior_source"] == "pinned" for m in metadata)
+
+    letters = dead_letters(stream)
+    headers = [dict(m.headers) for m in letters]
+    found = {(h["source"].decode(), int(h["line"]), h[REASON_HEADER].decode()) for h in headers}
+    assert found == expected.rejected
+    assert len(letters) == len(expected.rejected)
+    assert all(h[MESSAGE_HEADER] for h in headers)
+
+    # Re-executing a range that is already applied changes nothing.
+    before = {s.key: s for s in stream.state().read_states(sorted(expected.counters))}
+    replayed = execute_request(stream, instance, requests[0])
+    assert replayed.success
+    assert run_metadata(replayed)["records_committed"] == 0
+    assert run_metadata(replayed)["records_already_applied"] > 0
+    assert {s.key: s for s in stream.state().read_states(sorted(expected.counters))} == before
+
+
+@pytest.mark.parametrize("failpoint", ["before_commit:3", "after_commit:3"])
+def test_a_run_that_crashes_at_either_side_of_a_commit_is_replayed_without_double_counting(
+        stream: StreamingResource, events: list[ReplayRecord], failpoint: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    part = events[: len(events) // 3]
+    produce(stream, part)
+    instance = DagsterInstance.ephemeral()
+    first = tick(stream, instance, None)
+    first_request, *other_requests = first.run_requests or []
+    monkeypatch.setenv(FAILPOINT_ENV, failpoint)
+    assert not execute_request(stream, instance, first_request).success
+    monkeypatch.delenv(FAILPOINT_ENV)
+    state = stream.state()
+    applied = sum(state.sample_offsets().values())
+    assert 0 < applied < samples_in(part)
+    if failpoint.startswith("after_commit"):
+        assert dirty_entities(stream) > 0, "the crash should leave committed rows unwritten"
+    # The next run starts from what the crashed one committed, not from its own range's start.
+    assert all(execute_request(stream, instance, request).success for request in other_requests)
+    catch_up(stream, instance, first.cursor)
+    expected = recompute(part, state.entity_prefix)
+    assert_state_matches(stream, expected)
+    assert_online_matches(stream, expected)
+
+
+def test_a_killed_continuous_consumer_is_observed_then_caught_up_by_the_sensor(
+        stream: StreamingResource, events: list[ReplayRecord], settings: Settings) -> None:
+    env = dict(os.environ, TFP_TOPIC_PREFIX=stream.topic_prefix, TFP_FEAST_PROJECT=stream.feast.project)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "taobao_assets.streaming", "follow", "--lease-seconds", "5",
+         "--ctr-prior", str(PRIOR)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = stream.state()
+    try:
+        deadline = time.monotonic() + 90
+        while not (state.lease_holder() or "").startswith("follow:"):
+            assert follower.poll() is None, follower.stderr.read().decode() if follower.stderr else ""
+            assert time.monotonic() < deadline, "the follower did not start"
+            time.sleep(0.2)
+        half = len(events) // 2
+        producer = threading.Thread(target=produce, args=(stream, events[:half]), kwargs={"rate": 3_000})
+        producer.start()
+        # Killed once its published progress shows records applied (with their freshness), while
+        # records are still being produced.
+        deadline = time.monotonic() + 60
+        while (progress := state.progress()) is None or progress["freshness_p99_ms"] is None:
+            assert time.monotonic() < deadline, "the follower published no progress"
+            time.sleep(0.05)
+    finally:
+        follower.send_signal(signal.SIGKILL)
+        follower.wait()
+    producer.join()
+    assert 0 < progress["samples_committed"] < samples_in(events[:half])
+
+    instance = DagsterInstance.ephemeral()
+    # Until its lease expires (renewed every 5/3 s) the dead follower owns the stream: the sensor
+    # requests no run and reports the follower's progress instead.
+    observed = tick(stream, instance, None)
+    assert not observed.run_requests
+    assert {e.asset_key.path[-1] for e in observed.asset_events} == {t.name for t in REALTIME_TABLES}
+    deadline = time.monotonic() + 15
+    while state.lease_holder() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    produce(stream, events[half:])
+    executed, _ = catch_up(stream, instance, observed.cursor)
+    assert executed >= 1
+    expected = recompute(events, state.entity_prefix)
+    assert_state_matches(stream, expected)
+    assert_online_matches(stream, expected)
+
+
+def test_two_appliers_at_once_after_a_lost_lease_never_double_count(
+        stream: StreamingResource, events: list[ReplayRecord]) -> None:
+    part = events[: len(events) // 2]
+    produce(stream, part)
+    ends = asyncio.run(stream.kafka.end_offsets(stream.topics.samples.name))
+    state = stream.state()
+    # The first applier commits small batches, and neither renews its lease nor flushes during the
+    # test: it goes on committing after the second took the lease over, until its final flush
+    # finds the lease gone.
+    stalled = stream.model_copy(update={"lease_seconds": 600.0, "run_flush_seconds": 600.0,
+                                        "batch_records": 50})
+    first = Applier(stalled, "first", flush_seconds=stalled.run_flush_seconds, ctr_prior=PRIOR)
+    everything = [OffsetRange(p, 0, end) for p, end in ends.items()]
+    outcomes: dict[str, BaseException | RangeRun | None] = {}
+
+    def apply_first() -> None:
+        async def apply() -> None:
+            async with first:
+                await first.catch_up_contexts()
+                await first.apply_samples(ends)
+
+        try:
+            outcomes["first"] = asyncio.run(apply())
+        except BaseException as error:
+            outcomes["first"] = error
+
+    def apply_second() -> None:  # connects, then waits for the lease
+        outcomes["second"] = apply_ranges(stream, everything, owner="second", ctr_prior=PRIOR)
+
+    threads = [threading.Thread(target=apply_first), threading.Thread(target=apply_second)]
+    threads[0].start()
+    deadline = time.monotonic() + 60
+    while sum(state.sample_offsets().values()) == 0:
+        assert time.monotonic() < deadline, "the first applier committed nothing"
+        time.sleep(0.01)
+    threads[1].start()
+    time.sleep(0.5)
+    assert sum(state.sample_offsets().values()) < samples_in(part), "the first applier should still be going"
+    state.client.delete(state.lease_key)  # as if the first had stalled past its lease
+    for thread in threads:
+        thread.join()
+    second = outcomes["second"]
+    assert isinstance(outcomes["first"], LeaseLost) and isinstance(second, RangeRun)
+    # They raced (a commit lost its compare-and-set and its applier moved on), and still each
+    # record was committed by exactly one of them.
+    assert first.report.conflicts + second.report.conflicts >= 1
+    assert first.report.samples_committed + second.report.samples_committed == samples_in(part)
+    # The next applier writes online what the fenced-off one committed but could not write.
+    apply_ranges(stream, everything, owner="third", ctr_prior=PRIOR)
+    expected = recompute(part, state.entity_prefix)
+    assert_state_matches(stream, expected)
+    assert_online_matches(stream, expected)
+
+
+def test_the_sensor_waits_until_the_feast_registry_has_the_real_time_views(
+        stream: StreamingResource, settings: Settings) -> None:
+    unregistered = StreamingResource(
+        kafka=stream.kafka, redis=stream.redis, topic_prefix=stream.topic_prefix,
+        feast=FeastResource(postgres=PostgresResource.from_settings(settings), redis=stream.redis,
+                            project=f"none_{uuid.uuid4().hex[:8]}"))
+    result = tick(unregistered, DagsterInstance.ephemeral(), None)
+    assert not result.run_requests
+    assert result.skip_reason is not None and "feast_registry" in (result.skip_reason.skip_message or "")
