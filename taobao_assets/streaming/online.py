@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
 from feast import FeatureStore, RepoConfig
+from feast.errors import ProjectNotFoundException, ProjectObjectNotFoundException
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, get_online_store_from_config
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -217,9 +219,13 @@ def drop_online_rows(state: StreamState, feast: FeastResource) -> int:
 def drop_project(feast: FeastResource) -> None:
     """Delete ``feast``'s project from the registry (a stream's own project: tests, benchmarks).
 
-    Feast 0.67's ``delete_project`` leaves the views' version history behind, and applying a
-    project of the same name again then fails on it; it is deleted here too.
+    Feast 0.67 leaves traces its ``delete_project`` does not remove: the views' version history
+    (applying a project of the same name again then fails on it), and the project metadata row that
+    merely opening a store writes, which later stores turn back into a project. Both go too.
     """
-    feast.store().registry.delete_project(feast.project, commit=True)
+    registry = feast.store().registry
+    with suppress(ProjectNotFoundException, ProjectObjectNotFoundException):
+        registry.delete_project(feast.project, commit=True)
     with feast.postgres.connect() as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM feature_view_version_history WHERE project_id = %s", (feast.project,))
+        for table in ("feature_view_version_history", "feast_metadata", "projects"):
+            cur.execute(f"DELETE FROM {table} WHERE project_id = %s", (feast.project,))

@@ -28,6 +28,7 @@ from taobao_assets.source.topics import SAMPLES
 from taobao_assets.streaming.applier import FAILPOINT_ENV, Applier
 from taobao_assets.streaming.dead_letter import MESSAGE_HEADER, REASON_HEADER
 from taobao_assets.streaming.join import KINDS
+from taobao_assets.streaming.online import drop_project
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets.streaming.run import OffsetRange, RangeRun, apply_ranges
 from taobao_assets.streaming.state import LeaseLost
@@ -313,10 +314,13 @@ def test_two_appliers_at_once_after_a_lost_lease_never_double_count(
 
 def test_the_sensor_waits_until_the_feast_registry_has_the_real_time_views(
         stream: StreamingResource, settings: Settings) -> None:
-    unregistered = StreamingResource(
-        kafka=stream.kafka, redis=stream.redis, topic_prefix=stream.topic_prefix,
-        feast=FeastResource(postgres=PostgresResource.from_settings(settings), redis=stream.redis,
-                            project=f"none_{uuid.uuid4().hex[:8]}"))
-    result = tick(unregistered, DagsterInstance.ephemeral(), None)
+    empty = FeastResource(postgres=PostgresResource.from_settings(settings), redis=stream.redis,
+                          project=f"empty_{uuid.uuid4().hex[:8]}")
+    unregistered = StreamingResource(kafka=stream.kafka, redis=stream.redis, topic_prefix=stream.topic_prefix,
+                                     feast=empty)
+    try:
+        result = tick(unregistered, DagsterInstance.ephemeral(), None)
+    finally:
+        drop_project(empty)
     assert not result.run_requests
     assert result.skip_reason is not None and "feast_registry" in (result.skip_reason.skip_message or "")
