@@ -7,7 +7,8 @@ import sys
 import time
 
 # trino_scan last: it scans the silver table the earlier stages leave in the lakehouse.
-BENCHMARKS = ["bench.parser", "bench.replay", "bench.online_lookup", "bench.streaming", "bench.trino_scan"]
+BENCHMARKS = ["bench.parser", "bench.replay", "bench.silver_gold", "bench.online_lookup", "bench.streaming",
+              "bench.trino_scan"]
 
 
 def main() -> int:
