@@ -12,8 +12,10 @@ from typing import Any
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetKey, asset_check
 from pyspark.sql import functions as F
 
+from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
 from taobao_assets.features import WINDOWS_DAYS
 from taobao_assets.gold_tables import GOLD_TABLES, PG_TYPES, SCHEMA, TIMESTAMP_FIELD, GoldTable
+from taobao_assets.io_managers.iceberg import table_name
 from taobao_assets.io_managers.postgres import end_of_day
 from taobao_assets.partitions import DAILY
 from taobao_assets.resources.postgres import PostgresResource
@@ -76,7 +78,7 @@ def _checks(table: GoldTable) -> list[AssetChecksDefinition]:
                                 metadata={"rows_out_of_bounds": bad, "mean_ctr_7d": float(str(mean_ctr or 0))})
 
     @asset_check(asset=key, name="totals_match_silver", partitions_def=DAILY, blocking=True,
-                 additional_deps=[AssetKey(["silver", "impressions"])],
+                 additional_deps=[IMPRESSIONS_KEY],
                  description="Summed 1-day impressions, clicks and conversions equal silver's for the day "
                              "(over the impressions whose keys are known).")
     def totals_match_silver(
@@ -90,9 +92,9 @@ def _checks(table: GoldTable) -> list[AssetChecksDefinition]:
         settings = get_settings()
         session = spark.spark_session
         day = date.fromisoformat(context.partition_key)
-        impressions = session.table(f"{settings.iceberg_catalog}.silver.impressions").where(F.col("day") == day)
+        impressions = session.table(table_name(settings.iceberg_catalog, IMPRESSIONS_KEY)).where(F.col("day") == day)
         if "user_id" in table.key_names:
-            contexts = session.table(f"{settings.iceberg_catalog}.silver.user_context").select(
+            contexts = session.table(table_name(settings.iceberg_catalog, USER_CONTEXT_KEY)).select(
                 "common_feature_index", "user_id").dropDuplicates(["common_feature_index"])
             impressions = impressions.join(contexts, on="common_feature_index")
         for k in table.key_names:
