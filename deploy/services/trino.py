@@ -287,6 +287,8 @@ class Trino(Service):
 
     def prepare(self) -> None:
         self.write_config()
+        # Before the start, not after: the health check scans this table (see healthy()).
+        Postgres(self.settings).psql(ICEBERG_CATALOG_DDL, database=self.settings.postgres_db)
         # The stack's own PID file already guards against a second server; the launcher's copy can
         # name a process that has exited but is not reaped yet and would refuse the start.
         (self.data / "var" / "run" / "launcher.pid").unlink(missing_ok=True)
@@ -318,10 +320,30 @@ class Trino(Service):
             return None
 
     def healthy(self) -> bool:
+        """Started, and able to run a query.
+
+        ``/v1/info`` stops saying "starting" a moment before the catalogs are active on a worker
+        node; a query sent in that gap fails with NO_NODES_AVAILABLE. A scan of the Iceberg catalog
+        table (always there: ``prepare`` creates it) needs a worker with the catalogs, so it decides.
+        """
         info = self.info()
-        return info is not None and info.get("starting") is False
+        return info is not None and info.get("starting") is False and self._runs_a_query(
+            "SELECT count(*) FROM postgresql.public.iceberg_tables")
+
+    def _runs_a_query(self, sql: str) -> bool:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port()}/v1/statement", data=sql.encode(), method="POST",
+            headers={"X-Trino-User": self.settings.trino_user},
+        )
+        try:
+            reply: dict[str, object] = json.loads(urllib.request.urlopen(request, timeout=5).read())
+            while "error" not in reply and isinstance(reply.get("nextUri"), str):
+                with urllib.request.urlopen(str(reply["nextUri"]), timeout=5) as page:
+                    reply = json.loads(page.read())
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+        return "error" not in reply
 
     def after_start(self) -> None:
-        Postgres(self.settings).psql(ICEBERG_CATALOG_DDL, database=self.settings.postgres_db)
         java_home = self.java_home()
         print(f"[trino] Trino {VERSION} on Java {_java_release(java_home)} from {java_home}", flush=True)
