@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,11 @@ os.environ.setdefault("TFP_EVENT_DAYS", "5")
 os.environ.setdefault("TFP_FEAST_PROJECT", "taobao_test")
 
 from dagster import AssetSelection, ExecuteInProcessResult, materialize
+from pyspark.sql import functions as F
 
 from deploy.service import Service
 from deploy.services import SERVICES
+from deploy.services.spark import Spark
 from taobao_assets.assets.bronze import bronze_assets
 from taobao_assets.assets.gold import gold_features
 from taobao_assets.assets.silver import SCHEMAS, silver_assets
@@ -166,6 +169,31 @@ def spark(settings: Settings, postgres_service: Service, minio_service: Service)
     return SparkResource.from_settings(settings)
 
 
+@pytest.fixture(scope="session")
+def cluster(settings: Settings, postgres_service: Service, minio_service: Service) -> Iterator[Spark]:
+    """The stack's standalone cluster; stopped afterwards (it holds 5 JVMs) unless it was running."""
+    service = Spark(settings)
+    was_running = service.pid() is not None and service.healthy()
+    if not was_running:
+        service.start()
+    yield service
+    if not was_running:
+        service.stop()
+
+
+def busy_workers(cluster: Spark, timeout: float = 60) -> int:
+    """Workers running an executor of the current application, once all have one (or at ``timeout``).
+
+    Called from a driver on the cluster: executors register a moment after the session starts.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [w for w in cluster.alive_workers() if w["coresused"] > 0]
+        if len(busy) == cluster.settings.spark_standalone_workers or time.monotonic() > deadline:
+            return len(busy)
+        time.sleep(0.5)
+
+
 def silver_resources(settings: Settings, spark: SparkResource, s3: S3Resource) -> dict[str, object]:
     """What a silver run needs; ``kafka`` only because the (unselected) bronze assets declare it."""
     return {"spark": spark, "s3": s3, "bronze_io_manager": BronzeIOManager(s3=s3),
@@ -186,6 +214,19 @@ def silver(bronze: S3Resource, spark: SparkResource, settings: Settings) -> dict
         spark.spark_session.sql(f"DROP TABLE IF EXISTS {table_name(settings.iceberg_catalog, key)} PURGE")
     resources = silver_resources(settings, spark, bronze)
     return {day: materialize_silver(day, resources) for day in DAILY.get_partition_keys()}
+
+
+def silver_digest(spark: SparkResource, settings: Settings, day: str) -> dict[str, tuple[int, int]]:
+    """Per silver table: rows of ``day`` and an order-independent hash of all their columns."""
+    digest = {}
+    for key in SCHEMAS:
+        name = table_name(settings.iceberg_catalog, key)
+        frame = spark.spark_session.table(name).where(F.col("day") == F.lit(day))
+        # a sum of hashes reduced below 2**31, so it cannot overflow
+        row = frame.agg(F.count(F.lit(1)), F.sum(F.pmod(F.xxhash64(*frame.columns), F.lit(2**31)))).first()
+        assert row is not None
+        digest[name] = (row[0], row[1] or 0)
+    return digest
 
 
 def gold_resources(settings: Settings, spark: SparkResource, s3: S3Resource) -> dict[str, object]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -24,6 +23,7 @@ from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
+from taobao_assets_tests.conftest import busy_workers
 
 NAMESPACE = "spark_test"
 SCHEMA = "user_id BIGINT, item STRING, clicks INT, day DATE"
@@ -108,31 +108,13 @@ def test_assets_get_the_session_through_the_dagster_resource(
     assert _rows(session, table) == sorted(ROWS)
 
 
-@pytest.fixture(scope="module")
-def cluster(settings: Settings) -> Iterator[Spark]:
-    """The stack's standalone cluster; stopped afterwards (it holds 5 JVMs) unless it was running."""
-    service = Spark(settings)
-    was_running = service.pid() is not None and service.healthy()
-    if not was_running:
-        service.start()
-    yield service
-    if not was_running:
-        service.stop()
-
-
 def _job_on_cluster(settings: Settings, table: str) -> tuple[list[tuple[object, ...]], int]:
     """Write and read back the table from a driver on the cluster; also count workers running it."""
-    cluster = Spark(settings)
     session = SparkResource.from_settings(settings).spark_session
     try:
-        deadline = time.monotonic() + 60
-        while True:  # executors register a moment after the session starts
-            busy = [w for w in cluster.alive_workers() if w["coresused"] > 0]
-            if len(busy) == settings.spark_standalone_workers or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        busy = busy_workers(Spark(settings))
         _write_partitioned(session, table)
-        return _rows(session, table), len(busy)
+        return _rows(session, table), busy
     finally:
         session.stop()
 
