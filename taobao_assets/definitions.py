@@ -1,8 +1,14 @@
-"""The table of contents of the Dagster project: assets, checks, jobs, sensors and resources."""
+"""The table of contents of the Dagster project: assets, checks, jobs, sensors and resources.
+
+Runs use the in-process executor: the steps of a run share one process and so one Spark session.
+Dagster's default (a process per step) would start a Spark driver for every silver and gold step
+and check, seconds each and ~1 GB apiece; the parallelism of this workload is Spark's, not the
+step graph's.
+"""
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from taobao_assets.assets.analytics import analytics_assets
 from taobao_assets.assets.bronze import bronze_assets, kafka_topics
@@ -48,6 +54,7 @@ defs = Definitions(
     jobs=[replay_job, bronze_job, batch_job, registry_job, serving_job, streaming_job],
     schedules=[daily_batch_schedule],
     sensors=sensors,
+    executor=in_process_executor,
     resources={
         "postgres": postgres,
         "redis": RedisResource.from_settings(settings),

@@ -78,6 +78,12 @@ class Settings:
     spark_standalone_workers: int = 2
 
     dagster_port: int = 3000
+    #: The Dagster instance (runs, events, schedules) shared by the demo, the UI and its daemon.
+    dagster_home: Path = REPO_ROOT / ".state" / "dagster"
+    #: Runs the instance's queue starts at once. Each run of a Spark asset starts its own driver,
+    #: so a week's backfill from the UI would otherwise start seven on a laptop; raise it with a
+    #: remote Spark master.
+    dagster_max_concurrent_runs: int = 1
 
     #: Feast project: names the registry's objects and prefixes every online-store key in Redis,
     #: so the tests' project never reads or overwrites a demo's features on the shared server.
