@@ -8,7 +8,9 @@ feature view per table. What differs is where a row lives and what its timestamp
 - rows are pushed straight to the online store (Redis); ``streaming.<table>`` in Postgres is the
   push source's batch source, created empty, so historical retrieval of these views returns nulls
   rather than failing (the Postgres offline store cannot take pushes);
-- ``event_timestamp`` is the event time of the latest impression counted, not a day's end.
+- ``event_timestamp`` is the event time of the latest impression counted, not a day's end;
+- ``ttl_seconds`` is also how long the streaming state behind a row lives in Redis after the last
+  batch that touched the entity (:mod:`taobao_assets.streaming.state`), so it must be at least a day.
 
 Counters cover two spans of event time: ``today`` (from the start of the UTC day of
 ``event_timestamp``) and ``1h`` (the 60 minutes up to it). Rates use the batch formulas of

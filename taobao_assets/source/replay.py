@@ -3,8 +3,11 @@
 What is produced. Every line of the four files becomes one Kafka record, its value the raw line
 exactly as read (terminator included, so bronze can rebuild the bytes of the files), its
 timestamp the simulated event time (:mod:`taobao_assets.source.event_time`) and its headers the
-source file and line. Samples go to ``aliccp.samples`` keyed by ``sample_id``; common-features
-rows go to the compacted ``aliccp.common_features`` keyed by ``common_feature_index``.
+source file and line and ``produced_at``, the wall-clock time of the send (the record timestamp
+carries event time, so the streaming path measures freshness from this header). Samples go to
+``aliccp.samples`` keyed by ``sample_id``; common-features rows go to the compacted
+``aliccp.common_features`` keyed by ``common_feature_index``. Bronze stores values only, so it
+stays byte-exact whatever the headers say.
 
 Order. Per split (train, then test): first the common-features rows no sample references, at the
 split's first timestamp; then the samples in file order, each preceded by the common-features
@@ -46,6 +49,8 @@ from taobao_assets.source.topics import COMMON_FEATURES, LINE_HEADER, SAMPLES, S
 
 #: Records per acknowledged batch, i.e. per checkpoint.
 BATCH = 5_000
+#: Header with the wall-clock epoch ms at which the record was sent, as ASCII digits.
+PRODUCED_AT_HEADER = "produced_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,9 @@ class ReplayRecord:
     line: int
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return [(SOURCE_HEADER, self.source.encode()), (LINE_HEADER, str(self.line).encode())]
+        """Source file, line and ``produced_at`` = now: call it as the record is sent."""
+        return [(SOURCE_HEADER, self.source.encode()), (LINE_HEADER, str(self.line).encode()),
+                (PRODUCED_AT_HEADER, str(time.time_ns() // 1_000_000).encode())]
 
 
 def _column(raw: bytes, index: int) -> bytes:

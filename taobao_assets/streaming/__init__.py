@@ -14,10 +14,13 @@ Choices, each explained where it is made:
 - exactly once = the offsets and the counters they produced change in one Lua script that first
   checks the stored offsets (:mod:`.state`); the Feast rows are derived from committed state
   through a dirty set, so a crash between the commit and the Feast write is repaired (:mod:`.applier`);
+- the state expires: an entity's counters the real-time table's TTL after the last batch that
+  touched it (set by the same script), a user context the longest such TTL after it was applied;
+  the applied offsets never (:mod:`.state`);
 - the CTR prior is the global CTR of the latest gold day, the stream's own until there is one,
   or a pinned value (:mod:`.online`);
-- freshness is measured from a ``produced_at`` header (wall-clock ms, set by the producer) to the
-  return of the Feast write that made the record's counters readable; records without the header
-  (the replay does not set it) are applied but not measured (:mod:`.join`, :mod:`.applier`).
+- freshness is measured from a ``produced_at`` header (wall-clock ms of the send, set by the
+  replay) to the return of the Feast write that made the record's counters readable; records of
+  other producers without the header are applied but not measured (:mod:`.join`, :mod:`.applier`).
   Kafka's record timestamp cannot serve: it carries the simulated event time.
 """

@@ -397,7 +397,8 @@ class Applier:
             self._renewed = time.monotonic()
             states = self.state.read_states(keys)
             self.report.rows_written.update(self.writer.write(states, prior.ctr))
-            self.state.clear_dirty(states)
+            found = {state.key for state in states}
+            self.state.clear_dirty(states, expired=[key for key in keys if key not in found])
         now_ms = time.time() * 1000
         self.report.freshness_ms += [now_ms - produced for produced in self._unflushed_produced_at]
         self._unflushed_produced_at.clear()

@@ -20,13 +20,11 @@ from aiokafka.structs import ConsumerRecord
 
 from taobao_assets.source.format import FileKind
 from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_line
+from taobao_assets.source.replay import PRODUCED_AT_HEADER
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
 from taobao_assets.streaming.dead_letter import DeadLetter
 from taobao_assets.streaming.state import EntityDelta
 
-#: Optional header a producer may set: wall-clock epoch ms at which it sent the record, as ASCII
-#: digits. Freshness (produced -> readable online) is measured on the records that carry it.
-PRODUCED_AT_HEADER = "produced_at"
 USER_FIELD = "101"
 ITEM_FIELD = "205"
 CATEGORY_FIELD = "206"
@@ -36,7 +34,11 @@ MINUTE_MS = 60_000
 
 
 def _where(record: ConsumerRecord) -> tuple[str, int, int | None]:
-    """File, line and produce time from the record headers (absent: empty file, line 0, no time)."""
+    """File, line and produce time from the record headers (absent: empty file, line 0, no time).
+
+    Freshness is measured on the records that carry a produce time: the replay sets it on every
+    record; another producer may leave it out.
+    """
     source, line, produced = "", 0, None
     for name, value in record.headers:
         if name == SOURCE_HEADER:

@@ -7,13 +7,18 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
+from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import Settings
 from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES, SHORT_NAMES
 from taobao_assets.streaming.dead_letter import dead_letter_topic
+from taobao_assets.streaming.join import KINDS
 from taobao_assets.streaming.state import StreamState
+
+#: Lifetime of the streaming state of each entity kind: the declared TTL of the real-time table it feeds.
+STATE_TTL_SECONDS = {KINDS[tuple(t.key_names)]: t.ttl_seconds for t in REALTIME_TABLES}
 
 
 @dataclass(frozen=True)
@@ -66,4 +71,4 @@ class StreamingResource(ConfigurableResource):
         return StreamTopics.of(self.topic_prefix)
 
     def state(self) -> StreamState:
-        return StreamState(self.redis.client(), self.topics.samples.name)
+        return StreamState(self.redis.client(), self.topics.samples.name, STATE_TTL_SECONDS)

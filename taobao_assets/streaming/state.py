@@ -28,6 +28,23 @@ online writer derives Feast rows from the committed state of the dirty entities 
 entity only if its ``n`` is still the one it wrote, so a crash between a commit and the Feast
 write is repaired by whoever flushes next.
 
+Lifetime. An entity's two hashes expire ``ttl`` after the batch that last touched it, set by the
+same script that applies the batch (a replayed batch changes nothing, its TTL included): ``ttl``
+is the declared TTL of the real-time table the entity feeds, and must be at least a day. An
+entity unseen for a day has no count left in either span (its next impression is on a later UTC
+day of event time, which resets ``today``, and more than an hour later), so while event time keeps
+pace with the clock an expiry never changes a value, it only frees the memory; ``n`` restarts, which
+the dirty marks (set to the new ``n`` by every commit) do not mind. The offsets and totals never
+expire: they are the record of what was applied.
+
+The context map holds one key per ``common_feature_index`` (``ctx:<index>``: the user id, or
+empty when the row has none), which expires the longest entity ``ttl`` after the row was last
+applied. A context is needed only until the samples of its session are applied: the replay sends
+it just before the first of them and an Ali-CCP session is one page view, so its samples follow
+within seconds, and an applier applies contexts just before the samples that need them. A sample
+whose context expired before it was applied (an applier more than a day behind on samples but not
+on contexts) still counts for its item and is counted as ``unresolved_context``, never silently.
+
 All keys share the hash tag ``{<samples topic>}``, so the state lives in one slot of a Redis
 cluster and the scripts stay valid there.
 """
@@ -42,6 +59,8 @@ from typing import Any, cast
 
 import redis
 
+#: The shortest TTL of entity state: the ``today`` span (see the module docstring).
+MIN_TTL_SECONDS = 86_400
 #: The counter fields of an entity, in the order :meth:`StreamState.read_states` returns them.
 STATE_FIELDS = ("t", "n", "di", "dc", "dv", "hi", "hc", "hv")
 
@@ -72,20 +91,23 @@ local function add_totals(totals, a)
 end
 """
 
-#: KEYS: offsets, ctx, totals. ARGV: offset moves, totals, then (common_feature_index, user) pairs.
+#: KEYS: offsets, totals, then one key per context. ARGV: offset moves, totals, the contexts' TTL
+#: in ms, then the user of each context key ("" when the row has no user id).
 _APPLY_CONTEXTS = _OFFSET_CHECK + """
 local conflict, stored, moves, a = check_offsets(KEYS[1], 1)
 if conflict then return {0, stored} end
-local b = add_totals(KEYS[3], a)
-for j = b, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
+local b = add_totals(KEYS[2], a)
+local ttl = ARGV[b]
+for k = 3, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[b + k - 2], 'PX', ttl)
 end
 advance_offsets(KEYS[1], 1, moves)
 return {1, stored}
 """
 
 #: KEYS: offsets, totals, dirty, then one key per entity. ARGV: offset moves, totals, then per
-#: entity: latest event ms of the batch, number of minute groups, and (minute, i, c, v) per group.
+#: entity: latest event ms of the batch, TTL in ms, number of minute groups, and (minute, i, c, v)
+#: per group.
 _APPLY_SAMPLES = _OFFSET_CHECK + """
 local DAY_MS, MINUTE_MS, MINUTES_PER_DAY, HOUR = 86400000, 60000, 1440, 60
 local conflict, stored, moves, a = check_offsets(KEYS[1], 1)
@@ -94,8 +116,8 @@ a = add_totals(KEYS[2], a)
 local dirty = {}
 for k = 4, #KEYS do
   local key = KEYS[k]
-  local batch_latest, groups = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
+  local batch_latest, ttl, groups = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
   local s = redis.call('HMGET', key, 't', 'n', 'di', 'dc', 'dv', 'hi', 'hc', 'hv')
   local t = tonumber(s[1])
   local n = tonumber(s[2]) or 0
@@ -139,6 +161,8 @@ for k = 4, #KEYS do
   end
   redis.call('HSET', key, 't', string.format('%d', latest), 'n', n, 'di', di, 'dc', dc, 'dv', dv,
              'hi', hi, 'hc', hc, 'hv', hv)
+  redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', buckets, ttl)
   dirty[#dirty + 1] = key
   dirty[#dirty + 1] = n
   if #dirty >= 4000 then
@@ -161,7 +185,8 @@ end
 return out
 """
 
-#: KEYS[1]: dirty. ARGV: (entity key, n written) pairs; unmark only what was not touched since.
+#: KEYS: dirty, then entity keys found expired. ARGV: (entity key, n written) pairs; unmark only
+#: what was not touched since, and the expired keys that are still gone.
 _CLEAR_DIRTY = """
 local cleared = 0
 for j = 1, #ARGV, 2 do
@@ -169,6 +194,9 @@ for j = 1, #ARGV, 2 do
     redis.call('HDEL', KEYS[1], ARGV[j])
     cleared = cleared + 1
   end
+end
+for k = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[k]) == 0 then cleared = cleared + redis.call('HDEL', KEYS[1], KEYS[k]) end
 end
 return cleared
 """
@@ -217,15 +245,26 @@ class LeaseLost(RuntimeError):
 
 
 class StreamState:
-    """The Redis keys of one stream (named after its samples topic) and the scripts that change them."""
+    """The Redis keys of one stream (named after its samples topic) and the scripts that change them.
 
-    def __init__(self, client: redis.Redis, stream: str) -> None:
+    ``ttl_seconds`` maps each entity kind (``u``, ``i``, ``uc``: the part of the key after ``e:``)
+    to the lifetime of its state; the contexts live as long as the longest (module docstring).
+    """
+
+    def __init__(self, client: redis.Redis, stream: str, ttl_seconds: Mapping[str, int]) -> None:
+        if not ttl_seconds or min(ttl_seconds.values()) < MIN_TTL_SECONDS:
+            raise ValueError(
+                f"streaming state TTLs {dict(ttl_seconds)}: every entity kind needs one of at least "
+                f"{MIN_TTL_SECONDS} s (a day), or an expiry would drop impressions still counted today; "
+                f"raise ttl_seconds of the real-time tables in taobao_assets/realtime_tables.py")
         self.client = client
         self.stream = stream
+        self.entity_ttl_ms = {kind: ttl * 1000 for kind, ttl in ttl_seconds.items()}
+        self.context_ttl_ms = max(self.entity_ttl_ms.values())
         self.prefix = f"tfp:stream:{{{stream}}}:"
         self.sample_offsets_key = self.prefix + "offsets:samples"
         self.context_offsets_key = self.prefix + "offsets:common_features"
-        self.contexts_key = self.prefix + "ctx"
+        self.context_prefix = self.prefix + "ctx:"
         self.totals_key = self.prefix + "totals"
         self.dirty_key = self.prefix + "dirty"
         self.lease_key = self.prefix + "lease"
@@ -276,10 +315,11 @@ class StreamState:
     def apply_contexts(self, moves: Sequence[OffsetMove], users: Mapping[str, int | None],
                        totals: Mapping[str, int]) -> Commit:
         """Record the user of each common_feature_index (``None``: the row has no user id) and advance."""
-        args = self._moves_args(moves) + self._totals_args(totals)
+        args = [*self._moves_args(moves), *self._totals_args(totals), self.context_ttl_ms]
+        keys = [self.context_offsets_key, self.totals_key]
         for index, user in users.items():
-            args += [index, "" if user is None else str(user)]
-        keys = [self.context_offsets_key, self.contexts_key, self.totals_key]
+            keys.append(self.context_prefix + index)
+            args.append("" if user is None else str(user))
         reply = self._apply_contexts(keys=keys, args=args)
         return self._commit(reply, moves)
 
@@ -287,8 +327,13 @@ class StreamState:
                       totals: Mapping[str, int]) -> Commit:
         """Apply counter increments per entity and advance the sample offsets, all or nothing."""
         args = self._moves_args(moves) + self._totals_args(totals)
-        for delta in deltas.values():
-            args += [delta.latest_ms, len(delta.minutes)]
+        start = len(self.entity_prefix)
+        for key, delta in deltas.items():
+            kind = key[start:key.find(":", start)]
+            ttl_ms = self.entity_ttl_ms.get(kind)
+            if ttl_ms is None:
+                raise ValueError(f"state key {key!r} is of no entity kind with a TTL ({sorted(self.entity_ttl_ms)})")
+            args += [delta.latest_ms, ttl_ms, len(delta.minutes)]
             for minute, (i, c, v) in delta.minutes.items():
                 args += [minute, i, c, v]
         keys = [self.sample_offsets_key, self.totals_key, self.dirty_key, *deltas]
@@ -298,7 +343,7 @@ class StreamState:
         """User of each known common_feature_index (``None``: no user id); unknown ones are left out."""
         if not indexes:
             return {}
-        found = cast(list[bytes | None], self.client.hmget(self.contexts_key, list(indexes)))
+        found = cast(list[bytes | None], self.client.mget([self.context_prefix + i for i in indexes]))
         return {index: (int(user) if user else None) for index, user in zip(indexes, found, strict=True)
                 if user is not None}
 
@@ -324,14 +369,15 @@ class StreamState:
                 states.append(EntityState(key, t, n, (di, dc, dv), (hi, hc, hv)))
         return states
 
-    def clear_dirty(self, written: Sequence[EntityState]) -> int:
-        """Unmark entities whose state was written, unless a commit touched them meanwhile."""
-        if not written:
+    def clear_dirty(self, written: Sequence[EntityState], expired: Sequence[str] = ()) -> int:
+        """Unmark entities whose state was written, unless a commit touched them meanwhile, and the
+        ``expired`` ones (marked, but their state was gone when read), unless a commit recreated them."""
+        if not written and not expired:
             return 0
         args: list[str | int] = []
         for state in written:
             args += [state.key, state.version]
-        return int(self._clear_dirty(keys=[self.dirty_key], args=args))
+        return int(self._clear_dirty(keys=[self.dirty_key, *expired], args=args))
 
     # --- the lease: one applier at a time -----------------------------------------------
     def try_lease(self, owner: str, seconds: float) -> bool:

@@ -2,14 +2,17 @@
 
 The session's shared data set (``conftest.py``: 5 days, a few malformed lines) is replayed once,
 with the replay killed halfway and resumed; every test then checks a property of what landed:
-nothing lost, nothing duplicated, byte-exact (bronze keeps malformed lines as they are).
+nothing lost, nothing duplicated, byte-exact (bronze keeps malformed lines as they are), every
+record stamped with the time it was sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from taobao_assets.partitions import DAILY
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.settings import Settings
-from taobao_assets.source.replay import ReplayResult, run_replay, total_records
+from taobao_assets.source.replay import PRODUCED_AT_HEADER, ReplayResult, run_replay, total_records
 from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
 from taobao_assets_tests.conftest import kafka_end_total
 
@@ -63,6 +66,32 @@ def test_replay_again_is_a_no_op(replayed: tuple[ReplayResult, int], dataset: Pa
     again = run_replay(settings, kafka, dataset)
     assert again.records_sent == 0
     assert kafka_end_total(kafka) == before
+
+
+def test_every_replayed_record_carries_the_time_it_was_sent(replayed: tuple[ReplayResult, int], dataset: Path,
+                                                            settings: Settings) -> None:
+    kafka = KafkaResource.from_settings(settings)
+
+    async def stamps() -> dict[tuple[str, int], list[list[int]]]:
+        """Per topic partition, the produced_at values of each record, in offset order."""
+        found = {}
+        for topic in (SAMPLES.name, COMMON_FEATURES.name):
+            for partition, end in (await kafka.end_offsets(topic)).items():
+                found[(topic, partition)] = [
+                    [int(value) for name, value in record.headers if name == PRODUCED_AT_HEADER]
+                    async for record in kafka.read_range(topic, partition, 0, end)]
+        return found
+
+    written_ms, now_ms = dataset.stat().st_mtime * 1000, time.time() * 1000
+    by_partition = asyncio.run(stamps())
+    assert sum(map(len, by_partition.values())) == total_records(dataset)
+    for (topic, partition), records in by_partition.items():
+        assert all(len(stamp) == 1 for stamp in records), f"{topic}/{partition}: a record without one produced_at"
+        sent = [stamp for stamp, in records]
+        # Wall-clock ms of the send: after the files were written, and in send order along a partition
+        # (the killed replay's records, then the resumed one's).
+        assert sent == sorted(sent), f"{topic}/{partition}"
+        assert written_ms <= sent[0] and sent[-1] <= now_ms, f"{topic}/{partition}"
 
 
 def test_bronze_reconciles_byte_for_byte_with_the_source_files(bronze: S3Resource, dataset: Path) -> None:

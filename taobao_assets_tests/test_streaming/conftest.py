@@ -2,7 +2,8 @@
 
 Each test gets its own topics (``test.stream.<id>.*``), hence its own state in Redis, and the
 session's ``dataset`` (the shared generated files, malformed lines included) as its events, in the
-replay's order, and a Feast project of its own. The expected values are recomputed in
+replay's order, and a Feast project of its own; or the session's replayed topics themselves
+(``replayed_stream``), to run on what the replay wrote. The expected values are recomputed in
 plain Python from the same events (:func:`recompute`), independently of the streaming code.
 """
 
@@ -28,9 +29,8 @@ from taobao_assets.settings import Settings
 from taobao_assets.source.event_time import Timeline
 from taobao_assets.source.format import FileKind
 from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_line
-from taobao_assets.source.replay import ReplayRecord, plan
+from taobao_assets.source.replay import ReplayRecord, ReplayResult, plan
 from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
-from taobao_assets.streaming.join import PRODUCED_AT_HEADER
 from taobao_assets.streaming.online import drop_online_rows, drop_project
 from taobao_assets.streaming.resource import StreamingResource
 
@@ -59,27 +59,47 @@ def events(dataset: Path, settings: Settings) -> list[ReplayRecord]:
     return list(plan(dataset, Timeline.from_folder(dataset, event_time_config(settings))))
 
 
+def _streaming(settings: Settings, feast: FeastResource, topic_prefix: str) -> StreamingResource:
+    """The stream of ``topic_prefix``, paced for tests: small runs and batches, a short lease."""
+    return StreamingResource(
+        kafka=KafkaResource.from_settings(settings), redis=RedisResource.from_settings(settings),
+        feast=feast, topic_prefix=topic_prefix, max_records_per_run=8_000, batch_records=2_000,
+        run_flush_seconds=1.0, lease_seconds=3.0, lease_wait_seconds=30.0,
+    )
+
+
+def _forget(streaming: StreamingResource) -> None:
+    """Delete what the stream applied (online rows, state) and its dead-letter topic."""
+    drop_online_rows(streaming.state(), streaming.feast)
+    streaming.state().reset()
+    asyncio.run(streaming.kafka.delete_topics([streaming.topics.dead_letter.name]))
+
+
 @pytest.fixture
 def stream(settings: Settings, kafka_service: Service, stream_feast: FeastResource
            ) -> Iterator[StreamingResource]:
     """A stream of its own: fresh topics, state and Feast project."""
-    streaming = StreamingResource(
-        kafka=KafkaResource.from_settings(settings), redis=RedisResource.from_settings(settings),
-        feast=stream_feast, topic_prefix=f"test.stream.{uuid.uuid4().hex[:8]}",
-        max_records_per_run=8_000, batch_records=2_000, run_flush_seconds=1.0, lease_seconds=3.0,
-        lease_wait_seconds=30.0,
-    )
+    streaming = _streaming(settings, stream_feast, f"test.stream.{uuid.uuid4().hex[:8]}")
     topics = streaming.topics
     asyncio.run(streaming.kafka.create_topics([topics.samples, topics.common_features]))
     yield streaming
-    drop_online_rows(streaming.state(), stream_feast)
-    streaming.state().reset()
-    asyncio.run(streaming.kafka.delete_topics([topics.samples.name, topics.common_features.name,
-                                               topics.dead_letter.name]))
+    _forget(streaming)
+    asyncio.run(streaming.kafka.delete_topics([topics.samples.name, topics.common_features.name]))
+
+
+@pytest.fixture
+def replayed_stream(replayed: tuple[ReplayResult, int], settings: Settings, stream_feast: FeastResource
+                    ) -> Iterator[StreamingResource]:
+    """The stream of the session's replayed topics (written by the replay itself), with a state and a
+    Feast project of its own; the topics stay for the other tests that read them."""
+    streaming = _streaming(settings, stream_feast, settings.topic_prefix)
+    streaming.state().reset()  # a state an earlier session left for topics that were re-created since
+    yield streaming
+    _forget(streaming)
 
 
 def produce(streaming: StreamingResource, records: list[ReplayRecord], rate: float | None = None) -> None:
-    """Send ``records`` to the stream's topics as the replay would, plus a ``produced_at`` header."""
+    """Send ``records`` to the stream's topics as the replay would (``produced_at`` header included)."""
     names = {SAMPLES.name: streaming.topics.samples.name,
              COMMON_FEATURES.name: streaming.topics.common_features.name}
 
@@ -88,9 +108,8 @@ def produce(streaming: StreamingResource, records: list[ReplayRecord], rate: flo
         async with streaming.kafka.producer(linger_ms=5) as producer:
             pending = []
             for sent, record in enumerate(records, 1):
-                headers = [*record.headers(), (PRODUCED_AT_HEADER, str(int(time.time() * 1000)).encode())]
                 pending.append(await producer.send(names[record.topic], record.value, key=record.key,
-                                                   timestamp_ms=record.timestamp_ms, headers=headers))
+                                                   timestamp_ms=record.timestamp_ms, headers=record.headers()))
                 if rate is not None and (ahead := sent / rate - (time.monotonic() - started)) > 0:
                     await asyncio.gather(*pending)
                     pending.clear()

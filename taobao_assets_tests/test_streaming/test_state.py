@@ -1,8 +1,10 @@
-"""The Redis state store: one atomic script per batch, whose result does not depend on event order."""
+"""The Redis state store: one atomic script per batch, whose result does not depend on event order,
+and whose keys expire unless something keeps them current."""
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from typing import cast
@@ -12,6 +14,7 @@ import pytest
 from deploy.service import Service
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import Settings
+from taobao_assets.streaming.resource import STATE_TTL_SECONDS
 from taobao_assets.streaming.state import EntityDelta, OffsetMove, StreamState
 
 DAY_MS, MINUTE_MS = 86_400_000, 60_000
@@ -21,7 +24,8 @@ START = 20_400 * DAY_MS + 23 * 3_600_000 + 10 * MINUTE_MS
 
 @pytest.fixture
 def state(settings: Settings, redis_service: Service) -> Iterator[StreamState]:
-    state = StreamState(RedisResource.from_settings(settings).client(), f"test.state.{uuid.uuid4().hex[:8]}")
+    state = StreamState(RedisResource.from_settings(settings).client(), f"test.state.{uuid.uuid4().hex[:8]}",
+                        STATE_TTL_SECONDS)
     yield state
     state.reset()
 
@@ -81,3 +85,38 @@ def test_an_entity_is_unmarked_only_if_no_commit_touched_it_since_it_was_read(st
     (fresh,) = state.read_states([key])
     assert state.clear_dirty([fresh]) == 1
     assert list(state.dirty_chunks()) == []
+
+
+def test_state_expires_its_ttl_after_the_last_batch_and_restarts_from_nothing(state: StreamState) -> None:
+    key = state.entity_prefix + "uc:3:4"
+    one = {key: EntityDelta(START, {START // MINUTE_MS: [1, 1, 0]})}
+    assert state.apply_contexts([OffsetMove(0, 0, 2)], {"a": 3, "b": None}, {}).applied
+    assert state.apply_samples([OffsetMove(0, 0, 1)], one, {"impressions": 1}).applied
+    client, day_ms = state.client, STATE_TTL_SECONDS["uc"] * 1000
+    for ttl_key, declared in ((key, day_ms), (key + ":m", day_ms),
+                              (state.context_prefix + "a", max(STATE_TTL_SECONDS.values()) * 1000),
+                              (state.context_prefix + "b", max(STATE_TTL_SECONDS.values()) * 1000)):
+        assert 0 < cast(int, client.pttl(ttl_key)) <= declared, ttl_key
+    for kept in (state.sample_offsets_key, state.context_offsets_key, state.totals_key):
+        assert client.pttl(kept) == -1, f"{kept} must never expire"
+    assert state.users_of(["a", "b", "c"]) == {"a": 3, "b": None}
+
+    # The entity expires (for real, its TTL cut short) while still marked for the online writer.
+    for expiring in (key, key + ":m"):
+        client.pexpire(expiring, 1)
+    time.sleep(0.01)
+    assert not client.exists(key, key + ":m")
+    assert state.read_states([key]) == []
+    assert state.clear_dirty([], expired=[key]) == 1
+    assert list(state.dirty_chunks()) == []
+    # Its next impression starts it afresh, TTL included.
+    assert state.apply_samples([OffsetMove(0, 1, 2)], one, {"impressions": 1}).applied
+    (fresh,) = state.read_states([key])
+    assert (fresh.version, fresh.today, fresh.hour) == (1, (1, 1, 0), (1, 1, 0))
+    assert 0 < cast(int, client.pttl(key)) <= day_ms
+
+
+def test_state_refuses_a_ttl_shorter_than_the_today_span(settings: Settings, redis_service: Service) -> None:
+    client = RedisResource.from_settings(settings).client()
+    with pytest.raises(ValueError, match="at least 86400 s"):
+        StreamState(client, "test.state.short", {**STATE_TTL_SECONDS, "i": 3_600})

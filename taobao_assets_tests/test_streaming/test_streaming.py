@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ from taobao_assets.streaming.join import KINDS
 from taobao_assets.streaming.online import drop_project
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets.streaming.run import OffsetRange, RangeRun, apply_ranges
-from taobao_assets.streaming.state import LeaseLost
+from taobao_assets.streaming.state import LeaseLost, StreamState
 from taobao_assets_tests.test_streaming.conftest import Expected, produce, recompute
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -90,11 +91,13 @@ def dirty_entities(stream: StreamingResource) -> int:
 
 
 def assert_state_matches(stream: StreamingResource, expected: Expected) -> None:
-    """Every entity's committed counters equal the recomputation, and no other entity exists."""
+    """Every entity's committed counters equal the recomputation, and no other entity exists; every
+    entity and context key expires within its declared TTL."""
     state = stream.state()
     keys = {k.decode() for k in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000)
             if not k.endswith(b":m")}
     assert keys == set(expected.counters)
+    assert_state_expires(state)
     found = {s.key: (s.latest_ms, s.today, s.hour) for s in state.read_states(sorted(keys))}
     wrong = {k: (found.get(k), v) for k, v in expected.counters.items() if found.get(k) != v}
     assert not wrong, f"{len(wrong)} entities differ, e.g. {list(wrong.items())[:3]}"
@@ -103,6 +106,23 @@ def assert_state_matches(stream: StreamingResource, expected: Expected) -> None:
         expected.impressions, expected.clicks, expected.conversions)
     assert sum(v for k, v in totals.items() if k.startswith("dead_letter.")) == len(expected.rejected)
     assert dirty_entities(stream) == 0, "every committed entity should have been written online"
+
+
+def assert_state_expires(state: StreamState) -> None:
+    """Entity keys live at most their real-time table's declared TTL, contexts the longest of them."""
+    declared = {f"{state.entity_prefix}{KINDS[tuple(t.key_names)]}:": t.ttl_seconds * 1000
+                for t in REALTIME_TABLES}
+    contexts = [k.decode() for k in state.client.scan_iter(match=state.context_prefix + "*", count=10_000)]
+    entities = [k.decode() for k in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000)]
+    assert contexts and entities
+    limits = {k: max(declared.values()) for k in contexts}
+    limits.update({k: next(ms for prefix, ms in declared.items() if k.startswith(prefix)) for k in entities})
+    with state.client.pipeline(transaction=False) as pipe:
+        for key in limits:
+            pipe.pttl(key)
+        ttls = dict(zip(limits, pipe.execute(), strict=True))
+    wrong = {k: (ttl, limits[k]) for k, ttl in ttls.items() if not 0 < ttl <= limits[k]}
+    assert not wrong, f"{len(wrong)} keys without a TTL within the declared one, e.g. {list(wrong.items())[:3]}"
 
 
 def assert_online_matches(stream: StreamingResource, expected: Expected, per_view: int = 200) -> None:
@@ -184,6 +204,25 @@ def test_sensor_runs_apply_every_event_once_and_match_a_recomputation(
     assert run_metadata(replayed)["records_committed"] == 0
     assert run_metadata(replayed)["records_already_applied"] > 0
     assert {s.key: s for s in stream.state().read_states(sorted(expected.counters))} == before
+
+
+def test_runs_over_what_the_replay_wrote_report_the_freshness_of_every_record(
+        replayed_stream: StreamingResource, events: list[ReplayRecord], dataset: Path) -> None:
+    instance = DagsterInstance.ephemeral()
+    first = tick(replayed_stream, instance, None)
+    runs = execute(replayed_stream, instance, first)
+    assert runs and all(run.success for run in runs)
+    assert not tick(replayed_stream, instance, first.cursor).run_requests
+    metadata = [run_metadata(run) for run in runs]
+    assert sum(m["records_committed"] for m in metadata) == samples_in(events)
+    # The replay stamps every record with its send time, so every record is measured: from its send,
+    # after the data set was written, to its counters readable online, before now.
+    assert sum(m["freshness_records"] for m in metadata) == samples_in(events)
+    oldest_ms = (time.time() - dataset.stat().st_mtime) * 1000
+    assert all(0 < m["freshness_p50_ms"] <= m["freshness_p99_ms"] < oldest_ms for m in metadata)
+    expected = recompute(events, replayed_stream.state().entity_prefix)
+    assert_state_matches(replayed_stream, expected)
+    assert_online_matches(replayed_stream, expected)
 
 
 @pytest.mark.parametrize("failpoint", ["before_commit:3", "after_commit:3"])
