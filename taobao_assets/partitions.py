@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from dagster import DailyPartitionsDefinition
+from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
 
 from taobao_assets.settings import Settings, get_settings
 from taobao_assets.source.event_time import EventTimeConfig
@@ -24,3 +24,15 @@ def daily_partitions(settings: Settings) -> DailyPartitionsDefinition:
 
 
 DAILY = daily_partitions(get_settings())
+
+
+def days_up_to_the_day() -> TimeWindowPartitionMapping:
+    """Every day of the time line up to the downstream day, none after it.
+
+    What a day reads of ``silver.user_context``: a user's context is stored once, on the day of
+    its first impression, and that day's and every later day's impressions use it. Mapping to *all*
+    days instead would make each day depend on the days after it, so a backfill of the last days
+    would re-run every earlier day downstream and a new day would mark every old one stale.
+    """
+    return TimeWindowPartitionMapping(start_offset=-(len(DAILY.get_partition_keys()) - 1),
+                                      allow_nonexistent_upstream_partitions=True)

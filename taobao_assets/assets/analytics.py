@@ -35,7 +35,6 @@ from string import Template
 
 import pandas as pd
 from dagster import (
-    AllPartitionMapping,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
@@ -49,7 +48,7 @@ from dagster import (
 from trino.exceptions import TrinoQueryError
 
 from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
-from taobao_assets.partitions import DAILY
+from taobao_assets.partitions import DAILY, days_up_to_the_day
 from taobao_assets.resources.trino import TrinoResource, split_statements
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -143,8 +142,7 @@ class Report:
 
 
 SAME_DAY_IMPRESSIONS = AssetDep(IMPRESSIONS_KEY)
-# A user context is stored on the day of its first impression; later days' impressions still use it.
-EVERY_USER_CONTEXT = AssetDep(USER_CONTEXT_KEY, partition_mapping=AllPartitionMapping())
+USER_CONTEXTS = AssetDep(USER_CONTEXT_KEY, partition_mapping=days_up_to_the_day())
 
 REPORTS = (
     Report("ctr_cvr_by_category_position",
@@ -157,7 +155,7 @@ REPORTS = (
     Report("funnel_by_segment",
            "Daily impression -> click -> conversion funnel per gender and age bucket of the user "
            "context, in events and distinct users (Trino).",
-           (SAME_DAY_IMPRESSIONS, EVERY_USER_CONTEXT)),
+           (SAME_DAY_IMPRESSIONS, USER_CONTEXTS)),
 )
 
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
-    AllPartitionMapping,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
@@ -27,7 +26,7 @@ from pyspark.sql import functions as F
 
 from taobao_assets.features import WINDOWS_DAYS, global_rate, smoothed_ctr, smoothed_cvr
 from taobao_assets.gold_tables import GOLD_TABLES, HISTORY_DIVERSITY, PROFILE
-from taobao_assets.partitions import DAILY
+from taobao_assets.partitions import DAILY, days_up_to_the_day
 
 HISTORY_ARRAYS = {c.name: c.name.removesuffix("_distinct") for c in HISTORY_DIVERSITY}
 #: Which gold table groups the impressions by which keys.
@@ -132,8 +131,7 @@ def gold_tables(impressions: DataFrame, user_context: DataFrame, day: date) -> d
             partition_mapping=TimeWindowPartitionMapping(start_offset=-(LONGEST_WINDOW - 1),
                                                          allow_nonexistent_upstream_partitions=True),
         ),
-        # A context is emitted once, on the day of its first impression; later days still need it.
-        "user_context": AssetIn(key=AssetKey(["silver", "user_context"]), partition_mapping=AllPartitionMapping()),
+        "user_context": AssetIn(key=AssetKey(["silver", "user_context"]), partition_mapping=days_up_to_the_day()),
     },
     partitions_def=DAILY,
     group_name="gold",

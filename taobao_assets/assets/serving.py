@@ -29,7 +29,6 @@ from datetime import date
 import numpy as np
 import pandas as pd
 from dagster import (
-    AllPartitionMapping,
     AssetDep,
     AssetExecutionContext,
     AssetIn,
@@ -53,7 +52,7 @@ from taobao_assets.assets.gold import gold_features, latest_contexts
 from taobao_assets.feast_repo import FeastRepo, generate
 from taobao_assets.gold_tables import TIMESTAMP_FIELD
 from taobao_assets.io_managers.postgres import create_table_sql, end_of_day
-from taobao_assets.partitions import DAILY
+from taobao_assets.partitions import DAILY, days_up_to_the_day
 from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
@@ -186,7 +185,7 @@ def to_parquet(frame: pd.DataFrame) -> bytes:
     group_name=GROUP, kinds={"feast", "parquet"}, partitions_def=DAILY,
     ins={
         "impressions": AssetIn(AssetKey(["silver", "impressions"])),
-        "user_context": AssetIn(AssetKey(["silver", "user_context"]), partition_mapping=AllPartitionMapping()),
+        "user_context": AssetIn(AssetKey(["silver", "user_context"]), partition_mapping=days_up_to_the_day()),
     },
     deps=[feast_registry, *(
         AssetDep(key, partition_mapping=TimeWindowPartitionMapping(
