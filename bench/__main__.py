@@ -8,7 +8,7 @@ import time
 
 # trino_scan last: it scans the silver table the earlier stages leave in the lakehouse.
 BENCHMARKS = ["bench.parser", "bench.replay", "bench.silver_gold", "bench.online_lookup", "bench.streaming",
-              "bench.trino_scan"]
+              "bench.pit_retrieval", "bench.trino_scan"]
 
 
 def main() -> int:

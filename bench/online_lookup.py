@@ -26,7 +26,7 @@ import socket
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +58,12 @@ BATCH_CALLS, BATCH_WARMUP = 200, 10
 Row = dict[str, int]
 
 
-def bench_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, postgres_db=f"{settings.postgres_db}_bench", feast_project="bench")
+def bench_settings(settings: Settings, name: str = "bench") -> Settings:
+    """``settings`` with a database ``<db>_<name>`` and Feast project ``name`` of the benchmark's own."""
+    return dataclasses.replace(settings, postgres_db=f"{settings.postgres_db}_{name}", feast_project=name)
 
 
-def _create_database(settings: Settings) -> None:
+def create_database(settings: Settings) -> None:
     conn = psycopg2.connect(host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
                             password=settings.postgres_password, dbname="postgres")
     conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
@@ -84,21 +85,28 @@ def _ids(table: GoldTable, sizes: dict[str, int], rng: np.random.Generator) -> l
     return sorted({(int(u), int(c)) for u, c in zip(users, categories, strict=True)})
 
 
-def write_gold(postgres: PostgresResource, sizes: dict[str, int], rng: np.random.Generator) -> dict[str, int]:
-    """One day of random gold rows for every key; returns rows per table."""
+def write_gold(postgres: PostgresResource, keys: Mapping[str, Mapping[str, Sequence[tuple[int, ...]]]],
+               rng: np.random.Generator) -> dict[str, int]:
+    """Random gold rows for ``keys[day][table name]``, stamped with each day's end; returns rows per table.
+
+    Every gold table is emptied first (a table without keys stays empty), so a run holds exactly its rows.
+    """
     counts = {}
     with postgres.connect() as conn, conn.cursor() as cur:
         for table in GOLD_TABLES:
-            keys = _ids(table, sizes, rng)
-            values = {c.name: (rng.integers(0, 1000, len(keys)) if c.dtype == "int64" else rng.random(len(keys)))
-                      for c in table.features}
-            rows = [(*key, end_of_day(DAY), *(values[c.name][i].item() for c in table.features))
-                    for i, key in enumerate(keys)]
             cur.execute(create_table_sql(table), (table.description,))
             cur.execute(f"TRUNCATE {table.qualified_name}")
-            execute_values(cur, f"INSERT INTO {table.qualified_name} ({', '.join(c.name for c in table.columns)}) "
-                                f"VALUES %s", rows, page_size=5000)
-            counts[table.name] = len(rows)
+            counts[table.name] = 0
+            for day, tables in keys.items():
+                ids = tables.get(table.name, [])
+                values = {c.name: (rng.integers(0, 1000, len(ids)) if c.dtype == "int64" else rng.random(len(ids)))
+                          for c in table.features}
+                rows = [(*key, end_of_day(day), *(values[c.name][i].item() for c in table.features))
+                        for i, key in enumerate(ids)]
+                execute_values(cur, f"INSERT INTO {table.qualified_name} "
+                                    f"({', '.join(c.name for c in table.columns)}) VALUES %s", rows, page_size=5000)
+                counts[table.name] += len(rows)
+            cur.execute(f"ANALYZE {table.qualified_name}")  # as the gold IO manager does after a write
     return counts
 
 
@@ -150,12 +158,13 @@ def _free_port() -> int:
 
 def run(lookups: int, sizes: dict[str, int], seed: int) -> dict[str, Any]:
     settings = bench_settings(get_settings())
-    _create_database(settings)
+    create_database(settings)
     feast = FeastResource.from_settings(settings)
     repo = generated_repo()
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    rows_written = write_gold(PostgresResource.from_settings(settings), sizes, rng)
+    rows_written = write_gold(PostgresResource.from_settings(settings),
+                              {DAY: {t.name: _ids(t, sizes, rng) for t in GOLD_TABLES}}, rng)
     feast.apply(repo.contents())
     stamp = end_of_day(DAY)
     feast.store().materialize(start_date=stamp, end_date=stamp,

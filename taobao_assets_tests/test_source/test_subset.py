@@ -64,5 +64,5 @@ def test_slice_is_reused_when_up_to_date_and_rewritten_otherwise(
 
 
 def test_a_folder_without_raw_files_is_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="sample_skeleton_train.csv is missing"):
+    with pytest.raises(FileNotFoundError, match=r"sample_skeleton_train\.csv is missing"):
         write_subset(tmp_path, tmp_path / "slice", LIMIT, _silent)
