@@ -11,20 +11,24 @@ import os
 import sys
 from pathlib import Path
 
+from taobao_assets.instance import prepare_home
 from taobao_assets.settings import REPO_ROOT, get_settings
 
 
-def demo(rows: int, open_ui: bool) -> int:
+def demo(rows: int, open_ui: bool, source: Path | None, limit: int | None, summary_json: Path | None) -> int:
     from taobao_assets.definitions import defs
-    from taobao_assets.demo import StageFailed, print_summary, run_demo, summary_facts
+    from taobao_assets.demo import StageFailed, print_summary, run_demo, summary_facts, write_summary
 
     settings = get_settings()
     try:
-        summary = run_demo(settings, defs, rows)
+        summary = run_demo(settings, defs, rows, source, limit)
     except StageFailed as failure:
         print(f"\nFAILED: {failure}\nService logs: {settings.logs_dir}", file=sys.stderr)
         return 1
-    print_summary(summary, settings, summary_facts(settings, defs))
+    facts = summary_facts(settings, summary.data_folder)
+    print_summary(summary, settings, facts)
+    if summary_json is not None:
+        write_summary(summary_json, summary, facts)
     if summary.checks_failed:
         return 1
     return open_dagster_ui() if open_ui else 0
@@ -32,9 +36,7 @@ def demo(rows: int, open_ui: bool) -> int:
 
 def open_dagster_ui() -> int:
     settings = get_settings()
-    dagster_home = settings.state_dir / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, DAGSTER_HOME=str(dagster_home))
+    env = dict(os.environ, DAGSTER_HOME=str(prepare_home(settings)))
     print(f"Dagster UI: http://127.0.0.1:{settings.dagster_port}  (Ctrl-C to stop)", flush=True)
     dagster = Path(sys.executable).parent / "dagster"
     os.execve(
@@ -51,11 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("demo", help="run the whole pipeline on the running stack, then open the Dagster UI")
     run.add_argument("--rows", type=int, default=300_000,
                      help="sample lines of the generated data set, when TFP_SOURCE_DIR holds no raw files")
+    run.add_argument("--source", type=Path,
+                     help="folder with the four raw Ali-CCP files (default TFP_SOURCE_DIR; generated when empty)")
+    run.add_argument("--limit", type=int,
+                     help="use only the first N samples (half from each split) and the users they reference")
+    run.add_argument("--summary-json", type=Path, help="also write the summary to this JSON file")
     run.add_argument("--no-ui", action="store_true", help="print the summary and exit")
     sub.add_parser("ui", help="open the Dagster UI on the project's instance")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo(args.rows, open_ui=not args.no_ui)
+        return demo(args.rows, open_ui=not args.no_ui, source=args.source, limit=args.limit,
+                    summary_json=args.summary_json)
     return open_dagster_ui()
 
 

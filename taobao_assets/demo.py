@@ -1,7 +1,7 @@
 """The main job end to end: data -> Kafka -> bronze -> silver -> gold -> Feast -> streaming -> Trino -> summary.
 
 ``python -m taobao_assets.cli demo`` (``make demo``) runs every stage through Dagster on the
-project's own instance (``<state_dir>/dagster``), so each run, materialization and check result
+project's own instance (``settings.dagster_home``), so each run, materialization and check result
 shows up in the Dagster UI afterwards. Each stage prints its name, its rate and its time; a failure
 names the stage and where its log is.
 """
@@ -9,7 +9,6 @@ names the stage and where its log is.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, SensorResult, build_sensor_context
+from dagster import Definitions, ExecuteInProcessResult, SensorResult, build_sensor_context
 
+from taobao_assets.instance import project_instance
 from taobao_assets.settings import Settings
 
 #: Sample lines of the default synthetic data set: a few minutes end to end on 2 cores.
@@ -34,6 +34,8 @@ class Summary:
     stages: list[tuple[str, float, str]] = field(default_factory=list)
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
+    #: The raw folder the run replayed.
+    data_folder: Path | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[dict[str, str]]:
@@ -60,33 +62,60 @@ class Summary:
             raise StageFailed(f"{what}: run {result.run_id} failed; see the Dagster UI or `dagster run logs`")
 
 
-def _instance(settings: Settings) -> DagsterInstance:
-    home = settings.state_dir / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return DagsterInstance.get()
+@dataclass(frozen=True)
+class DataSet:
+    """The raw folder a demo runs on, and whether it differs from what the topics were last fed."""
+
+    folder: Path
+    description: str
+    #: The replay's identity of the folder (files and time line).
+    fingerprint: str
+    changed: bool
 
 
-def ensure_data(settings: Settings, rows: int) -> tuple[Path, bool]:
-    """The source folder (the configured raw files, or a generated default data set); whether it is new."""
+def ensure_data(settings: Settings, rows: int, source: Path | None = None, limit: int | None = None) -> DataSet:
+    """The raw folder to replay: ``source`` (or the configured one, generated when empty), maybe sliced.
+
+    ``changed`` compares the folder's replay fingerprint with the one recorded after the last
+    demo's replay, so switching data sets (generated, real, another limit) resets the topics and the
+    stream's state instead of mixing two data sets.
+    """
     from taobao_assets.partitions import event_time_config
     from taobao_assets.source.generate import GeneratorConfig, generate
+    from taobao_assets.source.replay import fingerprint
+    from taobao_assets.source.subset import write_subset
 
-    folder = settings.source_dir
-    if (folder / "sample_skeleton_train.csv").exists():
-        return folder, False
-    generate(GeneratorConfig(rows=rows, seed=42, out=folder, event_time=event_time_config(settings)))
-    return folder, True
+    folder = source or settings.source_dir
+    description = f"files in {folder}"
+    if not (folder / "sample_skeleton_train.csv").exists():
+        if source is not None:
+            raise FileNotFoundError(f"{folder} holds no raw Ali-CCP files (sample_skeleton_train.csv, ...)")
+        generate(GeneratorConfig(rows=rows, seed=42, out=folder, event_time=event_time_config(settings)))
+        description = f"generated {rows:,} samples in {folder}"
+    if limit is not None:
+        sliced = settings.state_dir / f"aliccp-first-{limit}"
+        manifest = write_subset(folder, sliced, limit)
+        samples = sum(n for name, n in manifest.lines.items() if name.startswith("sample_skeleton"))
+        folder, description = sliced, f"first {samples:,} samples of {folder} in {sliced}"
+    identity = fingerprint(folder, event_time_config(settings))
+    marker = _replayed_marker(settings)
+    return DataSet(folder, description, identity, not marker.exists() or marker.read_text() != identity)
 
 
-def run_demo(settings: Settings, defs: Definitions, rows: int = DEFAULT_ROWS) -> Summary:
+def _replayed_marker(settings: Settings) -> Path:
+    """Where the demo records the fingerprint of the data set its last replay sent to its topics."""
+    return settings.state_dir / f"demo-dataset-{settings.topic_prefix}.txt"
+
+
+def run_demo(settings: Settings, defs: Definitions, rows: int = DEFAULT_ROWS, source: Path | None = None,
+             limit: int | None = None) -> Summary:
     """Every stage in order; returns what was produced (the CLI prints it)."""
     from taobao_assets.jobs import batch_job, registry_job, replay_job, serving_job, streaming_job
     from taobao_assets.partitions import DAILY
     from taobao_assets.sensors.streaming import streaming_sensor
     from taobao_assets.streaming.resource import StreamingResource
 
-    instance = _instance(settings)
+    instance = project_instance(settings)
     summary = Summary()
     days = DAILY.get_partition_keys()
 
@@ -96,12 +125,17 @@ def run_demo(settings: Settings, defs: Definitions, rows: int = DEFAULT_ROWS) ->
         return result
 
     with summary.stage("source data") as note:
-        folder, new = ensure_data(settings, rows)
-        note["detail"] = f"({'generated ' + format(rows, ',') + ' samples' if new else 'existing files'} in {folder})"
+        data = ensure_data(settings, rows, source, limit)
+        summary.data_folder = data.folder
+        note["detail"] = f"({data.description})"
     with summary.stage("replay into Kafka"):
-        # A new data set replaces what the topics held; the same one resumes or is a no-op.
-        config = {"source_dir": str(folder), "reset": new}
+        # A new data set replaces what the topics and the stream's state held; the same one
+        # resumes or is a no-op.
+        if data.changed:
+            forget_previous_data_set(settings)
+        config = {"source_dir": str(data.folder), "reset": data.changed}
         run_job(replay_job.name, run_config={"ops": {"replay_raw_files": {"config": config}}})
+        _replayed_marker(settings).write_text(data.fingerprint)
     with summary.stage(f"bronze -> silver -> gold for {len(days)} days") as note:
         for day in days:
             t0 = time.monotonic()
@@ -131,6 +165,22 @@ def run_demo(settings: Settings, defs: Definitions, rows: int = DEFAULT_ROWS) ->
     return summary
 
 
+def forget_previous_data_set(settings: Settings) -> None:
+    """Clear what a new data set would not overwrite day by day: the stream's state, the online rows.
+
+    The topics are re-created by the replay, and bronze, silver, gold and the training sets are
+    rewritten per day; the stream's counters and offsets are not, and Feast's Redis store keeps
+    a row over any write with an older timestamp, so the old set's later days would shadow the
+    new set's earlier ones.
+    """
+    from taobao_assets.assets.serving import generated_repo
+    from taobao_assets.streaming.resource import StreamingResource
+
+    streaming = StreamingResource.from_settings(settings)
+    streaming.state().reset()
+    streaming.feast.clear_online(view.join_keys for view in generated_repo().feature_views)
+
+
 def print_summary(summary: Summary, settings: Settings, facts: dict[str, Any]) -> None:
     print("\n" + "=" * 78)
     print("taobao-feature-platform: end-to-end run finished\n")
@@ -139,15 +189,39 @@ def print_summary(summary: Summary, settings: Settings, facts: dict[str, Any]) -
     print(f"\n  asset checks passed: {summary.checks_passed}, failed: {len(summary.checks_failed)}")
     for failure in summary.checks_failed:
         print(f"    FAILED {failure}")
-    for key, value in facts.items():
-        print(f"  {key}: {json.dumps(value, default=str) if not isinstance(value, str) else value}")
+    print()
+    for key, value in facts["rows"].items():
+        print(f"  {key + ':':<42} {value:>12,}")
+    lookup = facts["lookup"]
+    print("\n  example online lookup (Feast, Redis):\n"
+          f"    python -m taobao_assets.retrieval online --user {lookup['user_id']} --item {lookup['item_id']} "
+          f"--category {lookup['category_id']}\n    -> {json.dumps(lookup['shown'], default=str)}")
+    model = facts["model"]
+    if "auc" in model:
+        oracle = f", the generator's true propensities {model['oracle_auc']}" if "oracle_auc" in model else ""
+        print(f"\n  baseline CTR model (logistic regression), scored on {model['day']} after "
+              f"{model['trained_on_days']} days of training sets: AUC {model['auc']:.3f}{oracle}")
     print(f"\n  Dagster UI:  http://127.0.0.1:{settings.dagster_port}")
     print(f"  Trino:       {settings.trino_url}  (catalogs iceberg, postgresql; see docs/trino.md)")
     print("=" * 78, flush=True)
 
 
-def summary_facts(settings: Settings, defs: Definitions) -> dict[str, Any]:
-    """What each layer holds now, read back from the stores themselves, and an example lookup."""
+def write_summary(path: Path, summary: Summary, facts: dict[str, Any]) -> None:
+    """The summary as JSON, for scripts (and the test that checks it against the stores)."""
+    payload = {"stages": [{"name": n, "seconds": round(s, 2), "detail": d} for n, s, d in summary.stages],
+               "checks_passed": summary.checks_passed, "checks_failed": summary.checks_failed, **facts}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def summary_facts(settings: Settings, data_folder: Path | None = None) -> dict[str, Any]:
+    """What each layer holds now, read back from the stores themselves, and an example lookup.
+
+    ``rows``: records per layer (bronze manifests in MinIO, silver through Trino, gold in
+    Postgres); ``lookup``: the feature service for the busiest user, item and category of the last
+    day, read from the online store; ``model``: the baseline's AUC on the last day, from its
+    materialization, beside the AUC of the generator's true propensities when the data set is
+    generated (the most any model can reach on it).
+    """
     from taobao_assets.gold_tables import GOLD_TABLES
     from taobao_assets.io_managers.bronze import load_manifest
     from taobao_assets.partitions import DAILY
@@ -158,18 +232,18 @@ def summary_facts(settings: Settings, defs: Definitions) -> dict[str, Any]:
     from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
 
     s3 = S3Resource.from_settings(settings)
-    facts: dict[str, Any] = {
+    rows: dict[str, int] = {
         f"bronze {topic.name} records": sum(load_manifest(s3, topic.name, day).records
                                             for day in DAILY.get_partition_keys())
         for topic in (SAMPLES, COMMON_FEATURES)
     }
     trino = TrinoResource.from_settings(settings)
     for table in ("impressions", "user_context", "quarantine"):
-        facts[f"silver {table} rows (Trino)"] = trino.query(f"SELECT count(*) FROM iceberg.silver.{table}")[0][0]
+        rows[f"silver {table} rows"] = trino.query(f"SELECT count(*) FROM iceberg.silver.{table}")[0][0]
     with PostgresResource.from_settings(settings).connect() as conn, conn.cursor() as cur:
         for gold in GOLD_TABLES:
             cur.execute(f"SELECT count(*) FROM {gold.qualified_name}")
-            facts[f"gold {gold.name} rows"] = cur.fetchone()[0]
+            rows[f"gold {gold.name} rows"] = cur.fetchone()[0]
         cur.execute("SELECT user_id, event_timestamp FROM gold.user_category_features "
                     "ORDER BY event_timestamp DESC, impressions_7d DESC LIMIT 1")
         user_id, _ = cur.fetchone()
@@ -180,8 +254,22 @@ def summary_facts(settings: Settings, defs: Definitions) -> dict[str, Any]:
         (category_id,) = cur.fetchone()
     values = OnlineFeatures.from_settings().lookup(user_id=user_id, item_id=item_id, category_id=category_id)
     shown = {k: v for k, v in values.items() if k.endswith(("ctr_7d", "impressions_7d", "impressions_today"))}
-    facts["example online lookup"] = (
-        f"python -m taobao_assets.retrieval online --user {user_id} --item {item_id} --category {category_id}"
-        f"\n    -> {json.dumps(shown, default=str)}"
-    )
+    lookup = {"user_id": user_id, "item_id": item_id, "category_id": category_id, "values": values, "shown": shown}
+    return {"rows": rows, "lookup": lookup, "model": _model_facts(settings, data_folder)}
+
+
+def _model_facts(settings: Settings, data_folder: Path | None) -> dict[str, Any]:
+    from dagster import AssetKey
+
+    from taobao_assets.source.generate import TRUTH_FILE
+
+    event = project_instance(settings).get_latest_materialization_event(AssetKey("ctr_baseline"))
+    materialization = event.asset_materialization if event else None
+    facts: dict[str, Any] = {"day": materialization.partition if materialization else None}
+    if materialization:
+        facts |= {k: v.value for k, v in materialization.metadata.items()
+                  if k.startswith("auc") or k in ("trained_on_days", "train_rows", "test_rows")}
+    truth = data_folder / TRUTH_FILE if data_folder else None
+    if truth is not None and truth.exists():
+        facts["oracle_auc"] = json.loads(truth.read_text())["signal"]["oracle_auc"]
     return facts

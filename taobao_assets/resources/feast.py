@@ -12,7 +12,7 @@ by object, the basis of the registry-drift asset check.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from feast import FeatureStore, Project, RepoConfig
 from feast.feature_view import DUMMY_ENTITY_NAME
 from feast.infra.offline_stores.contrib.postgres_offline_store import postgres as postgres_offline
 from feast.infra.online_stores.helpers import _redis_key
+from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_contents import RepoContents
@@ -225,6 +226,16 @@ class FeastResource(ConfigurableResource):
                     pipe.execute()
             reopened += len(same_day)
         return reopened
+
+    def clear_online(self, join_keys: Iterable[Sequence[str]]) -> None:
+        """Delete every online row of the project for entities of ``join_keys`` (each view's keys).
+
+        For a new data set: Feast's Redis store keeps a stored row over any write with an older
+        timestamp, so the old set's later days would shadow the new set's earlier ones.
+        """
+        config = self.repo_config()
+        for keys in {tuple(k) for k in join_keys}:
+            RedisOnlineStore().delete_entity_values(config, list(keys))
 
     def apply(self, contents: RepoContents) -> list[Drift]:
         """Make the registry (and the online store's tables) equal ``contents``, as ``feast apply`` does.

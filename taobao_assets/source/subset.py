@@ -3,8 +3,9 @@
 Trying the real Ali-CCP files (84 M samples, ~40 GB) on one machine starts with a slice:
 ``python -m taobao_assets.cli demo --source DIR --limit N`` keeps the first ``ceil(N / 2)`` sample
 lines of the train split and the first ``floor(N / 2)`` of the test split (both splits, and so the
-whole simulated time line, stay represented), and from each common-features file exactly the rows
-those samples reference, byte for byte and in file order.
+whole simulated time line, stay represented; a split with fewer lines leaves the rest of its share
+to the other), and from each common-features file exactly the rows those samples reference, byte
+for byte and in file order.
 
 Lines are not parsed: a malformed line among the first N stays in the slice and is quarantined
 downstream like any other, so the slice shows the real data's faults too. The index is the fourth
@@ -43,11 +44,20 @@ class SubsetManifest:
     lines: dict[str, int]
 
 
-def split_quota(limit: int) -> dict[str, int]:
-    """Sample lines kept per split: the train split takes the odd one."""
+def split_quota(limit: int, available: dict[str, int]) -> dict[str, int]:
+    """Sample lines kept per split: half each (train takes the odd one), a short split's rest to the other.
+
+    ``available`` is the lines each split has (counting up to ``limit`` is enough).
+    """
     if limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    return {"train": (limit + 1) // 2, "test": limit // 2}
+    train = min(available["train"], max((limit + 1) // 2, limit - available["test"]))
+    return {"train": train, "test": min(available["test"], limit - train)}
+
+
+def _count_lines(path: Path, cap: int) -> int:
+    with path.open("rb") as lines:
+        return sum(1 for _ in zip(range(cap), lines, strict=False))
 
 
 def _source_files(source: Path) -> dict[str, list[int]]:
@@ -117,7 +127,8 @@ def write_subset(source: Path, out: Path, limit: int, progress: Progress = print
         shutil.rmtree(out)
     out.mkdir(parents=True)
     lines: dict[str, int] = {}
-    for split, quota in split_quota(limit).items():
+    available = {split: _count_lines(source / FileKind.SAMPLE_SKELETON.file_name(split), limit) for split in SPLITS}
+    for split, quota in split_quota(limit, available).items():
         samples = FileKind.SAMPLE_SKELETON.file_name(split)
         lines[samples], indexes = _head(source / samples, out / samples, quota)
         common = FileKind.COMMON_FEATURES.file_name(split)

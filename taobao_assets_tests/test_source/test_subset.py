@@ -21,11 +21,15 @@ def _silent(_: str) -> None:
     return None
 
 
-def test_split_quota_keeps_both_splits() -> None:
-    assert split_quota(1) == {"train": 1, "test": 0}
-    assert split_quota(LIMIT) == {"train": 501, "test": 500}
+def test_split_quota_keeps_both_splits_and_a_short_one_leaves_its_share() -> None:
+    plenty = {"train": 10**6, "test": 10**6}
+    assert split_quota(1, plenty) == {"train": 1, "test": 0}
+    assert split_quota(LIMIT, plenty) == {"train": 501, "test": 500}
+    assert split_quota(LIMIT, {"train": 10**6, "test": 100}) == {"train": 901, "test": 100}
+    assert split_quota(LIMIT, {"train": 200, "test": 10**6}) == {"train": 200, "test": 801}
+    assert split_quota(LIMIT, {"train": 200, "test": 300}) == {"train": 200, "test": 300}
     with pytest.raises(ValueError, match="positive"):
-        split_quota(0)
+        split_quota(0, plenty)
 
 
 def test_slice_holds_the_first_samples_and_exactly_their_common_features(
@@ -35,7 +39,8 @@ def test_slice_holds_the_first_samples_and_exactly_their_common_features(
 
     manifest = write_subset(source, out, LIMIT, _silent)
 
-    for split, quota in split_quota(LIMIT).items():
+    available = {s: len(_lines(source / FileKind.SAMPLE_SKELETON.file_name(s))) for s in SPLITS}
+    for split, quota in split_quota(LIMIT, available).items():
         samples = _lines(out / FileKind.SAMPLE_SKELETON.file_name(split))
         assert samples == _lines(source / FileKind.SAMPLE_SKELETON.file_name(split))[:quota]
         referenced = {line.split(b",")[3] for line in samples}
