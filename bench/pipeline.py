@@ -1,0 +1,224 @@
+"""The whole pipeline at several sizes: ``make demo``'s command, timed stage by stage.
+
+``python -m bench.pipeline [--sizes 100000 1000000 10000000]`` runs, for each size, the main job
+(``python -m taobao_assets.cli demo --no-ui``) on a freshly generated data set of that many
+samples, in a namespace of its own (topics, bucket, database, Feast project, Dagster instance), on
+the running stack. Each run is a fresh process, so every size pays the same start-up costs a user
+pays. Reported per size:
+
+- seconds and samples/s of each stage (generate, replay, bronze -> silver -> gold, Feast apply,
+  serving + Trino, streaming), from the demo's own JSON summary;
+- end-to-end seconds per million samples;
+- peak memory of the pipeline's process tree (the demo's Python process, its Spark JVM and Python
+  workers; sampled every 0.5 s), and of the stack's servers (sum over the service processes at
+  their peak sample), both in MB.
+
+The markdown also lists the side-by-side ratio of every other benchmark from its latest
+``bench/results/<name>.json``, so one table shows all the figures. Results go to
+``bench/results/pipeline.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import RESULTS_DIR, machine, markdown_table, write_results
+from deploy.services import SERVICES
+from taobao_assets.settings import REPO_ROOT, Settings, get_settings
+
+DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
+EVENT_DAYS = 7
+#: The benchmark's namespace on the shared servers: never a demo's or the tests' data.
+NAMESPACE = {"TFP_TOPIC_PREFIX": "bench-pipeline.aliccp", "TFP_LAKE_BUCKET": "lake-bench-pipeline",
+             "TFP_POSTGRES_DB": "tfp_bench_pipeline", "TFP_FEAST_PROJECT": "bench_pipeline",
+             "TFP_EVENT_DAYS": str(EVENT_DAYS)}
+#: (benchmark, what the ratio compares, path to it in that benchmark's JSON, target).
+RATIOS = [
+    ("parser", "Python parser vs DuckDB read+split", ("ratio", "parser_vs_duckdb_split"), ">= 0.25"),
+    ("replay", "replay vs Kafka ProducerPerformance", ("ratio_replay_to_producer_perf",), ">= 0.5"),
+    ("silver_gold", "Spark silver+gold vs DuckDB", ("ratio",), ">= 0.5"),
+    ("online_lookup", "Feast SDK p99 / raw Redis p99", ("ratio_sdk_p99_vs_redis_p99",), "<= 3"),
+    ("pit_retrieval", "Feast PIT 1M rows / DuckDB ASOF", ("ratio",), "<= 2"),
+    ("streaming", "streaming run vs bare aiokafka loop", ("ratio_streaming_to_consume_loop",), ">= 0.5"),
+    ("trino_scan", "Trino scan vs DuckDB on the same files", ("ratio", "aggregate", "trino_vs_duckdb"), "-"),
+]
+
+
+class PeakMemory:
+    """Peak RSS (MB) of a process tree and of the stack's servers, sampled in a background thread."""
+
+    def __init__(self, root: int, servers: list[int], interval: float = 0.5) -> None:
+        self.root, self.servers, self.interval = root, servers, interval
+        self.tree_mb = self.servers_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss_mb(processes: list[psutil.Process]) -> float:
+        total = 0
+        for process in processes:
+            with suppress(psutil.Error):  # exited between listing and reading
+                total += process.memory_info().rss
+        return total / 1e6
+
+    def _sample(self) -> None:
+        try:
+            root = psutil.Process(self.root)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        servers = []
+        for pid in self.servers:
+            with suppress(psutil.Error):
+                server = psutil.Process(pid)
+                servers += [server, *server.children(recursive=True)]
+        self.tree_mb = max(self.tree_mb, self._rss_mb(tree))
+        self.servers_mb = max(self.servers_mb, self._rss_mb(servers))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    @contextmanager
+    def sampling(self) -> Iterator[PeakMemory]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+
+def server_pids(settings: Settings) -> list[int]:
+    return [pid for cls in SERVICES if (pid := cls(settings).pid()) is not None]
+
+
+def stack_up(env: dict[str, str], *services: str) -> None:
+    """The stack manager's idempotent ``up``: with the namespace's settings it creates the database
+    and bucket and points Trino's catalogs at them; with the caller's it points them back."""
+    subprocess.run([sys.executable, "-m", "deploy.stack", "up", *services], cwd=REPO_ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
+    """One end-to-end run on a new data set of ``rows`` samples; its stages, totals and memory."""
+    summary = work / f"summary-{rows}.json"
+    env = dict(os.environ, **NAMESPACE, TFP_SOURCE_DIR=str(work / f"aliccp-{rows}"),
+               TFP_DAGSTER_HOME=str(work / f"dagster-{rows}"))
+    log = work / f"demo-{rows}.log"
+    print(f"== {rows:,} samples: log {log}", flush=True)
+    t0 = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "taobao_assets.cli", "demo", "--no-ui", "--rows", str(rows),
+             "--summary-json", str(summary)],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        with PeakMemory(process.pid, server_pids(settings)).sampling() as memory:
+            code = process.wait()
+    wall = time.monotonic() - t0
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"the demo on {rows:,} samples failed (exit {code}); see {log}:\n{tail}")
+    result = json.loads(summary.read_text())
+    stages = [{"stage": s["name"], "seconds": s["seconds"], "samples_per_s": round(rows / s["seconds"])}
+              for s in result["stages"]]
+    return {
+        "samples": rows,
+        "wall_s": round(wall, 1),
+        "stages": stages,
+        "s_per_million": round(wall / (rows / 1e6), 1),
+        "peak_pipeline_mb": round(memory.tree_mb),
+        "peak_servers_mb": round(memory.servers_mb),
+        "checks_passed": result["checks_passed"],
+        "checks_failed": result["checks_failed"],
+        "rows": result["rows"],
+    }
+
+
+def other_ratios() -> list[list[str]]:
+    """The side-by-side ratio of each other benchmark, from its latest results."""
+    rows = []
+    for name, what, path, target in RATIOS:
+        source = RESULTS_DIR / f"{name}.json"
+        if not source.exists():
+            rows.append([name, what, "not run", target])
+            continue
+        value: Any = json.loads(source.read_text())
+        for key in path:
+            value = value[key]
+        rows.append([name, what, f"{value:.2f}", target])
+    return rows
+
+
+def markdown(results: list[dict[str, Any]], context: dict[str, Any]) -> str:
+    stage_names = [s["stage"] for s in results[0]["stages"]]
+    columns = ["stage", *(f"{r['samples']:,} samples: s (samples/s)" for r in results)]
+    rows: list[list[Any]] = [
+        [name, *(f"{s['seconds']:.1f} ({s['samples_per_s']:,})" for r in results for s in r["stages"]
+                 if s["stage"] == name)]
+        for name in stage_names
+    ]
+    rows += [
+        ["end to end (wall)", *(f"{r['wall_s']:.0f} s" for r in results)],
+        ["seconds per million samples", *(f"{r['s_per_million']:,.0f}" for r in results)],
+        ["peak RSS pipeline (driver + Spark)", *(f"{r['peak_pipeline_mb']:,} MB" for r in results)],
+        ["peak RSS servers", *(f"{r['peak_servers_mb']:,} MB" for r in results)],
+        ["asset checks passed / failed", *(f"{r['checks_passed']} / {len(r['checks_failed'])}" for r in results)],
+    ]
+    loads = ", ".join(f"{r['samples']:,}: {r['machine']['load_average']}" for r in results)
+    head = (f"Whole pipeline (`python -m bench.pipeline`), {EVENT_DAYS} days, on {context['cpus']} cores, "
+            f"{context['memory_gb']} GB RAM, {context['platform']}; load average after each size: {loads}.\n\n")
+    ratios = markdown_table(["benchmark", "side by side", "ratio", "target"], other_ratios())
+    return head + markdown_table(columns, rows) + "\nSide-by-side ratios (latest run of each benchmark):\n\n" + ratios
+
+
+def merged(previous: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The new results plus the latest earlier result of every other size, smallest first.
+
+    Sizes can be run separately (the largest takes the longest), so the table keeps the latest
+    figures of each; every result carries the machine load it ran under.
+    """
+    earlier = json.loads(previous.read_text())["results"] if previous.exists() else []
+    sizes = {r["samples"] for r in new}
+    return sorted([r for r in earlier if r["samples"] not in sizes] + new, key=lambda r: r["samples"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
+    parser.add_argument("--work", type=Path, help="folder for data sets and logs (default: a temporary one)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=settings.state_dir) as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        stack_up(dict(os.environ, **NAMESPACE))
+        try:
+            for rows in args.sizes:  # written after each size: the largest may take an hour
+                result = {**run_size(rows, work, settings), "machine": machine()}
+                results = merged(RESULTS_DIR / "pipeline.json", [result])
+                context = {**machine(), "memory_gb": round(psutil.virtual_memory().total / 2**30)}
+                payload = {"benchmark": "pipeline", "event_days": EVENT_DAYS, "results": results, "machine": context}
+                write_results("pipeline", payload, markdown(results, context))
+                print(markdown(results, context), flush=True)
+        finally:
+            stack_up(dict(os.environ), "trino")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
