@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import socket
 import statistics
 import tempfile
 import time
@@ -39,6 +38,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from psycopg2.extras import execute_values
 
 from bench import machine, markdown_table, peak_rss_mb, write_results
+from deploy.service import free_port
 from taobao_assets.assets.serving import generated_repo
 from taobao_assets.feast_repo import FeastRepo, write_config
 from taobao_assets.gold_tables import GOLD_TABLES, GoldTable
@@ -150,12 +150,6 @@ def timed(lookup: Callable[[Any], Any], rows: list[Any], warmup: int = WARMUP) -
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run(lookups: int, sizes: dict[str, int], seed: int) -> dict[str, Any]:
     settings = bench_settings(get_settings())
     create_database(settings)
@@ -189,7 +183,7 @@ def run(lookups: int, sizes: dict[str, int], seed: int) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(dir=settings.state_dir) as folder:
         write_config(Path(folder) / "feature_store.yaml", feast)
-        with feature_server(Path(folder), _free_port()) as url, requests.Session() as session:
+        with feature_server(Path(folder), free_port()) as url, requests.Session() as session:
             results["feast serve http"] = timed(lambda row: http_lookup(session, url, SERVICE, **row), rows)
     batched = results[f"feast sdk, {BATCH} rows per call"]
     batched["mean_ms_per_row"] = round(batched["mean_ms"] / BATCH, 4)

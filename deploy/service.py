@@ -34,6 +34,13 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a short-lived server of a test or benchmark."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def run(cmd: Sequence[str | Path], *, what: str, cwd: Path | None = None,
         env: dict[str, str] | None = None, log: Path | None = None) -> None:
     """Run an install step; on failure raise with the command and the end of its output."""

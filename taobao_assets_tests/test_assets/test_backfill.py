@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import pytest
 import requests
 from dagster import AssetKey, AssetSelection, DagsterEventType, DagsterInstance, RunsFilter
 
+from deploy.service import free_port
 from taobao_assets.definitions import defs
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.instance import prepare_home
@@ -57,17 +57,11 @@ query Status($id: String!) {
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class DagsterDev:
     """``dagster dev`` on the project's workspace and its own instance folder, as a user starts the UI."""
 
     def __init__(self, home: Path, log: Path) -> None:
-        self.home, self.log, self.port = home, log, _free_port()
+        self.home, self.log, self.port = home, log, free_port()
         self.url = f"http://127.0.0.1:{self.port}/graphql"
         dagster = Path(sys.executable).parent / "dagster"
         self.process = subprocess.Popen(

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from deploy.service import free_port
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.retrieval import OnlineFeatures, feature_server, http_lookup
 from taobao_assets.settings import Settings
 from taobao_assets_tests.test_serving.conftest import COLLIDING_PAIRS, serving_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
