@@ -210,12 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         stack_up(dict(os.environ, **NAMESPACE))
         try:
             for rows in args.sizes:  # written after each size: the largest may take an hour
-                result = {**run_size(rows, work, settings), "machine": machine()}
+                measured = run_size(rows, work, settings)
+                context = {**machine(), "memory_gb": round(psutil.virtual_memory().total / 2**30)}  # load after it
+                result = {**measured, "machine": context}
                 results = merged(RESULTS_DIR / "pipeline.json", [result])
-                context = {**machine(), "memory_gb": round(psutil.virtual_memory().total / 2**30)}
                 payload = {"benchmark": "pipeline", "event_days": EVENT_DAYS, "results": results, "machine": context}
-                write_results("pipeline", payload, markdown(results, context))
-                print(markdown(results, context), flush=True)
+                table = markdown(results, context)
+                write_results("pipeline", payload, table)
+                print(table, flush=True)
         finally:
             stack_up(dict(os.environ), "trino")
     return 0

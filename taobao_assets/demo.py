@@ -81,15 +81,17 @@ def ensure_data(settings: Settings, rows: int, source: Path | None = None, limit
     stream's state instead of mixing two data sets.
     """
     from taobao_assets.partitions import event_time_config
+    from taobao_assets.source.format import SPLITS, FileKind
     from taobao_assets.source.generate import GeneratorConfig, generate
     from taobao_assets.source.replay import fingerprint
     from taobao_assets.source.subset import write_subset
 
     folder = source or settings.source_dir
     description = f"files in {folder}"
-    if not (folder / "sample_skeleton_train.csv").exists():
+    first_file = FileKind.SAMPLE_SKELETON.file_name(SPLITS[0])
+    if not (folder / first_file).exists():
         if source is not None:
-            raise FileNotFoundError(f"{folder} holds no raw Ali-CCP files (sample_skeleton_train.csv, ...)")
+            raise FileNotFoundError(f"{folder} holds no raw Ali-CCP files ({first_file}, ...)")
         generate(GeneratorConfig(rows=rows, seed=42, out=folder, event_time=event_time_config(settings)))
         description = f"generated {rows:,} samples in {folder}"
     if limit is not None:
