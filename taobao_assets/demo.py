@@ -97,7 +97,8 @@ def ensure_data(settings: Settings, rows: int, source: Path | None = None, limit
     if limit is not None:
         sliced = settings.state_dir / f"aliccp-first-{limit}"
         manifest = write_subset(folder, sliced, limit)
-        samples = sum(n for name, n in manifest.lines.items() if name.startswith("sample_skeleton"))
+        samples = sum(n for name, n in manifest.lines.items()
+                      if FileKind.from_file_name(name) is FileKind.SAMPLE_SKELETON)
         folder, description = sliced, f"first {samples:,} samples of {folder} in {sliced}"
     identity = fingerprint(folder, event_time_config(settings))
     marker = _replayed_marker(settings)
