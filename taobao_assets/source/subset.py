@@ -26,9 +26,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind
+from taobao_assets.source.format import COLUMN_SEP, COLUMNS, SPLITS, FileKind
 
 MANIFEST = "subset.json"
+#: Where the common_feature_index column sits in each file kind (the format module's column lists).
+_INDEX_COLUMN = {kind: columns.index("common_feature_index") for kind, columns in COLUMNS.items()}
 #: Report progress of the common-features scan every this many bytes.
 PROGRESS_BYTES = 256 * 1024 * 1024
 Progress = Callable[[str], None]
@@ -75,6 +77,13 @@ def _source_files(source: Path) -> dict[str, list[int]]:
     return files
 
 
+def _index_of(line: bytes, kind: FileKind) -> bytes | None:
+    """The common_feature_index column of a raw line (None when the line is too short to hold one)."""
+    position = _INDEX_COLUMN[kind]
+    columns = line.split(COLUMN_SEP, position + 1)
+    return columns[position] if len(columns) > position else None
+
+
 def _head(source: Path, out: Path, quota: int) -> tuple[int, set[bytes]]:
     """Copy the first ``quota`` lines of a sample file; return the lines copied and their indexes."""
     indexes: set[bytes] = set()
@@ -85,9 +94,9 @@ def _head(source: Path, out: Path, quota: int) -> tuple[int, set[bytes]]:
                 break
             dst.write(line)
             copied += 1
-            columns = line.split(COLUMN_SEP, 4)
-            if len(columns) > 3:
-                indexes.add(columns[3])
+            index = _index_of(line, FileKind.SAMPLE_SKELETON)
+            if index is not None:
+                indexes.add(index)
     return copied, indexes
 
 
@@ -99,7 +108,7 @@ def _referenced(source: Path, out: Path, wanted: set[bytes], progress: Progress)
             if not missing:
                 break
             scanned += len(line)
-            index = line.split(COLUMN_SEP, 1)[0]
+            index = _index_of(line, FileKind.COMMON_FEATURES)
             if index in missing:
                 missing.discard(index)
                 dst.write(line)
@@ -110,8 +119,7 @@ def _referenced(source: Path, out: Path, wanted: set[bytes], progress: Progress)
                 progress(f"   {source.name}: scanned {scanned / 1e9:.1f} GB ({rate:.0f} MB/s), "
                          f"{len(wanted) - len(missing):,} of {len(wanted):,} users found")
     if missing:
-        progress(f"   {source.name}: {len(missing):,} referenced indexes have no row (their samples are "
-                 "quarantined as unresolved)")
+        progress(f"   {source.name}: {len(missing):,} indexes the samples reference have no row in the file")
     return copied
 
 
