@@ -12,13 +12,16 @@ small fraction of malformed lines (listed in its ``malformed.json``), replayed i
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -56,6 +59,7 @@ from taobao_assets.source.replay import ReplayResult, run_replay, total_records
 from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 #: Good sample lines of the shared data set (both splits).
 ROWS = 30_000
 #: About 60 malformed sample lines and at least one of each reason in every file.
@@ -192,6 +196,18 @@ def busy_workers(cluster: Spark, timeout: float = 60) -> int:
         if len(busy) == cluster.settings.spark_standalone_workers or time.monotonic() > deadline:
             return len(busy)
         time.sleep(0.5)
+
+
+def in_fresh_interpreter(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a spawned interpreter, e.g. a Spark driver for the standalone cluster
+    (this process already holds the suite's local SparkContext).
+
+    The worker is ended by a sentinel, not by a signal: a ``multiprocessing.Pool`` terminates its
+    workers with SIGTERM, and Dagster and PySpark install handlers for it that can leave a worker
+    alive, so the pool's exit waited forever (it hung a test run).
+    """
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def silver_resources(settings: Settings, spark: SparkResource, s3: S3Resource) -> dict[str, object]:

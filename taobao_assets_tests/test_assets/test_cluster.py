@@ -10,7 +10,6 @@ a fresh interpreter because this process already holds the suite's local SparkCo
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 
 from dagster import ExecuteInProcessResult
 
@@ -21,7 +20,13 @@ from taobao_assets.partitions import DAILY
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
-from taobao_assets_tests.conftest import busy_workers, materialize_silver, silver_digest, silver_resources
+from taobao_assets_tests.conftest import (
+    busy_workers,
+    in_fresh_interpreter,
+    materialize_silver,
+    silver_digest,
+    silver_resources,
+)
 
 
 def _silver_day_on_cluster(settings: Settings, day: str) -> tuple[bool, int, list[str]]:
@@ -54,8 +59,7 @@ def test_one_silver_partition_runs_on_both_workers_of_the_standalone_cluster(
     local_rows, local_snapshots = silver_digest(spark, settings, day), _snapshots(spark, settings)
     on_cluster = dataclasses.replace(settings, spark_master=cluster.master_url)
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        success, workers, failed_checks = pool.apply(_silver_day_on_cluster, (on_cluster, day))
+    success, workers, failed_checks = in_fresh_interpreter(_silver_day_on_cluster, on_cluster, day)
 
     assert success and not failed_checks, failed_checks
     assert workers == settings.spark_standalone_workers == 2

@@ -8,7 +8,6 @@ interpreter (spawned), whose driver connects to the stack's cluster.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -23,7 +22,7 @@ from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
-from taobao_assets_tests.conftest import busy_workers
+from taobao_assets_tests.conftest import busy_workers, in_fresh_interpreter
 
 NAMESPACE = "spark_test"
 SCHEMA = "user_id BIGINT, item STRING, clicks INT, day DATE"
@@ -125,8 +124,7 @@ def test_iceberg_job_runs_on_both_workers_of_the_standalone_cluster(
     assert len(cluster.alive_workers()) == settings.spark_standalone_workers == 2
     on_cluster = dataclasses.replace(settings, spark_master=cluster.master_url)
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        rows, busy_workers = pool.apply(_job_on_cluster, (on_cluster, table))
+    rows, busy = in_fresh_interpreter(_job_on_cluster, on_cluster, table)
 
-    assert busy_workers == 2
+    assert busy == 2
     assert rows == sorted(ROWS)
