@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up status down demo test lint bench
+.PHONY: install up status down demo test test-fast lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(STAMP)
 # pytest exits 5 when it collected nothing; make treats any non-zero exit as a failure.
 test: up lint
 	$(PY) -m pytest
+
+# The tests that need no server (format, parser, event time, plans, generation, settings,
+# definitions): under a minute, with or without the stack.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not stack and not slow" -p no:randomly
 
 bench: up
 	$(PY) -m bench

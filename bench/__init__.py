@@ -1,4 +1,4 @@
-"""Benchmarks of DESIGN.md section 7: each compares a stage with a reference in the same run.
+"""Benchmarks (docs/architecture.md, "Benchmarks"): each compares a stage with a reference in the same run.
 
 Every benchmark module writes ``bench/results/<name>.json`` (the figures, machine context) and
 ``bench/results/<name>.md`` (a table for the docs) through :func:`write_results`.

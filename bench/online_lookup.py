@@ -1,4 +1,4 @@
-"""Online lookup latency: the ``ctr_model_v1`` service for one impression, three ways (DESIGN.md section 7).
+"""Online lookup latency: the ``ctr_model_v1`` service for one impression, three ways (docs/architecture.md).
 
 ``python -m bench.online_lookup [--lookups 2000] [--users 20000]`` writes one day of synthetic gold
 (of the declared contracts) into its own database ``<db>_bench`` and Feast project ``bench``,
@@ -39,10 +39,10 @@ from psycopg2.extras import execute_values
 
 from bench import machine, markdown_table, peak_rss_mb, write_results
 from deploy.service import free_port
-from taobao_assets.assets.serving import generated_repo
-from taobao_assets.feast_repo import FeastRepo, write_config
+from taobao_assets.feast_repo import FeastRepo, generated_repo, write_config
 from taobao_assets.gold_tables import GOLD_TABLES, GoldTable
-from taobao_assets.io_managers.postgres import create_table_sql, end_of_day
+from taobao_assets.io_managers.postgres import create_table_sql
+from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import ENTITY_KEY_VERSION, FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.retrieval import feature_server, http_lookup

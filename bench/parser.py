@@ -1,4 +1,4 @@
-"""The Python raw parser against DuckDB ``read_csv`` + split of the same files (DESIGN.md section 7).
+"""The Python raw parser against DuckDB ``read_csv`` + split of the same files (docs/architecture.md, "Benchmarks").
 
 ``python -m bench.parser [--megabytes 1024] [--data DIR]`` generates (once, cached under
 ``<state_dir>/bench``) a synthetic data set of about ``--megabytes`` (train split only, so two

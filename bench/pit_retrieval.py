@@ -1,4 +1,4 @@
-"""Point-in-time training set: Feast ``get_historical_features`` against a DuckDB ASOF join (DESIGN.md section 7).
+"""Point-in-time training set: Feast ``get_historical_features`` against a DuckDB ASOF join (docs/architecture.md).
 
 ``python -m bench.pit_retrieval [--rows 1000000] [--days 7]`` draws ``rows`` impressions as the
 synthetic generator does (sessions of Zipf-popular users, items partly from the user's preferred
@@ -50,9 +50,10 @@ from feast.infra.utils.postgres.connection_utils import df_to_postgres_table
 from bench import machine, markdown_table, peak_rss_mb, write_results
 from bench.online_lookup import bench_settings, create_database, write_gold
 from taobao_assets.assets.gold import LONGEST_WINDOW
-from taobao_assets.assets.serving import LABELS, TRAINING_SERVICE, entity_frame, generated_repo, join_keys
-from taobao_assets.feast_repo import FeastRepo
-from taobao_assets.gold_tables import GOLD_TABLES, PG_TYPES, TIMESTAMP_FIELD
+from taobao_assets.assets.serving import LABELS, TRAINING_SERVICE, entity_frame, join_keys
+from taobao_assets.feast_repo import FeastRepo, generated_repo
+from taobao_assets.feature_tables import PG_TYPES, TIMESTAMP_FIELD
+from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.settings import get_settings

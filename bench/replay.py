@@ -1,4 +1,4 @@
-"""Kafka replay against Kafka's own producer perf test on the same broker (DESIGN.md section 7).
+"""Kafka replay against Kafka's own producer perf test on the same broker (docs/architecture.md, "Benchmarks").
 
 ``python -m bench.replay [--rows 200000]`` generates (once, cached under ``<state_dir>/bench``) a
 synthetic data set and measures, in one run on the same broker:

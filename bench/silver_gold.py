@@ -1,4 +1,4 @@
-"""Silver + gold in Spark against DuckDB doing the same parse and aggregation (DESIGN.md section 7).
+"""Silver + gold in Spark against DuckDB doing the same parse and aggregation (docs/architecture.md, "Benchmarks").
 
 ``python -m bench.silver_gold [--rows 200000]`` generates (once, cached under ``<state_dir>/bench``)
 a synthetic data set of 7 days and measures, on the same local files:

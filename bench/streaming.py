@@ -1,4 +1,4 @@
-"""Streaming throughput against a bare aiokafka consume loop, and freshness in both modes (DESIGN.md s. 7).
+"""Streaming throughput against a bare aiokafka consume loop, and freshness in both modes (docs/architecture.md).
 
 ``python -m bench.streaming [--rows 100000] [--rate 1000] [--seconds 45] [--interval 30] [--profile]``
 generates (once, cached under ``<state_dir>/bench``) a synthetic data set, and in one run, on its
@@ -86,7 +86,7 @@ from taobao_assets.source.format import FileKind
 from taobao_assets.source.generate import GeneratorConfig, generate
 from taobao_assets.source.parser import parse_line
 from taobao_assets.source.replay import ReplayRecord, plan
-from taobao_assets.source.topics import SAMPLES
+from taobao_assets.source.topics import SAMPLES, RawTopics
 from taobao_assets.streaming.online import drop_online_rows, drop_project
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets.streaming.run import OffsetRange, apply_ranges
@@ -103,7 +103,8 @@ def _dataset(rows: int, settings: Settings) -> tuple[Path, list[ReplayRecord]]:
     if not (folder / "generator_truth.json").exists():
         generate(GeneratorConfig(rows=rows, seed=13, out=folder, progress=False, malformed_fraction=0.001,
                                  event_time=event_time_config(settings)))
-    return folder, list(plan(folder, Timeline.from_folder(folder, event_time_config(settings))))
+    return folder, list(plan(folder, Timeline.from_folder(folder, event_time_config(settings)),
+                             RawTopics.of(settings.topic_prefix)))
 
 
 def _stream(settings: Settings, feast: FeastResource, **pacing: Any) -> StreamingResource:
@@ -128,7 +129,7 @@ async def _produce(streaming: StreamingResource, records: list[ReplayRecord], ra
                    seconds: float | None = None) -> int:
     """Send ``records`` as the replay does (``produced_at`` header included), at ``rate`` per second
     for at most ``seconds``."""
-    names = {SAMPLES.name: streaming.topics.samples.name}
+    names = {RawTopics.of(get_settings().topic_prefix).samples.name: streaming.topics.samples.name}
     started, sent = time.monotonic(), 0
     async with streaming.kafka.producer(linger_ms=5) as producer:
         pending = []
@@ -251,7 +252,7 @@ def freshness_continuous(settings: Settings, feast: FeastResource, records: list
             _wait(lambda: (state.lease_holder() or "").startswith("follow:"), 120, follower, log,
                   "the follower did not start")
             sent = asyncio.run(_produce(streaming, records, rate=rate, seconds=seconds))
-            samples = sum(r.topic == SAMPLES.name for r in records[:sent])
+            samples = sum(r.topic.endswith(f".{SAMPLES}") for r in records[:sent])
             _wait(lambda: (state.progress() or {}).get("samples_committed", 0) >= samples, 120, follower, log,
                   f"the follower did not apply the {samples} sample records")
             time.sleep(3)  # one more progress report, covering the last records
@@ -427,12 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     folder, records = _dataset(args.rows, settings)
-    from taobao_assets.definitions import defs
-    from taobao_assets.feast_repo import repo_from_definitions
+    from taobao_assets.feast_repo import generated_repo
 
     feast = FeastResource(postgres=PostgresResource.from_settings(settings),
                           redis=RedisResource.from_settings(settings), project=FEAST_PROJECT)
-    feast.apply(repo_from_definitions(defs).contents())
+    feast.apply(generated_repo().contents())
     try:
         load_before = machine()["load_average"]
         speed = throughput(settings, feast, records, args.repeats, args.profile)

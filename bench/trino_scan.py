@@ -21,7 +21,7 @@
 
 Both engines' answers must be equal (integers exactly, the sum of doubles to 1e-9 relative).
 Results go to ``bench/results/trino_scan.json`` and ``.md``; the headline, per query, is Trino's
-rows/s over DuckDB's on the local files (no target in DESIGN.md section 7: a figure to watch).
+rows/s over DuckDB's on the local files (no target: a figure to watch).
 Trino is started (or restarted) with the current settings first, as the tests' fixtures do.
 """
 

@@ -16,12 +16,12 @@ from taobao_assets.settings import REPO_ROOT, get_settings
 
 
 def demo(rows: int, open_ui: bool, source: Path | None, limit: int | None, summary_json: Path | None) -> int:
-    from taobao_assets.definitions import defs
+    from taobao_assets.definitions import build_definitions
     from taobao_assets.demo import StageFailed, print_summary, run_demo, summary_facts, write_summary
 
     settings = get_settings()
     try:
-        summary = run_demo(settings, defs, rows, source, limit)
+        summary = run_demo(settings, build_definitions(settings), rows, source, limit)
     except StageFailed as failure:
         print(f"\nFAILED: {failure}\nService logs: {settings.logs_dir}", file=sys.stderr)
         return 1

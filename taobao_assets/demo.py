@@ -113,14 +113,14 @@ def _replayed_marker(settings: Settings) -> Path:
 def run_demo(settings: Settings, defs: Definitions, rows: int = DEFAULT_ROWS, source: Path | None = None,
              limit: int | None = None) -> Summary:
     """Every stage in order; returns what was produced (the CLI prints it)."""
-    from taobao_assets.jobs import batch_job, registry_job, replay_job, serving_job, streaming_job
-    from taobao_assets.partitions import DAILY
+    from taobao_assets.jobs import daily_batch_job, daily_serving_job, feast_apply_job, replay_job, streaming_job
+    from taobao_assets.partitions import daily_partitions
     from taobao_assets.sensors.streaming import streaming_sensor
     from taobao_assets.streaming.resource import StreamingResource
 
     instance = project_instance(settings)
     summary = Summary()
-    days = DAILY.get_partition_keys()
+    days = daily_partitions(settings).get_partition_keys()
 
     def run_job(name: str, **kwargs: Any) -> ExecuteInProcessResult:
         result = defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
@@ -142,13 +142,13 @@ def run_demo(settings: Settings, defs: Definitions, rows: int = DEFAULT_ROWS, so
     with summary.stage(f"bronze -> silver -> gold for {len(days)} days") as note:
         for day in days:
             t0 = time.monotonic()
-            run_job(batch_job.name, partition_key=day)
+            run_job(daily_batch_job.name, partition_key=day)
             print(f"   {day}: {time.monotonic() - t0:.1f}s", flush=True)
     with summary.stage("Feast apply"):
-        run_job(registry_job.name)
+        run_job(feast_apply_job.name)
     with summary.stage("online store, training sets, baseline model, Trino analytics"):
         for day in days:
-            run_job(serving_job.name, partition_key=day)
+            run_job(daily_serving_job.name, partition_key=day)
     with summary.stage("streaming sensor and runs") as note:
         # Tick the sensor as the daemon would, and run what it requests, until it sees no lag.
         streaming = StreamingResource.from_settings(settings)
@@ -176,7 +176,7 @@ def forget_previous_data_set(settings: Settings) -> None:
     a row over any write with an older timestamp, so the old set's later days would shadow the
     new set's earlier ones.
     """
-    from taobao_assets.assets.serving import generated_repo
+    from taobao_assets.feast_repo import generated_repo
     from taobao_assets.streaming.resource import StreamingResource
 
     streaming = StreamingResource.from_settings(settings)
@@ -227,18 +227,18 @@ def summary_facts(settings: Settings, data_folder: Path | None = None) -> dict[s
     """
     from taobao_assets.gold_tables import GOLD_TABLES
     from taobao_assets.io_managers.bronze import load_manifest
-    from taobao_assets.partitions import DAILY
+    from taobao_assets.partitions import daily_partitions
     from taobao_assets.resources.postgres import PostgresResource
     from taobao_assets.resources.s3 import S3Resource
     from taobao_assets.resources.trino import TrinoResource
     from taobao_assets.retrieval import OnlineFeatures
-    from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
+    from taobao_assets.source.topics import RawTopics
 
     s3 = S3Resource.from_settings(settings)
+    days = daily_partitions(settings).get_partition_keys()
     rows: dict[str, int] = {
-        f"bronze {topic.name} records": sum(load_manifest(s3, topic.name, day).records
-                                            for day in DAILY.get_partition_keys())
-        for topic in (SAMPLES, COMMON_FEATURES)
+        f"bronze {topic.name} records": sum(load_manifest(s3, topic.name, day).records for day in days)
+        for topic in RawTopics.of(settings.topic_prefix).all
     }
     trino = TrinoResource.from_settings(settings)
     for table in ("impressions", "user_context", "quarantine"):
@@ -262,11 +262,10 @@ def summary_facts(settings: Settings, data_folder: Path | None = None) -> dict[s
 
 
 def _model_facts(settings: Settings, data_folder: Path | None) -> dict[str, Any]:
-    from dagster import AssetKey
-
+    from taobao_assets.assets.serving import BASELINE_KEY
     from taobao_assets.source.generate import TRUTH_FILE
 
-    event = project_instance(settings).get_latest_materialization_event(AssetKey("ctr_baseline"))
+    event = project_instance(settings).get_latest_materialization_event(BASELINE_KEY)
     materialization = event.asset_materialization if event else None
     facts: dict[str, Any] = {"day": materialization.partition if materialization else None}
     if materialization:

@@ -1,9 +1,9 @@
-"""Generates the Feast repository (entities, sources, views, services) from the Dagster assets' metadata.
+"""Generates the Feast repository (entities, sources, views, services) from the table contracts.
 
-The gold assets carry their table contract as metadata (:mod:`taobao_assets.gold_tables`), the
-real-time assets theirs (:mod:`taobao_assets.realtime_tables`). :func:`generate` reads those
-contracts off asset specs, so the Feast objects follow the assets by construction; nothing here
-names a column, a type or a TTL. It makes:
+The gold tables (:mod:`taobao_assets.gold_tables`) and the real-time tables
+(:mod:`taobao_assets.realtime_tables`) are declared once, as :class:`FeatureTable` contracts;
+the gold and streaming assets carry them as metadata (a test holds the two equal). :func:`generate`
+turns the contracts into Feast objects, so nothing here names a column, a type or a TTL. It makes:
 
 - one entity per key column: ``user_id`` is entity ``user`` (join key ``user_id``, INT64);
 - per gold table, a :class:`PostgreSQLSource` on ``gold.<table>`` (``event_timestamp``) and a
@@ -14,10 +14,13 @@ names a column, a type or a TTL. It makes:
 - the feature services of :data:`FEATURE_SERVICES`, the only hand-written part: which views a
   model consumes.
 
-Both ways of applying use the same objects: the ``feast_registry`` asset applies what the
-specs of the assets it depends on generate, and ``feature_repo/repo.py`` exposes those objects to
-``feast apply`` (:func:`taobao_assets.assets.serving.generated_repo`).
+The objects are also written out as Python declarations, ``feature_repo/repo.py``, the module
+``feast apply`` reads: a reader sees every entity, source, view and service as Feast's templates
+declare them, and a reviewer sees a contract change as a diff of that file. It is committed, and
+a test fails when it is not what the contracts generate now. The ``feast_registry`` asset applies
+the very same objects (:func:`generated_repo`).
 
+``python -m taobao_assets.feast_repo generate`` rewrites ``feature_repo/repo.py``;
 ``python -m taobao_assets.feast_repo write-config`` writes ``feature_repo/feature_store.yaml``
 from the settings (it holds the Postgres and Redis passwords, so it is generated, never committed).
 """
@@ -29,24 +32,27 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from dagster import AssetKey, AssetSpec, Definitions
+from dagster import AssetKey
 from feast import Entity, FeatureService, FeatureView, Field, PushSource, ValueType
 from feast.feature_view import DUMMY_ENTITY
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 from feast.repo_contents import RepoContents
 from feast.types import FeastType, Float64, Int64, String
 
-from taobao_assets import gold_tables, realtime_tables
-from taobao_assets.gold_tables import TIMESTAMP_FIELD, Column, GoldTable
-from taobao_assets.realtime_tables import RealtimeTable
+from taobao_assets.feast_source import render
+from taobao_assets.feature_tables import TIMESTAMP_FIELD, Column, FeatureTable
+from taobao_assets.gold_tables import GOLD_TABLES
+from taobao_assets.realtime_tables import REALTIME_TABLES, RealtimeTable
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.settings import REPO_ROOT, get_settings
 
 FEATURE_REPO = REPO_ROOT / "feature_repo"
+REPO_MODULE = FEATURE_REPO / "repo.py"
 FEAST_TYPES: dict[str, FeastType] = {"int64": Int64, "float64": Float64, "string": String}
 VALUE_TYPES = {"int64": ValueType.INT64, "float64": ValueType.DOUBLE, "string": ValueType.STRING}
 #: Tags every generated object carries, so the registry says where it came from.
@@ -78,25 +84,17 @@ FEATURE_SERVICES = (
 
 @dataclass(frozen=True)
 class SourceTable:
-    """A feature table found in an asset's metadata, with the asset it belongs to."""
+    """A feature table contract, with the asset that carries it (``<schema>/<table>``)."""
 
-    asset_key: AssetKey
-    table: GoldTable
+    table: FeatureTable
+
+    @property
+    def asset_key(self) -> AssetKey:
+        return AssetKey([self.table.schema, self.table.name])
 
     @property
     def pushed(self) -> bool:
         return isinstance(self.table, RealtimeTable)
-
-
-def tables_from_specs(specs: Iterable[AssetSpec]) -> list[SourceTable]:
-    """Every asset spec that declares a gold or real-time table contract, in key order."""
-    found = []
-    for spec in specs:
-        if gold_tables.METADATA_KEY in spec.metadata:
-            found.append(SourceTable(spec.key, GoldTable.from_metadata(spec.metadata)))
-        elif realtime_tables.METADATA_KEY in spec.metadata:
-            found.append(SourceTable(spec.key, RealtimeTable.from_metadata(spec.metadata)))
-    return sorted(found, key=lambda t: t.asset_key.to_user_string())
 
 
 def entity_name(key: Column) -> str:
@@ -126,14 +124,6 @@ class FeastRepo:
             label_views=[], entities=[*self.entities, DUMMY_ENTITY],
             feature_services=list(self.feature_services), permissions=[],
         )
-
-    def module_attributes(self) -> dict[str, Any]:
-        """Module-level names for ``feature_repo/repo.py``: ``feast apply`` collects module attributes."""
-        kinds: dict[str, Sequence[Any]] = {
-            "entity": self.entities, "source": self.batch_sources, "push": self.push_sources,
-            "view": self.feature_views, "service": self.feature_services,
-        }
-        return {f"{kind}_{obj.name}": obj for kind, objects in kinds.items() for obj in objects}
 
     def view(self, name: str) -> FeatureView:
         (view,) = [v for v in self.feature_views if v.name == name]
@@ -182,11 +172,11 @@ def _view(source: SourceTable, entities: dict[str, Entity]) -> tuple[FeatureView
     return view, batch, push
 
 
-def generate(specs: Iterable[AssetSpec]) -> FeastRepo:
-    """The Feast objects that the table contracts in ``specs``' metadata describe."""
-    tables = tables_from_specs(specs)
+def generate(contracts: Iterable[FeatureTable]) -> FeastRepo:
+    """The Feast objects that the table contracts describe, in asset key order."""
+    tables = sorted((SourceTable(t) for t in contracts), key=lambda t: t.asset_key.to_user_string())
     if not tables:
-        raise ValueError("no asset carries a gold or real-time table contract: nothing to generate Feast from")
+        raise ValueError("no table contract given: nothing to generate Feast from")
     entities = _entities(tables)
     generated = [_view(t, entities) for t in tables]
     views = {view.name: view for view, _, _ in generated}
@@ -208,9 +198,10 @@ def generate(specs: Iterable[AssetSpec]) -> FeastRepo:
     )
 
 
-def repo_from_definitions(defs: Definitions) -> FeastRepo:
-    """The repository generated from every asset of a code location."""
-    return generate(defs.resolve_all_asset_specs())
+@cache
+def generated_repo() -> FeastRepo:
+    """The Feast objects of the project's contracts: what ``feature_repo/repo.py`` declares."""
+    return generate((*GOLD_TABLES, *REALTIME_TABLES))
 
 
 def write_config(path: Path = FEATURE_REPO / "feature_store.yaml", feast: FeastResource | None = None) -> Path:
@@ -229,25 +220,30 @@ def write_config(path: Path = FEATURE_REPO / "feature_store.yaml", feast: FeastR
     return path
 
 
+def write_repo_module(path: Path = REPO_MODULE) -> Path:
+    """Rewrite ``feature_repo/repo.py`` from the contracts (commit the result)."""
+    path.write_text(render(generated_repo()))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m taobao_assets.feast_repo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("write-config", help="write feature_repo/feature_store.yaml from the settings")
-    show = sub.add_parser("show", help="list the objects generated from the current asset metadata")
+    sub.add_parser("generate", help="rewrite feature_repo/repo.py from the table contracts")
+    show = sub.add_parser("show", help="list the objects generated from the table contracts")
     show.add_argument("--features", action="store_true", help="also list each view's features")
     args = parser.parse_args(argv)
     if args.command == "write-config":
         print(write_config())
-        return 0
-    # Imported here: the definitions import the serving assets, which import this module.
-    from taobao_assets.definitions import defs
-
-    repo = repo_from_definitions(defs)
-    for obj in repo.objects():
-        print(f"{type(obj).__name__:18} {obj.name}")
-        if args.features and isinstance(obj, FeatureView):
-            for field in obj.features:
-                print(f"{'':20}{field.name}: {field.dtype}")
+    elif args.command == "generate":
+        print(write_repo_module())
+    else:
+        for obj in generated_repo().objects():
+            print(f"{type(obj).__name__:18} {obj.name}")
+            if args.features and isinstance(obj, FeatureView):
+                for field in obj.features:
+                    print(f"{'':20}{field.name}: {field.dtype}")
     return 0
 
 

@@ -8,88 +8,24 @@ Postgres holds and what Feast serves are the same thing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import ClassVar
 
-from dagster import TableColumn, TableSchema
-
+from taobao_assets.feature_tables import Column, FeatureTable
 from taobao_assets.features import CTR_PRIOR_STRENGTH, CVR_PRIOR_STRENGTH, WINDOWS_DAYS
 
-#: Gold column types and their Postgres types (Feast maps the same names to its own types).
-PG_TYPES = {"int64": "BIGINT", "float64": "DOUBLE PRECISION", "string": "TEXT", "timestamp": "TIMESTAMPTZ"}
-TIMESTAMP_FIELD = "event_timestamp"
 SCHEMA = "gold"
 METADATA_KEY = "taobao/gold_table"
 
 
 @dataclass(frozen=True)
-class Column:
-    name: str
-    dtype: str
-    description: str
+class GoldTable(FeatureTable):
+    """A table of the gold schema: one row per entity and day, written by the daily batch."""
 
-    def __post_init__(self) -> None:
-        if self.dtype not in PG_TYPES:
-            raise ValueError(f"column {self.name}: type {self.dtype!r} is not one of {sorted(PG_TYPES)}")
-
-
-@dataclass(frozen=True)
-class GoldTable:
-    name: str
-    #: Entity keys; each is one Feast entity named after it (``user_id`` -> ``user``), so the
-    #: user x category table joins on the user and the category entities.
-    keys: tuple[Column, ...]
-    features: tuple[Column, ...]
-    description: str
-    #: How long a day's row stays valid: a row at end of day D describes the impressions of D+1.
-    ttl_seconds: int = 86_400
-
-    #: Postgres schema of the table, metadata key of the contract and meaning of its timestamp:
-    #: what a subclass (the real-time contract) changes.
     schema: ClassVar[str] = SCHEMA
     metadata_key: ClassVar[str] = METADATA_KEY
     timestamp_description: ClassVar[str] = (
         "End of the day the features were computed over (exclusive): usable from then on.")
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    @property
-    def columns(self) -> tuple[Column, ...]:
-        return (*self.keys, Column(TIMESTAMP_FIELD, "timestamp", self.timestamp_description), *self.features)
-
-    @property
-    def key_names(self) -> list[str]:
-        return [k.name for k in self.keys]
-
-    def metadata(self) -> dict[str, Any]:
-        """Dagster asset metadata: the standard column schema plus the full contract as JSON."""
-        return {
-            "dagster/column_schema": TableSchema(
-                columns=[TableColumn(c.name, c.dtype, description=c.description) for c in self.columns]
-            ),
-            "dagster/table_name": self.qualified_name,
-            self.metadata_key: json.dumps(self.to_json()),
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "keys": [c.__dict__ for c in self.keys], "features": [c.__dict__ for c in self.features],
-            "description": self.description, "ttl_seconds": self.ttl_seconds,
-        }
-
-    @classmethod
-    def from_metadata(cls, metadata: Any) -> Self:
-        """Rebuild the contract from an asset's metadata (a mapping with the class's metadata key)."""
-        raw = metadata[cls.metadata_key]
-        data = json.loads(raw.value if hasattr(raw, "value") else raw)
-        return cls(
-            name=data["name"], keys=tuple(Column(**c) for c in data["keys"]),
-            features=tuple(Column(**c) for c in data["features"]),
-            description=data["description"], ttl_seconds=data["ttl_seconds"],
-        )
 
 
 def counter_features(what: str) -> tuple[Column, ...]:

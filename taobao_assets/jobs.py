@@ -20,7 +20,7 @@ from dagster import (
     op,
 )
 
-from taobao_assets.partitions import DAILY
+from taobao_assets.assets.serving import REGISTRY_KEY
 from taobao_assets.realtime_tables import REALTIME_TABLES, SCHEMA
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.settings import get_settings
@@ -62,34 +62,35 @@ def replay_job() -> None:
     replay_raw_files()
 
 
+# The daily jobs take their partitions from the assets they select (the definitions' daily partitions).
 bronze_job = define_asset_job(
-    "bronze_job", selection=AssetSelection.groups("bronze"), partitions_def=DAILY,
+    "bronze_job", selection=AssetSelection.groups("bronze"),
     description="Copy one day of Kafka records into bronze objects in MinIO (with checks).",
 )
 
 #: One day through bronze, silver and gold, each layer's checks included; backfills run it per day.
-batch_job = define_asset_job(
-    "daily_batch", selection=AssetSelection.groups("bronze", "silver", "gold"), partitions_def=DAILY,
+daily_batch_job = define_asset_job(
+    "daily_batch_job", selection=AssetSelection.groups("bronze", "silver", "gold"),
     description="One day of Kafka records through bronze (MinIO), silver (Iceberg) and gold (Postgres).",
 )
 
 #: Feast apply is not partitioned, so it cannot share a job with the daily assets.
-registry_job = define_asset_job(
-    "feast_apply", selection=AssetSelection.assets("feast_registry"),
-    description="Apply the Feast repository generated from the current asset metadata.",
+feast_apply_job = define_asset_job(
+    "feast_apply_job", selection=AssetSelection.assets(REGISTRY_KEY),
+    description="Apply the Feast repository generated from the table contracts.",
 )
 
 #: What serves a day once gold is there: online store, training set, baseline model, Trino reports.
-serving_job = define_asset_job(
-    "daily_serving",
-    selection=(AssetSelection.groups("serving") - AssetSelection.assets("feast_registry"))
+daily_serving_job = define_asset_job(
+    "daily_serving_job",
+    selection=(AssetSelection.groups("serving") - AssetSelection.assets(REGISTRY_KEY))
     | AssetSelection.groups("analytics"),
-    partitions_def=DAILY,
     description="Materialize a day into Redis, build its training set and model score, run the Trino reports.",
 )
 
 #: Runs the latest day of the batch every day (the backfill covers the days before).
-daily_batch_schedule = build_schedule_from_partitioned_job(batch_job, hour_of_day=1)
+daily_batch_schedule = build_schedule_from_partitioned_job(
+    daily_batch_job, hour_of_day=1, name="daily_batch_schedule")
 
 
 class PartitionRange(Config):

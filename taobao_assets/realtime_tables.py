@@ -1,7 +1,7 @@
 """The declared contract of the real-time feature tables that the streaming run pushes to Feast.
 
-Same shape as the gold contract (:mod:`taobao_assets.gold_tables`: keys, features, description,
-TTL, the same :class:`~taobao_assets.gold_tables.Column`), declared once here and carried as the
+Same shape as the gold contract (a :class:`~taobao_assets.feature_tables.FeatureTable`: keys,
+features, description, TTL), declared once here and carried as the
 metadata of the streaming assets, from which the Feast repository generates a push source and a
 feature view per table. What differs is where a row lives and what its timestamp means:
 
@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from taobao_assets.feature_tables import Column, FeatureTable
 from taobao_assets.features import CTR_PRIOR_STRENGTH
-from taobao_assets.gold_tables import GOLD_TABLES, Column, GoldTable
+from taobao_assets.gold_tables import GOLD_TABLES
 
 SCHEMA = "streaming"
 METADATA_KEY = "taobao/realtime_table"
@@ -35,8 +36,8 @@ SPANS = {
 
 
 @dataclass(frozen=True)
-class RealtimeTable(GoldTable):
-    """A gold-style contract whose rows are pushed by the streaming run instead of written daily."""
+class RealtimeTable(FeatureTable):
+    """A table whose rows the streaming run pushes to the online store instead of writing them daily."""
 
     schema: ClassVar[str] = SCHEMA
     metadata_key: ClassVar[str] = METADATA_KEY

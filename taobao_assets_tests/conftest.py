@@ -21,42 +21,45 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from dagster import AssetSelection, ExecuteInProcessResult, materialize
+
+from deploy.service import Service
+from deploy.services import SERVICES
+from taobao_assets.assets.bronze import bronze_assets
+from taobao_assets.checks.bronze import bronze_checks
+from taobao_assets.io_managers.bronze import BronzeIOManager
+from taobao_assets.partitions import daily_partitions, event_time_config
+from taobao_assets.resources.kafka import KafkaResource
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.settings import Settings, get_settings
+from taobao_assets.source.generate import GeneratorConfig, generate
+from taobao_assets.source.replay import ReplayResult, run_replay, total_records
+from taobao_assets.source.topics import RawTopics
+
+if TYPE_CHECKING:  # Spark is imported by the fixtures that use it: the fast tier never loads pyspark.
+    from deploy.services.spark import Spark
+    from taobao_assets.resources.spark import SparkResource
 
 # Tests get their own topics, bucket and database on the shared servers, so running them never
-# touches a demo's data. Set before anything reads the settings.
+# touches a demo's data. In the environment, because child processes (a replay, the demo, the
+# Dagster daemon) and the steps of a run read the settings from it.
 os.environ.setdefault("TFP_TOPIC_PREFIX", "test.aliccp")
 os.environ.setdefault("TFP_LAKE_BUCKET", "lake-test")
 os.environ.setdefault("TFP_POSTGRES_DB", "tfp_test")
 os.environ.setdefault("TFP_EVENT_DAYS", "5")
 os.environ.setdefault("TFP_FEAST_PROJECT", "taobao_test")
 
-from dagster import AssetSelection, ExecuteInProcessResult, materialize
-from pyspark.sql import functions as F
+#: Fixtures that start a server: a test that uses one (directly or through another fixture) is
+#: marked ``stack``, and ``make test-fast`` (``-m "not stack"``) leaves it out.
+SERVICE_FIXTURES = {"postgres_service", "redis_service", "kafka_service", "minio_service", "trino_service", "cluster"}
 
-from deploy.service import Service
-from deploy.services import SERVICES
-from deploy.services.spark import Spark
-from taobao_assets.assets.bronze import bronze_assets
-from taobao_assets.assets.gold import gold_features
-from taobao_assets.assets.silver import SCHEMAS, silver_assets
-from taobao_assets.checks.bronze import bronze_checks
-from taobao_assets.checks.gold import gold_checks
-from taobao_assets.checks.silver import silver_checks
-from taobao_assets.io_managers.bronze import BronzeIOManager
-from taobao_assets.io_managers.iceberg import IcebergIOManager, table_name
-from taobao_assets.io_managers.postgres import PostgresPartitionIOManager
-from taobao_assets.partitions import DAILY, event_time_config
-from taobao_assets.resources.kafka import KafkaResource
-from taobao_assets.resources.postgres import PostgresResource
-from taobao_assets.resources.s3 import S3Resource
-from taobao_assets.resources.spark import SparkResource
-from taobao_assets.settings import Settings, get_settings
-from taobao_assets.source.generate import GeneratorConfig, generate
-from taobao_assets.source.replay import ReplayResult, run_replay, total_records
-from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
+#: The tests' days and topics, as the definitions built from their settings have them.
+DAILY = daily_partitions(get_settings())
+TOPICS = RawTopics.of(get_settings().topic_prefix)
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -64,6 +67,12 @@ T = TypeVar("T")
 ROWS = 30_000
 #: About 60 malformed sample lines and at least one of each reason in every file.
 MALFORMED_FRACTION = 0.002
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
 
 
 def ensure_running(name: str, settings: Settings) -> Service:
@@ -111,7 +120,7 @@ def trino_service(settings: Settings, postgres_service: Service, minio_service: 
 def kafka_end_total(kafka: KafkaResource) -> int:
     """Records in both raw topics (sum of end offsets)."""
     async def ends() -> int:
-        return sum([sum((await kafka.end_offsets(t.name)).values()) for t in (SAMPLES, COMMON_FEATURES)])
+        return sum([sum((await kafka.end_offsets(t.name)).values()) for t in TOPICS.all])
     return asyncio.run(ends())
 
 
@@ -128,7 +137,7 @@ def replayed(dataset: Path, settings: Settings, kafka_service: Service, minio_se
              ) -> tuple[ReplayResult, int]:
     """Replay killed (SIGKILL) at about 40 %, then resumed; returns the resume's result and where it died."""
     kafka = KafkaResource.from_settings(settings)
-    asyncio.run(kafka.delete_topics([SAMPLES.name, COMMON_FEATURES.name]))
+    asyncio.run(kafka.delete_topics([t.name for t in TOPICS.all]))
     for old in (settings.state_dir / "replay").glob("replay-*.json"):
         old.unlink()
     total = total_records(dataset)
@@ -159,23 +168,28 @@ def bronze(replayed: tuple[ReplayResult, int], settings: Settings) -> S3Resource
     resources = {"kafka": KafkaResource.from_settings(settings), "s3": s3,
                  "bronze_io_manager": BronzeIOManager(s3=s3)}
     for day in DAILY.get_partition_keys():
-        result = materialize([*bronze_assets, *bronze_checks], partition_key=day, resources=resources)
+        result = materialize([*bronze_assets(DAILY, TOPICS), *bronze_checks(DAILY, TOPICS)], partition_key=day,
+                             resources=resources)
         assert result.success
         failed = [e.asset_check_key for e in result.get_asset_check_evaluations() if not e.passed]
         assert not failed, f"bronze checks failed on {day}: {failed}"
-        assert len(result.get_asset_check_evaluations()) == len(bronze_checks)
+        assert len(result.get_asset_check_evaluations()) == len(bronze_checks(DAILY, TOPICS))
     return s3
 
 
 @pytest.fixture(scope="session")
 def spark(settings: Settings, postgres_service: Service, minio_service: Service) -> SparkResource:
     """The session's Spark resource; its session is the process's one SparkSession (getOrCreate)."""
+    from taobao_assets.resources.spark import SparkResource
+
     return SparkResource.from_settings(settings)
 
 
 @pytest.fixture(scope="session")
 def cluster(settings: Settings, postgres_service: Service, minio_service: Service) -> Iterator[Spark]:
     """The stack's standalone cluster; stopped afterwards (it holds 5 JVMs) unless it was running."""
+    from deploy.services.spark import Spark
+
     service = Spark(settings)
     was_running = service.pid() is not None and service.healthy()
     if not was_running:
@@ -212,20 +226,29 @@ def in_fresh_interpreter(function: Callable[..., T], *args: Any) -> T:
 
 def silver_resources(settings: Settings, spark: SparkResource, s3: S3Resource) -> dict[str, object]:
     """What a silver run needs; ``kafka`` only because the (unselected) bronze assets declare it."""
+    from taobao_assets.io_managers.iceberg import IcebergIOManager
+
     return {"spark": spark, "s3": s3, "bronze_io_manager": BronzeIOManager(s3=s3),
             "kafka": KafkaResource.from_settings(settings),
-            "iceberg_io_manager": IcebergIOManager.from_settings(settings, spark)}
+            "silver_io_manager": IcebergIOManager.from_settings(settings, spark)}
 
 
 def materialize_silver(day: str, resources: dict[str, object]) -> ExecuteInProcessResult:
     """Silver (tables and checks) of one day, reading the stored bronze day."""
-    return materialize([*bronze_assets, *silver_assets, *silver_checks], partition_key=day,
-                       resources=resources, selection=AssetSelection.assets(*silver_assets))
+    from taobao_assets.assets.silver import silver_assets
+    from taobao_assets.checks.silver import silver_checks
+
+    silver = silver_assets(DAILY)
+    return materialize([*bronze_assets(DAILY, TOPICS), *silver, *silver_checks(DAILY, TOPICS)], partition_key=day,
+                       resources=resources, selection=AssetSelection.assets(*silver))
 
 
 @pytest.fixture(scope="session")
 def silver(bronze: S3Resource, spark: SparkResource, settings: Settings) -> dict[str, ExecuteInProcessResult]:
     """Silver of every day, on fresh tables; returns each day's run result."""
+    from taobao_assets.assets.silver import SCHEMAS
+    from taobao_assets.io_managers.iceberg import table_name
+
     for key in SCHEMAS:
         spark.spark_session.sql(f"DROP TABLE IF EXISTS {table_name(settings.iceberg_catalog, key)} PURGE")
     resources = silver_resources(settings, spark, bronze)
@@ -234,6 +257,11 @@ def silver(bronze: S3Resource, spark: SparkResource, settings: Settings) -> dict
 
 def silver_digest(spark: SparkResource, settings: Settings, day: str) -> dict[str, tuple[int, int]]:
     """Per silver table: rows of ``day`` and an order-independent hash of all their columns."""
+    from pyspark.sql import functions as F
+
+    from taobao_assets.assets.silver import SCHEMAS
+    from taobao_assets.io_managers.iceberg import table_name
+
     digest = {}
     for key in SCHEMAS:
         name = table_name(settings.iceberg_catalog, key)
@@ -246,6 +274,8 @@ def silver_digest(spark: SparkResource, settings: Settings, day: str) -> dict[st
 
 
 def gold_resources(settings: Settings, spark: SparkResource, s3: S3Resource) -> dict[str, object]:
+    from taobao_assets.io_managers.postgres import PostgresPartitionIOManager
+
     postgres = PostgresResource.from_settings(settings)
     return {**silver_resources(settings, spark, s3), "postgres": postgres,
             "gold_io_manager": PostgresPartitionIOManager(postgres=postgres)}
@@ -253,14 +283,20 @@ def gold_resources(settings: Settings, spark: SparkResource, s3: S3Resource) -> 
 
 def materialize_gold(day: str, resources: dict[str, object]) -> ExecuteInProcessResult:
     """Gold (tables and checks) of one day, reading the stored silver tables."""
-    return materialize([*bronze_assets, *silver_assets, gold_features, *gold_checks], partition_key=day,
-                       resources=resources, selection=AssetSelection.assets(gold_features))
+    from taobao_assets.assets.gold import GOLD_KEYS, gold_assets
+    from taobao_assets.assets.silver import silver_assets
+    from taobao_assets.checks.gold import gold_checks
+
+    return materialize([*bronze_assets(DAILY, TOPICS), *silver_assets(DAILY), *gold_assets(DAILY), *gold_checks(DAILY)],
+                       partition_key=day, resources=resources, selection=AssetSelection.assets(*GOLD_KEYS))
 
 
 @pytest.fixture(scope="session")
 def gold(silver: dict[str, ExecuteInProcessResult], bronze: S3Resource, spark: SparkResource,
          settings: Settings) -> PostgresResource:
     """Gold of every day, from an empty gold schema, every check passing; returns the Postgres resource."""
+    from taobao_assets.checks.gold import gold_checks
+
     resources = gold_resources(settings, spark, bronze)
     postgres = PostgresResource.from_settings(settings)
     with postgres.connect() as conn, conn.cursor() as cur:
@@ -271,5 +307,5 @@ def gold(silver: dict[str, ExecuteInProcessResult], bronze: S3Resource, spark: S
         failed = [(e.asset_key.path[-1], e.check_name, e.metadata) for e in result.get_asset_check_evaluations()
                   if not e.passed]
         assert not failed, f"gold checks failed on {day}: {failed}"
-        assert len(result.get_asset_check_evaluations()) == len(gold_checks)
+        assert len(result.get_asset_check_evaluations()) == len(gold_checks(DAILY))
     return postgres

@@ -30,6 +30,7 @@ from taobao_assets.source.generate import MALFORMED_FILE, GeneratorConfig, gener
 from taobao_assets.source.parser import QuarantineRecord, parse_file
 from taobao_assets_tests.conftest import REPO, ensure_running
 
+pytestmark = pytest.mark.stack  # the demo starts its own namespace's services
 SAMPLES, LIMIT, DAYS = 4_000, 3_000, 3
 NAMESPACE = {"topic_prefix": "demo-test.aliccp", "lake_bucket": "lake-demo-test", "postgres_db": "tfp_demo_test",
              "feast_project": "taobao_demo_test", "event_days": DAYS}

@@ -39,7 +39,6 @@ import pyspark
 
 from deploy.maven import Artifact, resolve
 from deploy.service import Service, port_open
-from taobao_assets.settings import Settings
 
 #: The Kafka source is compiled against Spark internals, so it must be the exact running version.
 SPARK_VERSION = pyspark.__version__
@@ -75,8 +74,8 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def jars_dir(settings: Settings) -> Path:
-    return settings.cache_dir / "spark" / "jars" / f"spark-{SPARK_VERSION}_iceberg-{ICEBERG_VERSION}"
+def jars_dir(cache_dir: Path) -> Path:
+    return cache_dir / "spark" / "jars" / f"spark-{SPARK_VERSION}_iceberg-{ICEBERG_VERSION}"
 
 
 @contextmanager
@@ -91,9 +90,9 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def connector_jars(settings: Settings) -> list[Path]:
-    """Paths of the connector jars for a Spark session, resolving them first if not cached yet."""
-    dest = jars_dir(settings)
+def connector_jars(cache_dir: Path) -> list[Path]:
+    """Paths of the connector jars for a Spark session, resolving them into ``cache_dir`` if not there yet."""
+    dest = jars_dir(cache_dir)
     with _exclusive(dest.parent / ".lock"):
         resolve(ARTIFACTS, dest, what=f"Spark {SPARK_VERSION} connector jars")
     return sorted(dest.glob("*.jar"))
@@ -115,7 +114,7 @@ class Spark(Service):
         return SPARK_VERSION
 
     def install(self) -> None:
-        connector_jars(self.settings)
+        connector_jars(self.settings.cache_dir)
 
     def prepare(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)

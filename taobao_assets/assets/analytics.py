@@ -26,7 +26,6 @@ one file on Trino, Spark and Postgres with each engine's table names.
 """
 
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -40,7 +39,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
-    BetaWarning,
+    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -48,7 +47,7 @@ from dagster import (
 from trino.exceptions import TrinoQueryError
 
 from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
-from taobao_assets.partitions import DAILY, days_up_to_the_day
+from taobao_assets.partitions import days_up_to_the_day
 from taobao_assets.resources.trino import TrinoResource, split_statements
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -126,7 +125,9 @@ class Report:
 
     name: str
     description: str
-    deps: tuple[AssetDep, ...]
+    #: The assets the SQL reads; ``silver/user_context`` is read up to the day (a user's context
+    #: is stored on the day of its first impression), every other one on the same day.
+    reads: tuple[AssetKey, ...]
 
     @property
     def key(self) -> AssetKey:
@@ -141,29 +142,27 @@ class Report:
         return f"{TRINO_ICEBERG}.{GROUP}.{self.name}"
 
 
-SAME_DAY_IMPRESSIONS = AssetDep(IMPRESSIONS_KEY)
-USER_CONTEXTS = AssetDep(USER_CONTEXT_KEY, partition_mapping=days_up_to_the_day())
-
 REPORTS = (
     Report("ctr_cvr_by_category_position",
            "Daily CTR and CVR per item category and position, from silver impressions (Trino).",
-           (SAME_DAY_IMPRESSIONS,)),
+           (IMPRESSIONS_KEY,)),
     Report("top_shops_by_conversions",
            "The day's top 10 shops by conversions with their 7-day gold features: Trino joining "
            "silver (Iceberg) and gold (Postgres).",
-           (SAME_DAY_IMPRESSIONS, AssetDep(AssetKey(["gold", "shop_features"])))),
+           (IMPRESSIONS_KEY, AssetKey(["gold", "shop_features"]))),
     Report("funnel_by_segment",
            "Daily impression -> click -> conversion funnel per gender and age bucket of the user "
            "context, in events and distinct users (Trino).",
-           (SAME_DAY_IMPRESSIONS, USER_CONTEXTS)),
+           (IMPRESSIONS_KEY, USER_CONTEXT_KEY)),
 )
 
 
-def report_asset(report: Report) -> AssetsDefinition:
+def report_asset(report: Report, daily: DailyPartitionsDefinition) -> AssetsDefinition:
     @asset(
         key=report.key,
-        deps=list(report.deps),
-        partitions_def=DAILY,
+        deps=[AssetDep(key, partition_mapping=days_up_to_the_day(daily) if key == USER_CONTEXT_KEY else None)
+              for key in report.reads],
+        partitions_def=daily,
         backfill_policy=BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"trino", "iceberg"},
@@ -185,7 +184,5 @@ def report_asset(report: Report) -> AssetsDefinition:
     return _report
 
 
-with warnings.catch_warnings():
-    # Dagster 1.13 calls backfill policies beta and would say so on every import of this module.
-    warnings.simplefilter("ignore", BetaWarning)
-    analytics_assets = [report_asset(report) for report in REPORTS]
+def analytics_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
+    return [report_asset(report, daily) for report in REPORTS]

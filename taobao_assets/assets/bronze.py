@@ -17,62 +17,21 @@ import asyncio
 import gzip
 import hashlib
 import tempfile
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, asset
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, DailyPartitionsDefinition, asset
 
-from taobao_assets.partitions import DAILY
+from taobao_assets.bronze_objects import BronzeDay, BronzePart
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
 from taobao_assets.settings import get_settings
 from taobao_assets.source.event_time import day_window_ms
-from taobao_assets.source.topics import COMMON_FEATURES, LINE_HEADER, SAMPLES, SHORT_NAMES, SOURCE_HEADER
+from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER, RawTopics
 
 INDEX_HEADER = b"offset,timestamp_ms,source,line,length\n"
 #: How often (records) a long copy reports progress in the run log.
 PROGRESS_EVERY = 200_000
-
-
-@dataclass(frozen=True)
-class BronzePart:
-    """One Kafka partition's records of the day, spooled locally until the IO manager stores them."""
-
-    partition: int
-    start_offset: int
-    end_offset: int
-    records: int
-    bytes: int
-    sha256: str
-    data_file: Path
-    index_file: Path
-
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "partition": self.partition, "start_offset": self.start_offset, "end_offset": self.end_offset,
-            "records": self.records, "bytes": self.bytes, "sha256": self.sha256,
-            "data_object": self.data_file.name, "index_object": self.index_file.name,
-        }
-
-
-@dataclass(frozen=True)
-class BronzeDay:
-    topic: str
-    day: date
-    parts: list[BronzePart] = field(default_factory=list)
-
-    @property
-    def records(self) -> int:
-        return sum(p.records for p in self.parts)
-
-    @property
-    def bytes(self) -> int:
-        return sum(p.bytes for p in self.parts)
-
-    def manifest(self) -> dict[str, Any]:
-        return {"topic": self.topic, "day": self.day.isoformat(), "records": self.records,
-                "bytes": self.bytes, "parts": [p.manifest() for p in self.parts]}
 
 
 def _gzip_writer(path: Path) -> gzip.GzipFile:
@@ -110,19 +69,20 @@ async def capture_day(
     return BronzeDay(topic, day, parts)
 
 
-def topic_asset_key(spec: TopicSpec) -> AssetKey:
-    return AssetKey(["kafka", SHORT_NAMES[spec.name]])
+def topic_asset_key(short_name: str) -> AssetKey:
+    return AssetKey(["kafka", short_name])
 
 
-def bronze_asset_key(spec: TopicSpec) -> AssetKey:
-    return AssetKey(["bronze", SHORT_NAMES[spec.name]])
+def bronze_asset_key(short_name: str) -> AssetKey:
+    """``bronze/samples``: keys use the topics' short names, so they do not change with the prefix."""
+    return AssetKey(["bronze", short_name])
 
 
-def _bronze_asset(spec: TopicSpec) -> AssetsDefinition:
+def _bronze_asset(spec: TopicSpec, daily: DailyPartitionsDefinition) -> AssetsDefinition:
     @asset(
-        key=bronze_asset_key(spec),
-        deps=[topic_asset_key(spec)],
-        partitions_def=DAILY,
+        key=bronze_asset_key(RawTopics.short_name(spec)),
+        deps=[topic_asset_key(RawTopics.short_name(spec))],
+        partitions_def=daily,
         io_manager_key="bronze_io_manager",
         group_name="bronze",
         kinds={"kafka", "s3"},
@@ -143,12 +103,15 @@ def _bronze_asset(spec: TopicSpec) -> AssetsDefinition:
     return _asset
 
 
-RAW_TOPICS = [SAMPLES, COMMON_FEATURES]
+def kafka_topics(topics: RawTopics) -> list[AssetSpec]:
+    """The raw topics as external assets: the replay job writes them, bronze reads them."""
+    return [
+        AssetSpec(topic_asset_key(RawTopics.short_name(spec)), group_name="raw", kinds={"kafka"},
+                  description=f"Kafka topic {spec.name}, written by the replay job "
+                              f"(python -m taobao_assets.source.replay).")
+        for spec in topics.all
+    ]
 
-kafka_topics = [
-    AssetSpec(topic_asset_key(spec), group_name="raw", kinds={"kafka"},
-              description=f"Kafka topic {spec.name}, written by the replay job "
-                          f"(python -m taobao_assets.source.replay).")
-    for spec in RAW_TOPICS
-]
-bronze_assets = [_bronze_asset(spec) for spec in RAW_TOPICS]
+
+def bronze_assets(daily: DailyPartitionsDefinition, topics: RawTopics) -> list[AssetsDefinition]:
+    return [_bronze_asset(spec, daily) for spec in topics.all]

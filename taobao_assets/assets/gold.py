@@ -10,13 +10,15 @@ joined with the user of their context), so the join and the window scan happen o
 """
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
     AssetOut,
+    AssetsDefinition,
+    DailyPartitionsDefinition,
     Output,
     TimeWindowPartitionMapping,
     multi_asset,
@@ -26,12 +28,19 @@ from pyspark.sql import functions as F
 
 from taobao_assets.features import WINDOWS_DAYS, global_rate, smoothed_ctr, smoothed_cvr
 from taobao_assets.gold_tables import GOLD_TABLES, HISTORY_DIVERSITY, PROFILE
-from taobao_assets.partitions import DAILY, days_up_to_the_day
+from taobao_assets.partitions import days_up_to_the_day, end_of_day
 
 HISTORY_ARRAYS = {c.name: c.name.removesuffix("_distinct") for c in HISTORY_DIVERSITY}
 #: Which gold table groups the impressions by which keys.
 GROUPING = {t.name: t.key_names for t in GOLD_TABLES}
 LONGEST_WINDOW = max(WINDOWS_DAYS)
+
+
+def gold_asset_key(table: str) -> AssetKey:
+    return AssetKey(["gold", table])
+
+
+GOLD_KEYS = [gold_asset_key(t.name) for t in GOLD_TABLES]
 
 
 def _in_window(day: date, days: int) -> Column:
@@ -108,10 +117,9 @@ def user_attributes(contexts: DataFrame) -> DataFrame:
             .select("user_id", *[c.name for c in PROFILE], *[expr.alias(name) for name, expr in diversity.items()]))
 
 
-def gold_tables(impressions: DataFrame, user_context: DataFrame, day: date) -> dict[str, DataFrame]:
+def gold_frames(impressions: DataFrame, user_context: DataFrame, day: date) -> dict[str, DataFrame]:
     """Every gold table of ``day`` (lazy DataFrames; the caller caches the shared input)."""
-    day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    contexts = latest_contexts(user_context, day_end)
+    contexts = latest_contexts(user_context, end_of_day(day))
     enriched = enriched_impressions(impressions, contexts, day).cache()
     window_priors = priors(enriched, day)
     tables = {name: with_rates(counters(enriched, keys, day), window_priors) for name, keys in GROUPING.items()}
@@ -119,32 +127,38 @@ def gold_tables(impressions: DataFrame, user_context: DataFrame, day: date) -> d
     return tables
 
 
-@multi_asset(
-    outs={
-        t.name: AssetOut(key=AssetKey(["gold", t.name]), metadata=t.metadata(), io_manager_key="gold_io_manager",
-                         description=t.description, is_required=False)
-        for t in GOLD_TABLES
-    },
-    ins={
-        "impressions": AssetIn(
-            key=AssetKey(["silver", "impressions"]),
-            partition_mapping=TimeWindowPartitionMapping(start_offset=-(LONGEST_WINDOW - 1),
-                                                         allow_nonexistent_upstream_partitions=True),
-        ),
-        "user_context": AssetIn(key=AssetKey(["silver", "user_context"]), partition_mapping=days_up_to_the_day()),
-    },
-    partitions_def=DAILY,
-    group_name="gold",
-    can_subset=True,
-    compute_kind="spark",
-)
-def gold_features(
-    context: AssetExecutionContext, impressions: DataFrame, user_context: DataFrame
-) -> Iterator[Output[DataFrame]]:
-    day = date.fromisoformat(context.partition_key)
-    tables = gold_tables(impressions, user_context, day)
-    for name in sorted(context.op_execution_context.selected_output_names):
-        context.log.info(f"gold {name} for {day}: computing and writing")
-        yield Output(tables[name], output_name=name)
-    # Release the cached enriched impressions once every selected table is written.
-    impressions.sparkSession.catalog.clearCache()
+def gold_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
+    """The gold multi-asset over ``daily``: every table of :data:`GOLD_TABLES` from one Spark pass."""
+
+    @multi_asset(
+        outs={
+            t.name: AssetOut(key=gold_asset_key(t.name), metadata=t.metadata(), io_manager_key="gold_io_manager",
+                             description=t.description, is_required=False)
+            for t in GOLD_TABLES
+        },
+        ins={
+            "impressions": AssetIn(
+                key=AssetKey(["silver", "impressions"]),
+                partition_mapping=TimeWindowPartitionMapping(start_offset=-(LONGEST_WINDOW - 1),
+                                                             allow_nonexistent_upstream_partitions=True),
+            ),
+            "user_context": AssetIn(key=AssetKey(["silver", "user_context"]),
+                                    partition_mapping=days_up_to_the_day(daily)),
+        },
+        partitions_def=daily,
+        group_name="gold",
+        can_subset=True,
+        compute_kind="spark",
+    )
+    def gold_features(
+        context: AssetExecutionContext, impressions: DataFrame, user_context: DataFrame
+    ) -> Iterator[Output[DataFrame]]:
+        day = date.fromisoformat(context.partition_key)
+        tables = gold_frames(impressions, user_context, day)
+        for name in sorted(context.op_execution_context.selected_output_names):
+            context.log.info(f"gold {name} for {day}: computing and writing")
+            yield Output(tables[name], output_name=name)
+        # Release the cached enriched impressions once every selected table is written.
+        impressions.sparkSession.catalog.clearCache()
+
+    return [gold_features]

@@ -35,6 +35,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
+    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     TimeWindowPartitionMapping,
@@ -44,11 +45,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from taobao_assets import realtime_tables
-from taobao_assets.assets.gold import gold_features, latest_contexts
-from taobao_assets.feast_repo import FeastRepo, generate
-from taobao_assets.gold_tables import TIMESTAMP_FIELD
-from taobao_assets.io_managers.postgres import create_table_sql, end_of_day
-from taobao_assets.partitions import DAILY, days_up_to_the_day
+from taobao_assets.assets.gold import GOLD_KEYS, latest_contexts
+from taobao_assets.feast_repo import FeastRepo, generated_repo
+from taobao_assets.feature_tables import TIMESTAMP_FIELD
+from taobao_assets.io_managers.postgres import create_table_sql
+from taobao_assets.partitions import days_up_to_the_day, end_of_day
 from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
@@ -62,19 +63,18 @@ TRAINING_PREFIX = f"training/{TRAINING_SERVICE}"
 MODEL_PREFIX = "models/ctr_baseline"
 REFERENCE_FEATURE = "item_features__ctr_7d"
 
+REGISTRY_KEY = AssetKey([GROUP, "feast_registry"])
+ONLINE_STORE_KEY = AssetKey([GROUP, "online_store"])
+TRAINING_SET_KEY = AssetKey([GROUP, "training_set"])
+BASELINE_KEY = AssetKey([GROUP, "ctr_baseline"])
+
 realtime_assets = [
-    AssetSpec(AssetKey(["streaming", t.name]), description=t.description, metadata=t.metadata(),
+    AssetSpec(AssetKey([realtime_tables.SCHEMA, t.name]), description=t.description, metadata=t.metadata(),
               group_name="streaming", kinds={"redis"})
     for t in REALTIME_TABLES
 ]
-GOLD_KEYS = list(gold_features.keys)
 #: The assets whose table contracts make the Feast repository; the registry depends on exactly these.
-CONTRACT_ASSETS = [*gold_features.specs, *realtime_assets]
-
-
-def generated_repo() -> FeastRepo:
-    """The Feast objects the contract assets' metadata describes (what the registry must hold)."""
-    return generate(CONTRACT_ASSETS)
+CONTRACT_KEYS = [*GOLD_KEYS, *(spec.key for spec in realtime_assets)]
 
 
 def training_set_key(day: str) -> str:
@@ -82,8 +82,8 @@ def training_set_key(day: str) -> str:
 
 
 @asset(
-    group_name=GROUP, kinds={"feast", "postgres"},
-    deps=[spec.key for spec in CONTRACT_ASSETS],
+    key=REGISTRY_KEY, group_name=GROUP, kinds={"feast", "postgres"},
+    deps=CONTRACT_KEYS,
     description="Apply the Feast repository generated from the gold and real-time assets' metadata.",
 )
 def feast_registry(feast: FeastResource, postgres: PostgresResource) -> MaterializeResult:
@@ -107,36 +107,6 @@ def feast_registry(feast: FeastResource, postgres: PostgresResource) -> Material
 
 def gold_views(repo: FeastRepo) -> list[str]:
     return [v.name for v in repo.feature_views if v.tags["layer"] == "gold"]
-
-
-@asset(
-    group_name=GROUP, kinds={"feast", "redis"}, partitions_def=DAILY,
-    deps=[feast_registry, *GOLD_KEYS],
-    description="Materialize the day's gold rows (stamped with the end of the day) into the Redis online store.",
-)
-def online_store(context: AssetExecutionContext, feast: FeastResource, postgres: PostgresResource
-                 ) -> MaterializeResult:
-    repo = generated_repo()
-    stamp = end_of_day(context.partition_key)
-    views = gold_views(repo)
-    rows, reopened = {}, {}
-    for name in views:
-        keys = [c.name for c in repo.view(name).entity_columns]
-        with postgres.connect() as conn, conn.cursor() as cur:
-            cur.execute(f"SELECT {', '.join(keys)} FROM {repo.view(name).tags['table']} "
-                        f"WHERE {TIMESTAMP_FIELD} = %s", (stamp,))
-            entities = cur.fetchall()
-        rows[name] = len(entities)
-        # A re-run of the day (gold recomputed) must replace what the first run wrote.
-        reopened[name] = feast.reopen_online_rows(name, keys, entities, stamp)
-    # Feast's window is inclusive at both ends: [stamp, stamp] is exactly the day's rows.
-    feast.store().materialize(start_date=stamp, end_date=stamp, feature_views=views)
-    return MaterializeResult(metadata={
-        "event_timestamp": MetadataValue.timestamp(stamp),
-        "rows_materialized": sum(rows.values()),
-        "rows_rewritten": sum(reopened.values()),
-        **{f"rows/{name}": count for name, count in rows.items()},
-    })
 
 
 def impression_rows(impressions: DataFrame, user_context: DataFrame, day: date, keys: list[str]) -> DataFrame:
@@ -177,49 +147,6 @@ def to_parquet(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-@asset(
-    group_name=GROUP, kinds={"feast", "parquet"}, partitions_def=DAILY,
-    ins={
-        "impressions": AssetIn(AssetKey(["silver", "impressions"])),
-        "user_context": AssetIn(AssetKey(["silver", "user_context"]), partition_mapping=days_up_to_the_day()),
-    },
-    deps=[feast_registry, *(
-        AssetDep(key, partition_mapping=TimeWindowPartitionMapping(
-            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True))
-        for key in GOLD_KEYS
-    )],
-    description=f"Day D's impressions with the {TRAINING_SERVICE} features as of each impression "
-                f"(point in time: the gold rows of D-1), labels included, as Parquet in the lake.",
-)
-def training_set(
-    context: AssetExecutionContext, feast: FeastResource, s3: S3Resource,
-    impressions: DataFrame, user_context: DataFrame,
-) -> MaterializeResult:
-    day = date.fromisoformat(context.partition_key)
-    repo = generated_repo()
-    keys = join_keys(repo, TRAINING_SERVICE)
-    rows = entity_frame(impression_rows(impressions, user_context, day, keys).toPandas(), keys)
-    store = feast.store()
-    frame = store.get_historical_features(
-        entity_df=rows, features=store.get_feature_service(TRAINING_SERVICE), full_feature_names=True,
-    ).to_df().sort_values("sample_id", ignore_index=True)
-    # Feast returns the entity times without their zone; they are UTC, and the file should say so.
-    frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
-    key = training_set_key(context.partition_key)
-    s3.put_bytes(key, to_parquet(frame))
-    coverage = {f"rows_with_features/{p.name}": int(frame[f"{p.name}__{p.features[0].name}"].notna().sum())
-                for p in repo.service(TRAINING_SERVICE).feature_view_projections}
-    return MaterializeResult(metadata={
-        "path": MetadataValue.path(f"s3://{s3.bucket}/{key}"),
-        "row_count": len(frame),
-        "columns": len(frame.columns),
-        "click_rate": float(frame["click"].mean()) if len(frame) else 0.0,
-        "conversion_rate": float(frame["conversion"].mean()) if len(frame) else 0.0,
-        **{f"rows_without/{k}": int(frame[k].isna().sum()) for k in keys},
-        **coverage,
-    })
-
-
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     """The model's inputs: every served feature except the categorical ids (``..._id``)."""
     return [c for c in frame.columns if "__" in c and not c.endswith("_id")]
@@ -233,51 +160,123 @@ def model_inputs(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return np.log1p(frame[columns].astype("float64").fillna(0.0).clip(lower=0.0).to_numpy())
 
 
-@asset(
-    group_name=GROUP, kinds={"sklearn"}, partitions_def=DAILY,
-    deps=[AssetDep(training_set, partition_mapping=TimeWindowPartitionMapping(
-        start_offset=-(len(DAILY.get_partition_keys()) - 1), end_offset=0,
-        allow_nonexistent_upstream_partitions=True))],
-    description="Logistic regression on the training sets of the days before D, scored on day D (AUC).",
-)
-def ctr_baseline(context: AssetExecutionContext, s3: S3Resource) -> MaterializeResult:
-    # Imported here: every run process loads these definitions (a sensor's streaming run too) and
-    # scikit-learn adds seconds to that start, for the one asset that needs it.
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | AssetSpec]:
+    """The registry, the real-time tables and the daily serving assets over ``daily``."""
 
-    day = context.partition_key
-    earlier = [d for d in DAILY.get_partition_keys() if d < day]
-    stored = set(s3.list_keys(f"{TRAINING_PREFIX}/"))
-    train_days = [d for d in earlier if training_set_key(d) in stored]
-    if not train_days:
-        context.log.warning(f"no training set before {day}: nothing to train on, no score")
-        return MaterializeResult(metadata={"trained_on_days": 0})
-    train = pd.concat([pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(d)))) for d in train_days])
-    test = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(day))))
-    columns = feature_columns(train)
-    if train["click"].nunique() < 2 or test["click"].nunique() < 2:
-        raise ValueError(f"day {day}: training ({train_days}) or test labels have a single class; "
-                         "a CTR model needs clicks and non-clicks")
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    model.fit(model_inputs(train, columns), train["click"].to_numpy())
-    scores = model.predict_proba(model_inputs(test, columns))[:, 1]
-    auc = float(roc_auc_score(test["click"], scores))
-    key = f"{MODEL_PREFIX}/day={day}/model.pickle"
-    s3.put_bytes(key, pickle.dumps({"model": model, "columns": columns, "trained_on": train_days}))
-    return MaterializeResult(metadata={
-        "auc": auc,
-        # One smoothed rate alone: how much the model adds over the most obvious single feature.
-        f"auc_{REFERENCE_FEATURE}_alone": float(roc_auc_score(test["click"], test[REFERENCE_FEATURE].fillna(0.0))),
-        "trained_on_days": len(train_days),
-        "train_rows": len(train),
-        "test_rows": len(test),
-        "features": len(columns),
-        "model_path": MetadataValue.path(f"s3://{s3.bucket}/{key}"),
-    })
+    @asset(
+        key=ONLINE_STORE_KEY, group_name=GROUP, kinds={"feast", "redis"}, partitions_def=daily,
+        deps=[REGISTRY_KEY, *GOLD_KEYS],
+        description="Materialize the day's gold rows (stamped with the end of the day) into the Redis online store.",
+    )
+    def online_store(context: AssetExecutionContext, feast: FeastResource, postgres: PostgresResource
+                     ) -> MaterializeResult:
+        repo = generated_repo()
+        stamp = end_of_day(context.partition_key)
+        views = gold_views(repo)
+        rows, reopened = {}, {}
+        for name in views:
+            keys = [c.name for c in repo.view(name).entity_columns]
+            with postgres.connect() as conn, conn.cursor() as cur:
+                cur.execute(f"SELECT {', '.join(keys)} FROM {repo.view(name).tags['table']} "
+                            f"WHERE {TIMESTAMP_FIELD} = %s", (stamp,))
+                entities = cur.fetchall()
+            rows[name] = len(entities)
+            # A re-run of the day (gold recomputed) must replace what the first run wrote.
+            reopened[name] = feast.reopen_online_rows(name, keys, entities, stamp)
+        # Feast's window is inclusive at both ends: [stamp, stamp] is exactly the day's rows.
+        feast.store().materialize(start_date=stamp, end_date=stamp, feature_views=views)
+        return MaterializeResult(metadata={
+            "event_timestamp": MetadataValue.timestamp(stamp),
+            "rows_materialized": sum(rows.values()),
+            "rows_rewritten": sum(reopened.values()),
+            **{f"rows/{name}": count for name, count in rows.items()},
+        })
 
+    @asset(
+        key=TRAINING_SET_KEY, group_name=GROUP, kinds={"feast", "parquet"}, partitions_def=daily,
+        ins={
+            "impressions": AssetIn(AssetKey(["silver", "impressions"])),
+            "user_context": AssetIn(AssetKey(["silver", "user_context"]), partition_mapping=days_up_to_the_day(daily)),
+        },
+        deps=[REGISTRY_KEY, *(
+            AssetDep(key, partition_mapping=TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True))
+            for key in GOLD_KEYS
+        )],
+        description=f"Day D's impressions with the {TRAINING_SERVICE} features as of each impression "
+                    f"(point in time: the gold rows of D-1), labels included, as Parquet in the lake.",
+    )
+    def training_set(
+        context: AssetExecutionContext, feast: FeastResource, s3: S3Resource,
+        impressions: DataFrame, user_context: DataFrame,
+    ) -> MaterializeResult:
+        day = date.fromisoformat(context.partition_key)
+        repo = generated_repo()
+        keys = join_keys(repo, TRAINING_SERVICE)
+        rows = entity_frame(impression_rows(impressions, user_context, day, keys).toPandas(), keys)
+        store = feast.store()
+        frame = store.get_historical_features(
+            entity_df=rows, features=store.get_feature_service(TRAINING_SERVICE), full_feature_names=True,
+        ).to_df().sort_values("sample_id", ignore_index=True)
+        # Feast returns the entity times without their zone; they are UTC, and the file should say so.
+        frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
+        key = training_set_key(context.partition_key)
+        s3.put_bytes(key, to_parquet(frame))
+        coverage = {f"rows_with_features/{p.name}": int(frame[f"{p.name}__{p.features[0].name}"].notna().sum())
+                    for p in repo.service(TRAINING_SERVICE).feature_view_projections}
+        return MaterializeResult(metadata={
+            "path": MetadataValue.path(f"s3://{s3.bucket}/{key}"),
+            "row_count": len(frame),
+            "columns": len(frame.columns),
+            "click_rate": float(frame["click"].mean()) if len(frame) else 0.0,
+            "conversion_rate": float(frame["conversion"].mean()) if len(frame) else 0.0,
+            **{f"rows_without/{k}": int(frame[k].isna().sum()) for k in keys},
+            **coverage,
+        })
 
-serving_assets: list[AssetsDefinition | AssetSpec] = [feast_registry, online_store, training_set, ctr_baseline,
-                                                      *realtime_assets]
+    @asset(
+        key=BASELINE_KEY, group_name=GROUP, kinds={"sklearn"}, partitions_def=daily,
+        deps=[AssetDep(TRAINING_SET_KEY, partition_mapping=TimeWindowPartitionMapping(
+            start_offset=-(len(daily.get_partition_keys()) - 1), end_offset=0,
+            allow_nonexistent_upstream_partitions=True))],
+        description="Logistic regression on the training sets of the days before D, scored on day D (AUC).",
+    )
+    def ctr_baseline(context: AssetExecutionContext, s3: S3Resource) -> MaterializeResult:
+        # Imported here: every run process loads these definitions (a sensor's streaming run too) and
+        # scikit-learn adds seconds to that start, for the one asset that needs it.
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import roc_auc_score
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        day = context.partition_key
+        earlier = [d for d in daily.get_partition_keys() if d < day]
+        stored = set(s3.list_keys(f"{TRAINING_PREFIX}/"))
+        train_days = [d for d in earlier if training_set_key(d) in stored]
+        if not train_days:
+            context.log.warning(f"no training set before {day}: nothing to train on, no score")
+            return MaterializeResult(metadata={"trained_on_days": 0})
+        train = pd.concat([pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(d)))) for d in train_days])
+        test = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(day))))
+        columns = feature_columns(train)
+        if train["click"].nunique() < 2 or test["click"].nunique() < 2:
+            raise ValueError(f"day {day}: training ({train_days}) or test labels have a single class; "
+                             "a CTR model needs clicks and non-clicks")
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        model.fit(model_inputs(train, columns), train["click"].to_numpy())
+        scores = model.predict_proba(model_inputs(test, columns))[:, 1]
+        auc = float(roc_auc_score(test["click"], scores))
+        key = f"{MODEL_PREFIX}/day={day}/model.pickle"
+        s3.put_bytes(key, pickle.dumps({"model": model, "columns": columns, "trained_on": train_days}))
+        return MaterializeResult(metadata={
+            "auc": auc,
+            # One smoothed rate alone: how much the model adds over the most obvious single feature.
+            f"auc_{REFERENCE_FEATURE}_alone": float(roc_auc_score(test["click"], test[REFERENCE_FEATURE].fillna(0.0))),
+            "trained_on_days": len(train_days),
+            "train_rows": len(train),
+            "test_rows": len(test),
+            "features": len(columns),
+            "model_path": MetadataValue.path(f"s3://{s3.bucket}/{key}"),
+        })
+
+    return [feast_registry, online_store, training_set, ctr_baseline, *realtime_assets]

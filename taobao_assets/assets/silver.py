@@ -12,14 +12,23 @@ import time
 from collections.abc import Iterator
 from datetime import date
 
-from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetOut, MetadataValue, Output, multi_asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetOut,
+    AssetsDefinition,
+    DailyPartitionsDefinition,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from taobao_assets.assets.bronze import bronze_asset_key
-from taobao_assets.io_managers.bronze import BronzeManifest
+from taobao_assets.bronze_objects import BronzeManifest
 from taobao_assets.io_managers.iceberg import COLUMN_SCHEMA_KEY, table_schema
-from taobao_assets.partitions import DAILY
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.silver_tables import (
@@ -58,57 +67,59 @@ def _count_by_reason(parsed: DataFrame) -> dict[str, int]:
 
 def _out(key: AssetKey, description: str) -> AssetOut:
     return AssetOut(
-        key=key, io_manager_key="iceberg_io_manager", description=description, kinds={"spark", "iceberg"},
+        key=key, io_manager_key="silver_io_manager", description=description, kinds={"spark", "iceberg"},
         metadata={COLUMN_SCHEMA_KEY: table_schema(SCHEMAS[key], DESCRIPTIONS)},
     )
 
 
-@multi_asset(
-    name="silver_tables",
-    outs={
-        "impressions": _out(IMPRESSIONS_KEY, "One row per good sample line of the day: labels, item fields, "
-                                             "position, combination fields, event time."),
-        "user_context": _out(USER_CONTEXT_KEY, "One row per good common-features line of the day: user id, "
-                                               "profile fields and 14-day histories."),
-        "quarantine": _out(QUARANTINE_KEY, "Every rejected line of the day from both topics, byte-exact, "
-                                           "with reason, file, line and Kafka position."),
-    },
-    ins={
-        "samples": AssetIn(bronze_asset_key(SAMPLES)),
-        "common_features": AssetIn(bronze_asset_key(COMMON_FEATURES)),
-    },
-    partitions_def=DAILY,
-    group_name="silver",
-    description="Parse one day of bronze with the project's parser inside Spark into the silver tables.",
-)
-def silver_tables(
-    context: AssetExecutionContext, spark: SparkResource, s3: S3Resource,
-    samples: BronzeManifest, common_features: BronzeManifest,
-) -> Iterator[Output[DataFrame]]:
-    session = spark.spark_session
-    store = ObjectStore.from_resource(s3)
-    parsed: dict[str, DataFrame] = {}
-    reasons: dict[str, dict[str, int]] = {}
-    for topic, kind, manifest in ((SAMPLES.name, FileKind.SAMPLE_SKELETON, samples),
-                                  (COMMON_FEATURES.name, FileKind.COMMON_FEATURES, common_features)):
-        started = time.monotonic()
-        context.log.info(f"parsing {manifest.records:,} records of {topic} ({len(manifest.parts)} parts)")
-        parsed[topic] = parse_bronze(bronze_parts(session, manifest), kind, store).persist(
-            StorageLevel.MEMORY_AND_DISK)
-        reasons[topic] = _count_by_reason(parsed[topic])
-        seconds = time.monotonic() - started
-        context.log.info(f"{topic} {context.partition_key}: {reasons[topic]} in {seconds:.1f} s "
-                         f"({manifest.records / max(seconds, 1e-3):,.0f} records/s)")
-    try:
-        yield Output(good_rows(parsed[SAMPLES.name], IMPRESSIONS_SCHEMA), "impressions")
-        yield Output(good_rows(parsed[COMMON_FEATURES.name], USER_CONTEXT_SCHEMA), "user_context")
-        quarantine = rejected_rows(parsed[SAMPLES.name], SAMPLES.name).unionByName(
-            rejected_rows(parsed[COMMON_FEATURES.name], COMMON_FEATURES.name))
-        yield Output(quarantine, "quarantine", metadata={"records_by_reason": MetadataValue.json(reasons)})
-    finally:
-        # Dagster stores each output before it resumes the body, so every write has used the cache.
-        for frame in parsed.values():
-            frame.unpersist()
+def silver_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
+    """The silver multi-asset over ``daily``: one parse of a bronze day, three tables."""
 
+    @multi_asset(
+        name="silver_records",
+        outs={
+            "impressions": _out(IMPRESSIONS_KEY, "One row per good sample line of the day: labels, item fields, "
+                                                 "position, combination fields, event time."),
+            "user_context": _out(USER_CONTEXT_KEY, "One row per good common-features line of the day: user id, "
+                                                   "profile fields and 14-day histories."),
+            "quarantine": _out(QUARANTINE_KEY, "Every rejected line of the day from both topics, byte-exact, "
+                                               "with reason, file, line and Kafka position."),
+        },
+        ins={
+            "samples": AssetIn(bronze_asset_key(SAMPLES)),
+            "common_features": AssetIn(bronze_asset_key(COMMON_FEATURES)),
+        },
+        partitions_def=daily,
+        group_name="silver",
+        description="Parse one day of bronze with the project's parser inside Spark into the silver tables.",
+    )
+    def silver_records(
+        context: AssetExecutionContext, spark: SparkResource, s3: S3Resource,
+        samples: BronzeManifest, common_features: BronzeManifest,
+    ) -> Iterator[Output[DataFrame]]:
+        session = spark.spark_session
+        store = ObjectStore.from_resource(s3)
+        parsed: dict[str, DataFrame] = {}
+        reasons: dict[str, dict[str, int]] = {}
+        for kind, manifest in ((FileKind.SAMPLE_SKELETON, samples), (FileKind.COMMON_FEATURES, common_features)):
+            topic = manifest.topic
+            started = time.monotonic()
+            context.log.info(f"parsing {manifest.records:,} records of {topic} ({len(manifest.parts)} parts)")
+            parsed[topic] = parse_bronze(bronze_parts(session, manifest), kind, store).persist(
+                StorageLevel.MEMORY_AND_DISK)
+            reasons[topic] = _count_by_reason(parsed[topic])
+            seconds = time.monotonic() - started
+            context.log.info(f"{topic} {context.partition_key}: {reasons[topic]} in {seconds:.1f} s "
+                             f"({manifest.records / max(seconds, 1e-3):,.0f} records/s)")
+        try:
+            yield Output(good_rows(parsed[samples.topic], IMPRESSIONS_SCHEMA), "impressions")
+            yield Output(good_rows(parsed[common_features.topic], USER_CONTEXT_SCHEMA), "user_context")
+            quarantine = rejected_rows(parsed[samples.topic], samples.topic).unionByName(
+                rejected_rows(parsed[common_features.topic], common_features.topic))
+            yield Output(quarantine, "quarantine", metadata={"records_by_reason": MetadataValue.json(reasons)})
+        finally:
+            # Dagster stores each output before it resumes the body, so every write has used the cache.
+            for frame in parsed.values():
+                frame.unpersist()
 
-silver_assets = [silver_tables]
+    return [silver_records]

@@ -29,6 +29,7 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetKey,
+    DailyPartitionsDefinition,
     MetadataValue,
     asset_check,
 )
@@ -45,8 +46,7 @@ from taobao_assets.assets.analytics import (
 from taobao_assets.assets.silver import IMPRESSIONS_KEY
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.gold_tables import SCHEMA as GOLD_SCHEMA
-from taobao_assets.io_managers.postgres import end_of_day
-from taobao_assets.partitions import DAILY
+from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.resources.trino import TrinoResource
@@ -128,72 +128,74 @@ def _days(context: AssetCheckExecutionContext) -> list[date]:
     return [first + timedelta(days=n) for n in range((end - first).days)]
 
 
-@asset_check(
-    asset=CHECKED_REPORT,
-    name="trino_matches_spark_and_postgres",
-    partitions_def=DAILY,
-    additional_deps=[IMPRESSIONS_KEY, *[AssetKey(["gold", t.name]) for t in GOLD_TABLES],
-                     *[r.key for r in REPORTS if r.key != CHECKED_REPORT]],
-    description="Per day, the same SQL gives the same numbers in Trino as in Spark (silver, analytics) and "
-                "in Postgres (gold sums), and the category/position and segment reports add up to silver's "
-                "impressions, clicks and conversions.",
-)
-def trino_matches_spark_and_postgres(
-    context: AssetCheckExecutionContext, trino: TrinoResource, spark: SparkResource,
-    postgres: PostgresResource,
-) -> AssetCheckResult:
-    days = _days(context)
-    catalog = get_settings().iceberg_catalog
-    span: dict[str, SqlValue] = {"first_day": days[0], "last_day": days[-1]}
-    ends: dict[str, SqlValue] = {"first_day_end": end_of_day(days[0]), "last_day_end": end_of_day(days[-1])}
-    spark_engine, postgres_engine = _spark_engine(spark), _postgres_engine(postgres)
+def analytics_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
+    """The cross-engine check of the reports over ``daily``."""
 
-    def both(path: str, left: Engine, right: Engine, left_names: Mapping[str, SqlValue],
-             right_names: Mapping[str, SqlValue], values: Mapping[str, SqlValue]) -> tuple[Totals, Totals]:
-        return (totals(left, render(SQL_DIR / path, {**values, **left_names})),
-                totals(right, render(SQL_DIR / path, {**values, **right_names})))
-
-    trino_silver, spark_silver = both(
-        "silver_totals.sql", trino.query_df, spark_engine,
-        {"silver": f"{TRINO_ICEBERG}.silver"}, {"silver": f"{catalog}.silver"}, span)
-    trino_reports, spark_reports = both(
-        "analytics_totals.sql", trino.query_df, spark_engine,
-        {"analytics": f"{TRINO_ICEBERG}.{GROUP}"}, {"analytics": f"{catalog}.{GROUP}"}, span)
-    trino_gold: Totals = {}
-    postgres_gold: Totals = {}
-    for table in GOLD_TABLES:
-        from_trino, from_postgres = both(
-            "gold_totals.sql", trino.query_df, postgres_engine,
-            {"gold": f"{TRINO_POSTGRES}.{GOLD_SCHEMA}"}, {"gold": GOLD_SCHEMA}, {**ends, "table": table.name})
-        trino_gold.update(from_trino)
-        postgres_gold.update(from_postgres)
-
-    problems = [
-        *_differences("trino", trino_silver, "spark", spark_silver),
-        *_differences("trino", trino_gold, "postgres", postgres_gold),
-        *_differences("trino", trino_reports, "spark", spark_reports),
-        *_reconciliation(spark_silver, trino_reports, days),
-    ]
-    empty = [d for d in days if not spark_silver.get(("silver.impressions", "row_count", d))]
-    compared = sum(len(left.keys() | right.keys()) for left, right in (
-        (trino_silver, spark_silver), (trino_gold, postgres_gold), (trino_reports, spark_reports)))
-    headline = pd.DataFrame([
-        {"day": d, **{f"{m} ({engine})": values.get(("silver.impressions", m, d))
-                      for m in ("row_count", "clicks", "conversions")
-                      for engine, values in (("trino", trino_silver), ("spark", spark_silver))}}
-        for d in days
-    ])
-    shown = pd.DataFrame(problems[:MISMATCHES_SHOWN])
-    return AssetCheckResult(
-        passed=not problems and not empty,
-        metadata={
-            "numbers_compared": compared,
-            "mismatches": len(problems),
-            "days_without_silver_impressions": MetadataValue.json([d.isoformat() for d in empty]),
-            "silver_impressions_by_engine": MetadataValue.md(headline.to_markdown(index=False)),
-            "mismatch_examples": MetadataValue.md(shown.to_markdown(index=False) if problems else "none"),
-        },
+    @asset_check(
+        asset=CHECKED_REPORT,
+        name="trino_matches_spark_and_postgres",
+        partitions_def=daily,
+        additional_deps=[IMPRESSIONS_KEY, *[AssetKey(["gold", t.name]) for t in GOLD_TABLES],
+                         *[r.key for r in REPORTS if r.key != CHECKED_REPORT]],
+        description="Per day, the same SQL gives the same numbers in Trino as in Spark (silver, analytics) and "
+                    "in Postgres (gold sums), and the category/position and segment reports add up to silver's "
+                    "impressions, clicks and conversions.",
     )
+    def trino_matches_spark_and_postgres(
+        context: AssetCheckExecutionContext, trino: TrinoResource, spark: SparkResource,
+        postgres: PostgresResource,
+    ) -> AssetCheckResult:
+        days = _days(context)
+        catalog = get_settings().iceberg_catalog
+        span: dict[str, SqlValue] = {"first_day": days[0], "last_day": days[-1]}
+        ends: dict[str, SqlValue] = {"first_day_end": end_of_day(days[0]), "last_day_end": end_of_day(days[-1])}
+        spark_engine, postgres_engine = _spark_engine(spark), _postgres_engine(postgres)
 
+        def both(path: str, left: Engine, right: Engine, left_names: Mapping[str, SqlValue],
+                 right_names: Mapping[str, SqlValue], values: Mapping[str, SqlValue]) -> tuple[Totals, Totals]:
+            return (totals(left, render(SQL_DIR / path, {**values, **left_names})),
+                    totals(right, render(SQL_DIR / path, {**values, **right_names})))
 
-analytics_checks: list[AssetChecksDefinition] = [trino_matches_spark_and_postgres]
+        trino_silver, spark_silver = both(
+            "silver_totals.sql", trino.query_df, spark_engine,
+            {"silver": f"{TRINO_ICEBERG}.silver"}, {"silver": f"{catalog}.silver"}, span)
+        trino_reports, spark_reports = both(
+            "analytics_totals.sql", trino.query_df, spark_engine,
+            {"analytics": f"{TRINO_ICEBERG}.{GROUP}"}, {"analytics": f"{catalog}.{GROUP}"}, span)
+        trino_gold: Totals = {}
+        postgres_gold: Totals = {}
+        for table in GOLD_TABLES:
+            from_trino, from_postgres = both(
+                "gold_totals.sql", trino.query_df, postgres_engine,
+                {"gold": f"{TRINO_POSTGRES}.{GOLD_SCHEMA}"}, {"gold": GOLD_SCHEMA}, {**ends, "table": table.name})
+            trino_gold.update(from_trino)
+            postgres_gold.update(from_postgres)
+
+        problems = [
+            *_differences("trino", trino_silver, "spark", spark_silver),
+            *_differences("trino", trino_gold, "postgres", postgres_gold),
+            *_differences("trino", trino_reports, "spark", spark_reports),
+            *_reconciliation(spark_silver, trino_reports, days),
+        ]
+        empty = [d for d in days if not spark_silver.get(("silver.impressions", "row_count", d))]
+        compared = sum(len(left.keys() | right.keys()) for left, right in (
+            (trino_silver, spark_silver), (trino_gold, postgres_gold), (trino_reports, spark_reports)))
+        headline = pd.DataFrame([
+            {"day": d, **{f"{m} ({engine})": values.get(("silver.impressions", m, d))
+                          for m in ("row_count", "clicks", "conversions")
+                          for engine, values in (("trino", trino_silver), ("spark", spark_silver))}}
+            for d in days
+        ])
+        shown = pd.DataFrame(problems[:MISMATCHES_SHOWN])
+        return AssetCheckResult(
+            passed=not problems and not empty,
+            metadata={
+                "numbers_compared": compared,
+                "mismatches": len(problems),
+                "days_without_silver_impressions": MetadataValue.json([d.isoformat() for d in empty]),
+                "silver_impressions_by_engine": MetadataValue.md(headline.to_markdown(index=False)),
+                "mismatch_examples": MetadataValue.md(shown.to_markdown(index=False) if problems else "none"),
+            },
+        )
+
+    return [trino_matches_spark_and_postgres]

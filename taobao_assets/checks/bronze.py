@@ -16,14 +16,21 @@ from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    DailyPartitionsDefinition,
+    asset_check,
+)
 
-from taobao_assets.assets.bronze import RAW_TOPICS, bronze_asset_key
-from taobao_assets.io_managers.bronze import BronzeManifest, load_manifest
-from taobao_assets.partitions import DAILY
+from taobao_assets.assets.bronze import bronze_asset_key
+from taobao_assets.bronze_objects import BronzeManifest
+from taobao_assets.io_managers.bronze import load_manifest
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.source.event_time import day_window_ms
+from taobao_assets.source.topics import RawTopics
 
 
 def _open_gzip(s3: S3Resource, manifest: BronzeManifest, object_name: str) -> gzip.GzipFile:
@@ -37,10 +44,10 @@ def _index_offsets(s3: S3Resource, manifest: BronzeManifest, part: dict[str, Any
             yield int(row["offset"])
 
 
-def _checks(spec: TopicSpec) -> list[AssetChecksDefinition]:
-    key = bronze_asset_key(spec)
+def _checks(spec: TopicSpec, daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
+    key = bronze_asset_key(RawTopics.short_name(spec))
 
-    @asset_check(asset=key, name="count_matches_kafka_offsets", partitions_def=DAILY, blocking=True,
+    @asset_check(asset=key, name="count_matches_kafka_offsets", partitions_def=daily, blocking=True,
                  description="Stored offset ranges equal Kafka's for the day; count equals their total.")
     def count_matches_kafka_offsets(
         context: AssetCheckExecutionContext, kafka: KafkaResource, s3: S3Resource
@@ -61,7 +68,7 @@ def _checks(spec: TopicSpec) -> list[AssetChecksDefinition]:
                       "ranges_equal": stored == kafka_ranges},
         )
 
-    @asset_check(asset=key, name="no_offset_gaps", partitions_def=DAILY, blocking=True,
+    @asset_check(asset=key, name="no_offset_gaps", partitions_def=daily, blocking=True,
                  description="The index holds every offset of each stored range once, in order.")
     def no_offset_gaps(context: AssetCheckExecutionContext, s3: S3Resource) -> AssetCheckResult:
         manifest = load_manifest(s3, spec.name, context.partition_key)
@@ -73,7 +80,7 @@ def _checks(spec: TopicSpec) -> list[AssetChecksDefinition]:
                 bad.append(part["partition"])
         return AssetCheckResult(passed=not bad, metadata={"partitions_with_gaps": str(bad)})
 
-    @asset_check(asset=key, name="manifest_checksums_valid", partitions_def=DAILY, blocking=True,
+    @asset_check(asset=key, name="manifest_checksums_valid", partitions_def=daily, blocking=True,
                  description="Each data object decompresses to the manifest's byte count and sha256.")
     def manifest_checksums_valid(context: AssetCheckExecutionContext, s3: S3Resource) -> AssetCheckResult:
         manifest = load_manifest(s3, spec.name, context.partition_key)
@@ -91,4 +98,5 @@ def _checks(spec: TopicSpec) -> list[AssetChecksDefinition]:
     return [count_matches_kafka_offsets, no_offset_gaps, manifest_checksums_valid]
 
 
-bronze_checks = [check for spec in RAW_TOPICS for check in _checks(spec)]
+def bronze_checks(daily: DailyPartitionsDefinition, topics: RawTopics) -> list[AssetChecksDefinition]:
+    return [check for spec in topics.all for check in _checks(spec, daily)]

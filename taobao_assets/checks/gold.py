@@ -9,15 +9,22 @@
 from datetime import date
 from typing import Any
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetKey, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    DailyPartitionsDefinition,
+    asset_check,
+)
 from pyspark.sql import functions as F
 
+from taobao_assets.assets.gold import gold_asset_key
 from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
+from taobao_assets.feature_tables import PG_TYPES, TIMESTAMP_FIELD
 from taobao_assets.features import WINDOWS_DAYS
-from taobao_assets.gold_tables import GOLD_TABLES, PG_TYPES, SCHEMA, TIMESTAMP_FIELD, GoldTable
+from taobao_assets.gold_tables import GOLD_TABLES, SCHEMA, GoldTable
 from taobao_assets.io_managers.iceberg import table_name
-from taobao_assets.io_managers.postgres import end_of_day
-from taobao_assets.partitions import DAILY
+from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import get_settings
@@ -34,10 +41,10 @@ def _one(postgres: PostgresResource, sql: str, params: tuple[object, ...]) -> tu
         return tuple(row)
 
 
-def _checks(table: GoldTable) -> list[AssetChecksDefinition]:
-    key = AssetKey(["gold", table.name])
+def _checks(table: GoldTable, daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
+    key = gold_asset_key(table.name)
 
-    @asset_check(asset=key, name="schema_matches_contract", partitions_def=DAILY, blocking=True,
+    @asset_check(asset=key, name="schema_matches_contract", partitions_def=daily, blocking=True,
                  description="The Postgres table has exactly the declared columns, in order, with their types.")
     def schema_matches_contract(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
         with postgres.connect() as conn, conn.cursor() as cur:
@@ -50,7 +57,7 @@ def _checks(table: GoldTable) -> list[AssetChecksDefinition]:
         return AssetCheckResult(passed=actual == declared,
                                 metadata={"declared": str(declared), "actual": str(actual)})
 
-    @asset_check(asset=key, name="keys_unique_and_not_null", partitions_def=DAILY, blocking=True,
+    @asset_check(asset=key, name="keys_unique_and_not_null", partitions_def=daily, blocking=True,
                  description="One row per (entity keys, event_timestamp) and no null key.")
     def keys_unique_and_not_null(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
         keys = ", ".join(table.key_names)
@@ -63,7 +70,7 @@ def _checks(table: GoldTable) -> list[AssetChecksDefinition]:
         return AssetCheckResult(passed=rows == distinct and nulls == 0 and rows != 0,
                                 metadata={"rows": rows, "distinct_keys": distinct, "null_keys": nulls})
 
-    @asset_check(asset=key, name="rates_within_bounds", partitions_def=DAILY, blocking=True,
+    @asset_check(asset=key, name="rates_within_bounds", partitions_def=daily, blocking=True,
                  description=f"Smoothed rates in [0, 1]; the day's mean 7-day CTR within {PLAUSIBLE_CTR}.")
     def rates_within_bounds(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
         rates = [f"{r}_{w}d" for w in WINDOWS_DAYS for r in ("ctr", "cvr")]
@@ -77,7 +84,7 @@ def _checks(table: GoldTable) -> list[AssetChecksDefinition]:
         return AssetCheckResult(passed=bad == 0 and plausible,
                                 metadata={"rows_out_of_bounds": bad, "mean_ctr_7d": float(str(mean_ctr or 0))})
 
-    @asset_check(asset=key, name="totals_match_silver", partitions_def=DAILY, blocking=True,
+    @asset_check(asset=key, name="totals_match_silver", partitions_def=daily, blocking=True,
                  additional_deps=[IMPRESSIONS_KEY],
                  description="Summed 1-day impressions, clicks and conversions equal silver's for the day "
                              "(over the impressions whose keys are known).")
@@ -108,4 +115,5 @@ def _checks(table: GoldTable) -> list[AssetChecksDefinition]:
     return [schema_matches_contract, keys_unique_and_not_null, rates_within_bounds, totals_match_silver]
 
 
-gold_checks = [check for table in GOLD_TABLES for check in _checks(table)]
+def gold_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
+    return [check for table in GOLD_TABLES for check in _checks(table, daily)]

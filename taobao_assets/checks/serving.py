@@ -1,7 +1,8 @@
 """Serving checks: Feast serves what the metadata declares and what gold holds, without leakage.
 
 - ``registry_matches_metadata``: every entity, source, view and service in the Feast registry is
-  defined exactly as the current asset metadata generates it (nothing missing, changed or left over);
+  defined exactly as the table contracts (the assets' metadata) generate it (nothing missing,
+  changed or left over);
 - ``online_matches_gold``: for a sample of each gold view's entities of the day, Redis returns the
   values of the gold row whose timestamp it reports, and that row is not older than the day;
 - ``features_point_in_time``: for a sample of the day's training rows, each view's features are
@@ -16,23 +17,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from dagster import AssetCheckExecutionContext, AssetCheckResult, MetadataValue, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    DailyPartitionsDefinition,
+    MetadataValue,
+    asset_check,
+)
 from feast import FeatureView
 from psycopg2.extras import execute_values
 
 from taobao_assets.assets.serving import (
+    ONLINE_STORE_KEY,
+    REGISTRY_KEY,
     TRAINING_SERVICE,
-    feast_registry,
-    generated_repo,
+    TRAINING_SET_KEY,
     gold_views,
-    online_store,
-    training_set,
     training_set_key,
 )
-from taobao_assets.feast_repo import FeastRepo
-from taobao_assets.gold_tables import TIMESTAMP_FIELD
-from taobao_assets.io_managers.postgres import end_of_day
-from taobao_assets.partitions import DAILY
+from taobao_assets.feast_repo import FeastRepo, generated_repo
+from taobao_assets.feature_tables import TIMESTAMP_FIELD
+from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
@@ -71,7 +77,7 @@ def _listed(lines: Iterable[str]) -> MetadataValue:
     return MetadataValue.md("\n".join(f"- {line}" for line in shown) or "none")
 
 
-@asset_check(asset=feast_registry, name="registry_matches_metadata", blocking=True,
+@asset_check(asset=REGISTRY_KEY, name="registry_matches_metadata", blocking=True,
              description="The Feast registry holds exactly the objects generated from the current asset metadata.")
 def registry_matches_metadata(context: AssetCheckExecutionContext, feast: FeastResource) -> AssetCheckResult:
     repo = generated_repo()
@@ -79,47 +85,6 @@ def registry_matches_metadata(context: AssetCheckExecutionContext, feast: FeastR
     return AssetCheckResult(passed=not drift, metadata={
         "drift": _listed(str(d) for d in drift), "drifted_objects": len(drift),
         "generated_objects": len(repo.objects()),
-    })
-
-
-@asset_check(asset=online_store, name="online_matches_gold", partitions_def=DAILY, blocking=True,
-             description=f"For up to {SAMPLE} entities per gold view of the day, Redis serves the gold row "
-                         "it reports, and that row is the day's or newer.")
-def online_matches_gold(
-    context: AssetCheckExecutionContext, feast: FeastResource, postgres: PostgresResource
-) -> AssetCheckResult:
-    repo = generated_repo()
-    stamp = end_of_day(context.partition_key)
-    store = feast.store()
-    compared, problems = 0, []
-    for name in gold_views(repo):
-        view = repo.view(name)
-        table, keys = view.tags["table"], _keys(repo, view)
-        key_list = ", ".join(keys)
-        sample = _fetch(postgres, f"SELECT {key_list} FROM {table} WHERE {TIMESTAMP_FIELD} = %s "
-                                  f"ORDER BY md5(({key_list})::text) LIMIT {SAMPLE}", (stamp,))
-        if sample.empty:
-            continue
-        entity_rows = sample.to_dict("records")
-        online = store.get_online_features(
-            features=[f"{name}:{f.name}" for f in view.features], entity_rows=entity_rows,
-        ).to_dict(include_event_timestamps=True)
-        gold = _fetch(postgres, f"SELECT * FROM {table} WHERE ({key_list}) IN %s AND {TIMESTAMP_FIELD} >= %s",
-                      (tuple(tuple(r.values()) for r in entity_rows), stamp))
-        by_key = {(*(row[k] for k in keys), row[TIMESTAMP_FIELD]): row for row in gold.to_dict("records")}
-        first = view.features[0].name
-        for i, entity in enumerate(entity_rows):
-            compared += 1
-            served_at = online[f"{first}__ts"][i]
-            when = datetime.fromtimestamp(served_at, UTC) if served_at is not None else None
-            row = by_key.get((*entity.values(), when)) if when is not None else None
-            if when is None or when < stamp or row is None:
-                problems.append(f"{name} {entity}: Redis has the row of {when}, expected {stamp} or newer")
-                continue
-            problems += [f"{name} {entity} {f.name}: Redis {online[f.name][i]!r}, gold {row[f.name]!r}"
-                         for f in view.features if not same(online[f.name][i], row[f.name])]
-    return AssetCheckResult(passed=compared > 0 and not problems, metadata={
-        "entities_compared": compared, "mismatches": len(problems), "examples": _listed(problems),
     })
 
 
@@ -150,33 +115,6 @@ def point_in_time_rows(
     return pd.DataFrame(found, columns=names)
 
 
-@asset_check(asset=training_set, name="features_point_in_time", partitions_def=DAILY, blocking=True,
-             description=f"For up to {SAMPLE} training rows, each view's features equal the latest gold row at "
-                         "or before the impression within the TTL, recomputed in SQL.")
-def features_point_in_time(
-    context: AssetCheckExecutionContext, s3: S3Resource, postgres: PostgresResource
-) -> AssetCheckResult:
-    repo = generated_repo()
-    frame = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(context.partition_key))))
-    sample = frame.sample(n=min(SAMPLE, len(frame)), random_state=0).reset_index(drop=True)
-    compared, problems = 0, []
-    for projection in repo.service(TRAINING_SERVICE).feature_view_projections:
-        view = repo.view(projection.name)
-        ttl = int(view.ttl.total_seconds()) if view.ttl else 0
-        expected = point_in_time_rows(postgres, view.tags["table"], _keys(repo, view), ttl, sample)
-        for i in range(len(sample)):
-            compared += 1
-            problems += [
-                f"sample {sample.at[i, 'sample_id']} {view.name}.{f.name}: training set "
-                f"{sample.at[i, f'{view.name}__{f.name}']!r}, gold {expected.at[i, f.name]!r}"
-                for f in view.features
-                if not same(_plain(sample.at[i, f"{view.name}__{f.name}"]), _plain(expected.at[i, f.name]))
-            ]
-    return AssetCheckResult(passed=not problems, metadata={
-        "rows_times_views_compared": compared, "mismatches": len(problems), "examples": _listed(problems),
-    })
-
-
 def _plain(value: Any) -> Any:
     """A pandas/numpy scalar as a Python one (``pd.NA`` as ``None``)."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
@@ -184,4 +122,73 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-serving_checks = [registry_matches_metadata, online_matches_gold, features_point_in_time]
+def serving_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
+    """The registry check, and the daily checks of the online store and the training set over ``daily``."""
+
+    @asset_check(asset=ONLINE_STORE_KEY, name="online_matches_gold", partitions_def=daily, blocking=True,
+                 description=f"For up to {SAMPLE} entities per gold view of the day, Redis serves the gold row "
+                             "it reports, and that row is the day's or newer.")
+    def online_matches_gold(
+        context: AssetCheckExecutionContext, feast: FeastResource, postgres: PostgresResource
+    ) -> AssetCheckResult:
+        repo = generated_repo()
+        stamp = end_of_day(context.partition_key)
+        store = feast.store()
+        compared, problems = 0, []
+        for name in gold_views(repo):
+            view = repo.view(name)
+            table, keys = view.tags["table"], _keys(repo, view)
+            key_list = ", ".join(keys)
+            sample = _fetch(postgres, f"SELECT {key_list} FROM {table} WHERE {TIMESTAMP_FIELD} = %s "
+                                      f"ORDER BY md5(({key_list})::text) LIMIT {SAMPLE}", (stamp,))
+            if sample.empty:
+                continue
+            entity_rows = sample.to_dict("records")
+            online = store.get_online_features(
+                features=[f"{name}:{f.name}" for f in view.features], entity_rows=entity_rows,
+            ).to_dict(include_event_timestamps=True)
+            gold = _fetch(postgres, f"SELECT * FROM {table} WHERE ({key_list}) IN %s AND {TIMESTAMP_FIELD} >= %s",
+                          (tuple(tuple(r.values()) for r in entity_rows), stamp))
+            by_key = {(*(row[k] for k in keys), row[TIMESTAMP_FIELD]): row for row in gold.to_dict("records")}
+            first = view.features[0].name
+            for i, entity in enumerate(entity_rows):
+                compared += 1
+                served_at = online[f"{first}__ts"][i]
+                when = datetime.fromtimestamp(served_at, UTC) if served_at is not None else None
+                row = by_key.get((*entity.values(), when)) if when is not None else None
+                if when is None or when < stamp or row is None:
+                    problems.append(f"{name} {entity}: Redis has the row of {when}, expected {stamp} or newer")
+                    continue
+                problems += [f"{name} {entity} {f.name}: Redis {online[f.name][i]!r}, gold {row[f.name]!r}"
+                             for f in view.features if not same(online[f.name][i], row[f.name])]
+        return AssetCheckResult(passed=compared > 0 and not problems, metadata={
+            "entities_compared": compared, "mismatches": len(problems), "examples": _listed(problems),
+        })
+
+    @asset_check(asset=TRAINING_SET_KEY, name="features_point_in_time", partitions_def=daily, blocking=True,
+                 description=f"For up to {SAMPLE} training rows, each view's features equal the latest gold row at "
+                             "or before the impression within the TTL, recomputed in SQL.")
+    def features_point_in_time(
+        context: AssetCheckExecutionContext, s3: S3Resource, postgres: PostgresResource
+    ) -> AssetCheckResult:
+        repo = generated_repo()
+        frame = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(context.partition_key))))
+        sample = frame.sample(n=min(SAMPLE, len(frame)), random_state=0).reset_index(drop=True)
+        compared, problems = 0, []
+        for projection in repo.service(TRAINING_SERVICE).feature_view_projections:
+            view = repo.view(projection.name)
+            ttl = int(view.ttl.total_seconds()) if view.ttl else 0
+            expected = point_in_time_rows(postgres, view.tags["table"], _keys(repo, view), ttl, sample)
+            for i in range(len(sample)):
+                compared += 1
+                problems += [
+                    f"sample {sample.at[i, 'sample_id']} {view.name}.{f.name}: training set "
+                    f"{sample.at[i, f'{view.name}__{f.name}']!r}, gold {expected.at[i, f.name]!r}"
+                    for f in view.features
+                    if not same(_plain(sample.at[i, f"{view.name}__{f.name}"]), _plain(expected.at[i, f.name]))
+                ]
+        return AssetCheckResult(passed=not problems, metadata={
+            "rows_times_views_compared": compared, "mismatches": len(problems), "examples": _listed(problems),
+        })
+
+    return [registry_matches_metadata, online_matches_gold, features_point_in_time]

@@ -20,6 +20,7 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetKey,
+    DailyPartitionsDefinition,
     MetadataValue,
     asset_check,
 )
@@ -34,11 +35,10 @@ from taobao_assets.assets.silver import (
 )
 from taobao_assets.io_managers.bronze import load_manifest
 from taobao_assets.io_managers.iceberg import days_filter, schema_columns, table_name
-from taobao_assets.partitions import DAILY
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import get_settings
-from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
+from taobao_assets.source.topics import RawTopics
 
 #: How many offending keys a failed check lists in its metadata.
 EXAMPLES = 10
@@ -61,8 +61,8 @@ def _split(source_file: Column) -> Column:
     return F.regexp_extract(source_file, r"_([^_]+)\.csv$", 1)
 
 
-def _reconcile_check(key: AssetKey, topic: str) -> AssetChecksDefinition:
-    @asset_check(asset=key, name="reconciles_with_bronze", partitions_def=DAILY, blocking=True,
+def _reconcile_check(key: AssetKey, topic: str, daily: DailyPartitionsDefinition) -> AssetChecksDefinition:
+    @asset_check(asset=key, name="reconciles_with_bronze", partitions_def=daily, blocking=True,
                  description=f"Bronze records of {topic} = rows of the table + its quarantined rows.")
     def reconciles_with_bronze(
         context: AssetCheckExecutionContext, spark: SparkResource, s3: S3Resource
@@ -79,8 +79,8 @@ def _reconcile_check(key: AssetKey, topic: str) -> AssetChecksDefinition:
     return reconciles_with_bronze
 
 
-def _unique_key_check(key: AssetKey, column: str) -> AssetChecksDefinition:
-    @asset_check(asset=key, name=f"{column}_unique_and_not_null", partitions_def=DAILY, blocking=True,
+def _unique_key_check(key: AssetKey, column: str, daily: DailyPartitionsDefinition) -> AssetChecksDefinition:
+    @asset_check(asset=key, name=f"{column}_unique_and_not_null", partitions_def=daily, blocking=True,
                  description=f"{column} is never null and identifies one row of the day.")
     def unique_and_not_null(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
         rows = _of_day(spark, key, _day(context))
@@ -97,8 +97,8 @@ def _unique_key_check(key: AssetKey, column: str) -> AssetChecksDefinition:
     return unique_and_not_null
 
 
-def _event_time_check(key: AssetKey) -> AssetChecksDefinition:
-    @asset_check(asset=key, name="event_time_within_day", partitions_def=DAILY, blocking=True,
+def _event_time_check(key: AssetKey, daily: DailyPartitionsDefinition) -> AssetChecksDefinition:
+    @asset_check(asset=key, name="event_time_within_day", partitions_def=daily, blocking=True,
                  description="Every row's event time is on the row's partition day (UTC).")
     def event_time_within_day(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
         day = _day(context)
@@ -109,8 +109,8 @@ def _event_time_check(key: AssetKey) -> AssetChecksDefinition:
     return event_time_within_day
 
 
-def _schema_check(key: AssetKey) -> AssetChecksDefinition:
-    @asset_check(asset=key, name="schema_matches_contract", partitions_def=DAILY, blocking=True,
+def _schema_check(key: AssetKey, daily: DailyPartitionsDefinition) -> AssetChecksDefinition:
+    @asset_check(asset=key, name="schema_matches_contract", partitions_def=daily, blocking=True,
                  description="The Iceberg table has exactly the declared columns, in order and type.")
     def schema_matches_contract(
         context: AssetCheckExecutionContext, spark: SparkResource
@@ -126,48 +126,55 @@ def _schema_check(key: AssetKey) -> AssetChecksDefinition:
     return schema_matches_contract
 
 
-@asset_check(asset=IMPRESSIONS_KEY, name="labels_valid", partitions_def=DAILY, blocking=True,
-             description="click and conversion are 0 or 1, and conversion <= click.")
-def labels_valid(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
-    impressions = _of_day(spark, IMPRESSIONS_KEY, _day(context))
-    counts = impressions.agg(
-        F.count_if(~F.col("click").isin(0, 1) | F.col("click").isNull()).alias("bad_click"),
-        F.count_if(~F.col("conversion").isin(0, 1) | F.col("conversion").isNull()).alias("bad_conversion"),
-        F.count_if(F.col("conversion") > F.col("click")).alias("conversion_without_click"),
-    ).first()
-    assert counts is not None  # a global aggregate always has one row
-    return AssetCheckResult(passed=not any(counts), metadata=counts.asDict())
+def _labels_check(daily: DailyPartitionsDefinition) -> AssetChecksDefinition:
+    @asset_check(asset=IMPRESSIONS_KEY, name="labels_valid", partitions_def=daily, blocking=True,
+                 description="click and conversion are 0 or 1, and conversion <= click.")
+    def labels_valid(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
+        impressions = _of_day(spark, IMPRESSIONS_KEY, _day(context))
+        counts = impressions.agg(
+            F.count_if(~F.col("click").isin(0, 1) | F.col("click").isNull()).alias("bad_click"),
+            F.count_if(~F.col("conversion").isin(0, 1) | F.col("conversion").isNull()).alias("bad_conversion"),
+            F.count_if(F.col("conversion") > F.col("click")).alias("conversion_without_click"),
+        ).first()
+        assert counts is not None  # a global aggregate always has one row
+        return AssetCheckResult(passed=not any(counts), metadata=counts.asDict())
+
+    return labels_valid
 
 
-@asset_check(asset=IMPRESSIONS_KEY, name="common_feature_index_resolves", partitions_def=DAILY,
-             description="Every impression's common_feature_index is in user_context of the same split, "
-                         "on the impression's day or before.")
-def common_feature_index_resolves(
-    context: AssetCheckExecutionContext, spark: SparkResource
-) -> AssetCheckResult:
-    day = _day(context)
-    impressions = _of_day(spark, IMPRESSIONS_KEY, day).select(
-        "sample_id", "common_feature_index", _split(F.col("source_file")).alias("split"))
-    contexts = (_table(spark, USER_CONTEXT_KEY).where(F.col("day") <= F.lit(day))
-                .select("common_feature_index", _split(F.col("source_file")).alias("split")).distinct())
-    unresolved = impressions.join(contexts, on=["common_feature_index", "split"], how="left_anti")
-    examples = unresolved.limit(EXAMPLES).collect()
-    count = unresolved.count() if examples else 0
-    return AssetCheckResult(
-        passed=count == 0,
-        metadata={"unresolved_impressions": count,
-                  "examples": MetadataValue.json([r.asDict() for r in examples])},
-    )
+def _context_resolves_check(daily: DailyPartitionsDefinition) -> AssetChecksDefinition:
+    @asset_check(asset=IMPRESSIONS_KEY, name="common_feature_index_resolves", partitions_def=daily,
+                 description="Every impression's common_feature_index is in user_context of the same split, "
+                             "on the impression's day or before.")
+    def common_feature_index_resolves(
+        context: AssetCheckExecutionContext, spark: SparkResource
+    ) -> AssetCheckResult:
+        day = _day(context)
+        impressions = _of_day(spark, IMPRESSIONS_KEY, day).select(
+            "sample_id", "common_feature_index", _split(F.col("source_file")).alias("split"))
+        contexts = (_table(spark, USER_CONTEXT_KEY).where(F.col("day") <= F.lit(day))
+                    .select("common_feature_index", _split(F.col("source_file")).alias("split")).distinct())
+        unresolved = impressions.join(contexts, on=["common_feature_index", "split"], how="left_anti")
+        examples = unresolved.limit(EXAMPLES).collect()
+        count = unresolved.count() if examples else 0
+        return AssetCheckResult(
+            passed=count == 0,
+            metadata={"unresolved_impressions": count,
+                      "examples": MetadataValue.json([r.asDict() for r in examples])},
+        )
+
+    return common_feature_index_resolves
 
 
-silver_checks = [
-    _reconcile_check(IMPRESSIONS_KEY, SAMPLES.name),
-    _reconcile_check(USER_CONTEXT_KEY, COMMON_FEATURES.name),
-    labels_valid,
-    _unique_key_check(IMPRESSIONS_KEY, "sample_id"),
-    _unique_key_check(USER_CONTEXT_KEY, "common_feature_index"),
-    _event_time_check(IMPRESSIONS_KEY),
-    _event_time_check(USER_CONTEXT_KEY),
-    common_feature_index_resolves,
-    *[_schema_check(key) for key in SCHEMAS],
-]
+def silver_checks(daily: DailyPartitionsDefinition, topics: RawTopics) -> list[AssetChecksDefinition]:
+    return [
+        _reconcile_check(IMPRESSIONS_KEY, topics.samples.name, daily),
+        _reconcile_check(USER_CONTEXT_KEY, topics.common_features.name, daily),
+        _labels_check(daily),
+        _unique_key_check(IMPRESSIONS_KEY, "sample_id", daily),
+        _unique_key_check(USER_CONTEXT_KEY, "common_feature_index", daily),
+        _event_time_check(IMPRESSIONS_KEY, daily),
+        _event_time_check(USER_CONTEXT_KEY, daily),
+        _context_resolves_check(daily),
+        *[_schema_check(key, daily) for key in SCHEMAS],
+    ]

@@ -9,43 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
-from taobao_assets.assets.bronze import BronzeDay
+from taobao_assets.bronze_objects import MANIFEST, BronzeDay, BronzeManifest, day_prefix
 from taobao_assets.resources.s3 import S3Resource
-
-MANIFEST = "_manifest.json"
-
-
-def day_prefix(topic: str, day: date | str) -> str:
-    return f"bronze/{topic}/day={day}/"
-
-
-@dataclass(frozen=True)
-class BronzeManifest:
-    """What a stored bronze day holds; ``raw`` is the manifest JSON as written."""
-
-    bucket: str
-    prefix: str
-    raw: dict[str, Any]
-
-    @property
-    def records(self) -> int:
-        return int(self.raw["records"])
-
-    @property
-    def parts(self) -> list[dict[str, Any]]:
-        return list(self.raw["parts"])
-
-    def key(self, object_name: str) -> str:
-        return self.prefix + object_name
-
-    def uri(self, object_name: str) -> str:
-        return f"s3://{self.bucket}/{self.prefix}{object_name}"
 
 
 def load_manifest(s3: S3Resource, topic: str, day: date | str) -> BronzeManifest:

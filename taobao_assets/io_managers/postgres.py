@@ -6,7 +6,7 @@ index a point-in-time join needs (equality on the keys, range on the timestamp).
 a half-written day: the delete and the COPY commit together.
 """
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from io import BytesIO
 from typing import Any
 
@@ -16,24 +16,21 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from taobao_assets.gold_tables import PG_TYPES, SCHEMA, TIMESTAMP_FIELD, GoldTable
+from taobao_assets.feature_tables import PG_TYPES, TIMESTAMP_FIELD, FeatureTable
+from taobao_assets.gold_tables import GoldTable
+from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.postgres import PostgresResource
 
 
-def end_of_day(day: date | str) -> datetime:
-    """``event_timestamp`` of a day's features: the day's exclusive end, midnight UTC after it."""
-    start = date.fromisoformat(day) if isinstance(day, str) else day
-    return datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
-
-
-def create_table_sql(table: GoldTable) -> str:
+def create_table_sql(table: FeatureTable) -> str:
+    """The table of a contract, created if missing; one parameter: the table's comment."""
     columns = ",\n  ".join(
         f"{c.name} {PG_TYPES[c.dtype]}{' NOT NULL' if c in table.keys or c.name == TIMESTAMP_FIELD else ''}"
         for c in table.columns
     )
     primary_key = ", ".join([*table.key_names, TIMESTAMP_FIELD])
     return (
-        f"CREATE SCHEMA IF NOT EXISTS {SCHEMA};\n"
+        f"CREATE SCHEMA IF NOT EXISTS {table.schema};\n"
         f"CREATE TABLE IF NOT EXISTS {table.qualified_name} (\n  {columns},\n  PRIMARY KEY ({primary_key})\n);\n"
         f"COMMENT ON TABLE {table.qualified_name} IS %s;"
     )

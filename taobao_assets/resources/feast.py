@@ -58,7 +58,8 @@ def _separate_entity_keys_in_point_in_time_ids() -> None:
     with no separator, so (user 1, category 23) and (user 12, category 3) at the same time get the
     same id and swap or duplicate features in ``get_historical_features`` (found by this project's
     merge_asof leakage test). A separator between the parts makes the id injective. The template
-    text is checked, so a Feast upgrade that changes it fails loudly here instead of silently.
+    text is checked, so a Feast upgrade that changes it fails loudly here instead of silently. It is
+    applied (once: it is idempotent) when a feature store is made, not at import.
     """
     template = postgres_offline.MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN
     ambiguous = 'CAST("{{entity}}" as VARCHAR) ||'
@@ -70,9 +71,6 @@ def _separate_entity_keys_in_point_in_time_ids() -> None:
             "Feast's Postgres point-in-time template changed: cannot add the entity key separator "
             "(taobao_assets/resources/feast.py); check whether the installed Feast still needs it")
     postgres_offline.MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN = template.replace(ambiguous, separated)
-
-
-_separate_entity_keys_in_point_in_time_ids()
 
 
 @dataclass(frozen=True)
@@ -159,6 +157,7 @@ class FeastResource(ConfigurableResource):
     def store(self) -> FeatureStore:
         """The feature store, made once per resource instance (it caches the registry and connections)."""
         if self._store is None:
+            _separate_entity_keys_in_point_in_time_ids()
             self._store = FeatureStore(repo_path=self.repo_path, config=self.repo_config())
         return self._store
 

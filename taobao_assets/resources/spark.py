@@ -4,8 +4,12 @@ It is dagster-pyspark's lazy resource (the JVM starts only when an asset first t
 ``spark_session``, so a run that never uses Spark pays nothing) with the whole configuration built
 from :mod:`taobao_assets.settings`:
 
-- the connector jars come from ``deploy/services/spark.py`` (resolved into the cache once), so a
-  session never downloads anything from a registry;
+- the connector jars come from ``deploy/services/spark.py`` (resolved into the cache once, when
+  the first session starts, never when the definitions load), so a session never downloads
+  anything from a registry;
+- the two secrets of the catalog (Postgres password, MinIO secret key) are fields of their own,
+  not entries of ``spark_config``, so the definitions can pass them as ``EnvVar`` and the Dagster
+  UI never shows them;
 - the Iceberg catalog ``settings.iceberg_catalog`` is the JDBC catalog Trino reads: the same
   Postgres tables, the same catalog name (Iceberg files its tables under the Spark catalog's name)
   and the same warehouse, so either engine sees the other's tables. Its table cache is off: a
@@ -23,8 +27,10 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from dagster_pyspark import LazyPySparkResource
+from dagster_pyspark.resources import spark_session_from_config
 
 from deploy.services.spark import connector_jars
 from taobao_assets.settings import Settings
@@ -41,7 +47,6 @@ def iceberg_catalog_config(settings: Settings) -> dict[str, str]:
         f"{prefix}.type": "jdbc",
         f"{prefix}.uri": settings.postgres_jdbc_url,
         f"{prefix}.jdbc.user": settings.postgres_user,
-        f"{prefix}.jdbc.password": settings.postgres_password,
         # The layout with the iceberg_type column (needed for views), as Trino's catalog set-up creates it.
         f"{prefix}.jdbc.schema-version": "V1",
         f"{prefix}.warehouse": settings.iceberg_warehouse,
@@ -50,18 +55,21 @@ def iceberg_catalog_config(settings: Settings) -> dict[str, str]:
         f"{prefix}.s3.endpoint": settings.s3_endpoint_url,
         f"{prefix}.s3.path-style-access": "true",
         f"{prefix}.s3.access-key-id": settings.minio_access_key,
-        f"{prefix}.s3.secret-access-key": settings.minio_secret_key,
         f"{prefix}.client.region": settings.minio_region,
     }
 
 
+def _catalog_secrets(catalog: str, postgres_password: str, minio_secret_key: str) -> dict[str, str]:
+    prefix = f"spark.sql.catalog.{catalog}"
+    return {f"{prefix}.jdbc.password": postgres_password, f"{prefix}.s3.secret-access-key": minio_secret_key}
+
+
 def spark_config(settings: Settings) -> dict[str, str]:
-    """The complete Spark configuration of the platform's sessions."""
+    """The Spark configuration of the platform's sessions, but for the jars and the two secrets."""
     return {
         "spark.master": settings.spark_master,
         "spark.app.name": "taobao-feature-platform",
         "spark.driver.memory": settings.spark_driver_memory,
-        **_jar_config(settings),
         # Executors' Python workers must run this interpreter (it has the project's dependencies).
         "spark.pyspark.python": sys.executable,
         "spark.sql.extensions": ICEBERG_EXTENSIONS,
@@ -83,18 +91,18 @@ def _on_this_machine(master: str) -> bool:
     return master.startswith("local") or "//127.0.0.1:" in master or "//localhost:" in master
 
 
-def _jar_config(settings: Settings) -> dict[str, str]:
+def _jar_config(jars: list[Path], master: str) -> dict[str, str]:
     """Put the connector jars on the classpath, copying nothing when the executors share this disk.
 
     ``spark.jars`` makes every executor (also the one inside ``local[*]``) copy the 120 MB of jars
     into its scratch folder on each session; the extra class paths load the cached files in place.
     A remote cluster does not have them, so there the driver distributes them.
     """
-    jars = [str(path) for path in connector_jars(settings)]
-    if _on_this_machine(settings.spark_master):
-        classpath = os.pathsep.join(jars)
+    paths = [str(path) for path in jars]
+    if _on_this_machine(master):
+        classpath = os.pathsep.join(paths)
         return {"spark.driver.extraClassPath": classpath, "spark.executor.extraClassPath": classpath}
-    return {"spark.jars": ",".join(jars)}
+    return {"spark.jars": ",".join(paths)}
 
 
 def _loopback_driver(master: str) -> dict[str, str]:
@@ -107,13 +115,33 @@ def _loopback_driver(master: str) -> dict[str, str]:
 class SparkResource(LazyPySparkResource):
     """A lazily started SparkSession configured for the platform's Iceberg lakehouse."""
 
+    #: Download cache holding the connector jars (``settings.cache_dir``).
+    cache_dir: str
+    catalog: str
+    postgres_password: str
+    minio_secret_key: str
+
     @classmethod
     def from_settings(cls, settings: Settings) -> SparkResource:
-        return cls(spark_config=spark_config(settings))
+        return cls(spark_config=spark_config(settings), cache_dir=str(settings.cache_dir),
+                   catalog=settings.iceberg_catalog, postgres_password=settings.postgres_password,
+                   minio_secret_key=settings.minio_secret_key)
+
+    def session_config(self) -> dict[str, str]:
+        """Everything a session starts with: ``spark_config``, the connector jars and the secrets.
+
+        Resolving the jars may take the cache's lock and, on a fresh machine, run Maven: it
+        happens here, when a step first needs Spark, not when the definitions load.
+        """
+        master = self.spark_config.get("spark.master", "local[*]")
+        return {**self.spark_config, **_jar_config(connector_jars(Path(self.cache_dir)), master),
+                **_catalog_secrets(self.catalog, self.postgres_password, self.minio_secret_key)}
 
     def _init_session(self) -> None:
+        if self._spark_session is not None:
+            return
         # A session started from Python takes its workers' interpreter from PYSPARK_PYTHON only
         # (spark-submit is what reads spark.pyspark.python); without it they run the system
         # python3, which lacks pyarrow and the project, and every Python UDF fails to import.
         os.environ.setdefault("PYSPARK_PYTHON", self.spark_config.get("spark.pyspark.python", sys.executable))
-        super()._init_session()
+        self._spark_session = spark_session_from_config(self.session_config())

@@ -1,4 +1,4 @@
-"""The one simulated event time of Ali-CCP samples (DESIGN.md section 2, "Event time").
+"""The one simulated event time of Ali-CCP samples (docs/architecture.md, "Event time and daily partitions").
 
 The raw files carry no timestamps, so every consumer (generator truth, replay, bronze, silver,
 streaming) derives them here and they all agree on the day of an impression.

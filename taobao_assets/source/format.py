@@ -1,4 +1,4 @@
-"""The Ali-CCP raw format, written down once (DESIGN.md section 2).
+"""The Ali-CCP raw format, written down once (docs/architecture.md, "The source data contract").
 
 Every reader and writer of the raw files (the Python parser, the Spark parser, the synthetic
 generator, the replay) takes its separators, columns, field ids and reason codes from here, so a

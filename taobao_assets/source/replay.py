@@ -45,7 +45,7 @@ from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.settings import Settings, get_settings
 from taobao_assets.source.event_time import EventTimeConfig, Timeline, count_lines
 from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind
-from taobao_assets.source.topics import COMMON_FEATURES, LINE_HEADER, SAMPLES, SOURCE_HEADER
+from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER, RawTopics
 
 #: Records per acknowledged batch, i.e. per checkpoint.
 BATCH = 5_000
@@ -90,17 +90,17 @@ def _read_line_at(f: BinaryIO, offset: int) -> bytes:
     return f.readline()
 
 
-def plan(folder: Path, timeline: Timeline) -> Iterator[ReplayRecord]:
-    """The full, deterministic sequence of records a replay of ``folder`` produces."""
+def plan(folder: Path, timeline: Timeline, topics: RawTopics) -> Iterator[ReplayRecord]:
+    """The full, deterministic sequence of records a replay of ``folder`` into ``topics`` produces."""
     for split in SPLITS:
         samples_path = folder / FileKind.SAMPLE_SKELETON.file_name(split)
         if samples_path.exists():
             yield from _plan_split(split, samples_path, folder / FileKind.COMMON_FEATURES.file_name(split),
-                                   timeline)
+                                   timeline, topics)
 
 
 def _plan_split(
-    split: str, samples_path: Path, common_path: Path, timeline: Timeline
+    split: str, samples_path: Path, common_path: Path, timeline: Timeline, topics: RawTopics
 ) -> Iterator[ReplayRecord]:
     common_index = _index_common(common_path) if common_path.exists() else {}
     with samples_path.open("rb", buffering=1 << 20) as f:
@@ -110,7 +110,7 @@ def _plan_split(
         def common_records(key: bytes, timestamp_ms: int) -> Iterator[ReplayRecord]:
             assert common is not None  # only called for keys of a non-empty index
             for offset, line in common_index[key]:
-                yield ReplayRecord(COMMON_FEATURES.name, key, _read_line_at(common, offset),
+                yield ReplayRecord(topics.common_features.name, key, _read_line_at(common, offset),
                                    timestamp_ms, common_path.name, line)
 
         start_ms = timeline.timestamp_ms(timeline.split_start_ordinal(split))
@@ -125,7 +125,7 @@ def _plan_split(
                 if key in common_index and key not in emitted:
                     emitted.add(key)
                     yield from common_records(key, timestamp_ms)
-                yield ReplayRecord(SAMPLES.name, _column(raw, 0), raw, timestamp_ms, samples_path.name,
+                yield ReplayRecord(topics.samples.name, _column(raw, 0), raw, timestamp_ms, samples_path.name,
                                    line_number)
 
 
@@ -209,6 +209,7 @@ async def replay(
     folder: Path,
     kafka: KafkaResource,
     *,
+    topics: RawTopics,
     config: EventTimeConfig,
     checkpoint_dir: Path,
     rate: float | None = None,
@@ -225,13 +226,13 @@ async def replay(
         raise FileNotFoundError(f"no sample_skeleton_{{train,test}}.csv in {folder}")
     total = total_records(folder)
     if reset:
-        await kafka.delete_topics([SAMPLES.name, COMMON_FEATURES.name])
+        await kafka.delete_topics([t.name for t in topics.all])
         for old in checkpoint_dir.glob("replay-*.json"):
             old.unlink()
-    await kafka.create_topics([SAMPLES, COMMON_FEATURES])
+    await kafka.create_topics(list(topics.all))
     checkpoint_path = checkpoint_dir / f"replay-{fingerprint(folder, config)}.json"
     checkpoint = Checkpoint.load(checkpoint_path)
-    current = {t.name: await kafka.end_offsets(t.name) for t in (SAMPLES, COMMON_FEATURES)}
+    current = {t.name: await kafka.end_offsets(t.name) for t in topics.all}
     skip: set[tuple[str, int]] = set()
     if checkpoint is None:
         held = sum(offset for parts in current.values() for offset in parts.values())
@@ -239,7 +240,8 @@ async def replay(
             # Another data set's records before ours would break the non-decreasing event time
             # along each partition, and with it bronze's day ranges.
             raise RuntimeError(
-                f"Kafka topics {SAMPLES.name} and {COMMON_FEATURES.name} already hold {held:,} records that "
+                f"Kafka topics {topics.samples.name} and {topics.common_features.name} already hold {held:,} "
+                f"records that "
                 f"no checkpoint of this data set ({folder}) accounts for; replay with --reset (deletes the "
                 f"topics and replay checkpoints) or use other topics (TFP_TOPIC_PREFIX)"
             )
@@ -274,7 +276,7 @@ async def replay(
             if on_progress is not None:
                 on_progress(position, total, sent / max(time.monotonic() - t0, 1e-9))
 
-        for record in plan(folder, timeline):
+        for record in plan(folder, timeline, topics):
             position += 1
             if position <= done:
                 continue
@@ -300,7 +302,8 @@ def run_replay(settings: Settings, kafka: KafkaResource, folder: Path | None = N
                rate: float | None = None, on_progress: Progress | None = None, reset: bool = False) -> ReplayResult:
     """Replay ``folder`` (default: the configured source folder) with the configured time line."""
     return asyncio.run(replay(
-        folder or settings.source_dir, kafka, config=event_time_config(settings),
+        folder or settings.source_dir, kafka, topics=RawTopics.of(settings.topic_prefix),
+        config=event_time_config(settings),
         checkpoint_dir=settings.state_dir / "replay", rate=rate, on_progress=on_progress, reset=reset,
     ))
 

@@ -38,8 +38,9 @@ from feast.infra.online_stores.helpers import _mmh3, get_online_store_from_confi
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.features import global_rate, smoothed_ctr
-from taobao_assets.gold_tables import GOLD_TABLES, TIMESTAMP_FIELD
+from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.realtime_tables import REALTIME_TABLES, RealtimeTable
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import ConfigurableResource
@@ -12,7 +12,7 @@ from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import Settings
-from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES, SHORT_NAMES
+from taobao_assets.source.topics import RawTopics
 from taobao_assets.streaming.dead_letter import dead_letter_topic
 from taobao_assets.streaming.join import KINDS
 from taobao_assets.streaming.state import StreamState
@@ -30,11 +30,8 @@ class StreamTopics:
     @classmethod
     def of(cls, prefix: str) -> StreamTopics:
         """The replay's topics (same partitions and configs) under ``prefix``, and the dead letters."""
-        return cls(
-            replace(SAMPLES, name=f"{prefix}.{SHORT_NAMES[SAMPLES.name]}"),
-            replace(COMMON_FEATURES, name=f"{prefix}.{SHORT_NAMES[COMMON_FEATURES.name]}"),
-            dead_letter_topic(prefix),
-        )
+        raw = RawTopics.of(prefix)
+        return cls(raw.samples, raw.common_features, dead_letter_topic(prefix))
 
 
 class StreamingResource(ConfigurableResource):

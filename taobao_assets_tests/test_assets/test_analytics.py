@@ -14,17 +14,17 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dagster import AssetSelection, ExecuteInProcessResult, MetadataValue, materialize
+from dagster import AssetCheckKey, AssetSelection, ExecuteInProcessResult, MetadataValue, materialize
 
 from deploy.service import Service
 from taobao_assets.assets.analytics import REPORTS, SQL_DIR, analytics_assets, render, sql_literal
-from taobao_assets.checks.analytics import analytics_checks, trino_matches_spark_and_postgres
-from taobao_assets.io_managers.postgres import end_of_day
-from taobao_assets.partitions import DAILY
+from taobao_assets.checks.analytics import CHECKED_REPORT, analytics_checks
+from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.resources.trino import TrinoResource
 from taobao_assets.settings import Settings
+from taobao_assets_tests.conftest import DAILY
 
 KEYS = {
     "ctr_cvr_by_category_position": ["day", "category_id", "position"],
@@ -46,7 +46,7 @@ def _resources(settings: Settings, spark: SparkResource) -> dict[str, object]:
 def _run(settings: Settings, spark: SparkResource, first: str, last: str,
          selection: AssetSelection | None = None) -> ExecuteInProcessResult:
     """The analytics group and its check over the days ``first`` .. ``last`` in one run."""
-    return materialize([*analytics_assets, *analytics_checks], resources=_resources(settings, spark),
+    return materialize([*analytics_assets(DAILY), *analytics_checks(DAILY)], resources=_resources(settings, spark),
                        tags=dict(zip(RANGE_TAGS, (first, last), strict=True)), selection=selection)
 
 
@@ -196,7 +196,7 @@ def test_rerun_of_one_day_replaces_it_exactly(analytics: ExecuteInProcessResult,
 def test_check_fails_when_a_report_loses_rows(analytics: ExecuteInProcessResult, trino: TrinoResource,
                                              spark: SparkResource, settings: Settings) -> None:
     day = DAILY.get_partition_keys()[1]
-    check_only = AssetSelection.checks(trino_matches_spark_and_postgres)
+    check_only = AssetSelection.checks(AssetCheckKey(CHECKED_REPORT, "trino_matches_spark_and_postgres"))
     trino.query("DELETE FROM iceberg.analytics.funnel_by_segment WHERE day = ? AND gender_id IS NOT NULL",
                 [date.fromisoformat(day)])
     try:

@@ -27,14 +27,13 @@ import requests
 from dagster import AssetKey, AssetSelection, DagsterEventType, DagsterInstance, RunsFilter
 
 from deploy.service import free_port
-from taobao_assets.definitions import defs
+from taobao_assets.definitions import build_definitions
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.instance import prepare_home
-from taobao_assets.partitions import DAILY
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import REPO_ROOT, Settings
-from taobao_assets_tests.conftest import silver_digest
+from taobao_assets_tests.conftest import DAILY, silver_digest
 
 #: Long enough for the daemon's ticks and a Spark start per run, on a busy 2-core machine.
 BACKFILL_TIMEOUT = 900
@@ -145,7 +144,7 @@ def test_backfill_from_the_ui_materializes_days_in_dependency_order(
     gold: PostgresResource, spark: SparkResource, settings: Settings, dagster_dev: DagsterDev,
 ) -> None:
     days = DAILY.get_partition_keys()[-2:]
-    graph = defs.resolve_asset_graph()
+    graph = build_definitions(settings).resolve_asset_graph()
     layers = {group: sorted(AssetSelection.groups(group).resolve(graph)) for group in ("bronze", "silver", "gold")}
     before = {day: silver_digest(spark, settings, day) for day in days}, _gold_digest(gold, days)
 

@@ -16,11 +16,11 @@ from dagster import ExecuteInProcessResult
 from deploy.services.spark import Spark
 from taobao_assets.assets.silver import IMPRESSIONS_KEY, SCHEMAS
 from taobao_assets.io_managers.iceberg import table_name
-from taobao_assets.partitions import DAILY
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
 from taobao_assets_tests.conftest import (
+    DAILY,
     busy_workers,
     in_fresh_interpreter,
     materialize_silver,

@@ -16,8 +16,7 @@ import pandas as pd
 
 from taobao_assets.features import CTR_PRIOR_STRENGTH, CVR_PRIOR_STRENGTH, WINDOWS_DAYS
 from taobao_assets.gold_tables import GOLD_TABLES
-from taobao_assets.io_managers.postgres import end_of_day
-from taobao_assets.partitions import DAILY, event_time_config
+from taobao_assets.partitions import end_of_day, event_time_config
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
@@ -25,7 +24,7 @@ from taobao_assets.settings import Settings
 from taobao_assets.source.event_time import Timeline
 from taobao_assets.source.format import SPLITS, FileKind
 from taobao_assets.source.parser import CommonFeaturesRecord, SampleRecord, parse_file
-from taobao_assets_tests.conftest import gold_resources, materialize_gold
+from taobao_assets_tests.conftest import DAILY, gold_resources, materialize_gold
 
 ITEM_KEYS = {"item_id": "205", "category_id": "206", "shop_id": "207", "brand_id": "216"}
 

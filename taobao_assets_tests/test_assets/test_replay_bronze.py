@@ -20,13 +20,11 @@ from dagster import materialize
 
 from taobao_assets.assets.bronze import bronze_assets
 from taobao_assets.io_managers.bronze import BronzeIOManager, load_manifest
-from taobao_assets.partitions import DAILY
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.settings import Settings
 from taobao_assets.source.replay import PRODUCED_AT_HEADER, ReplayResult, run_replay, total_records
-from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
-from taobao_assets_tests.conftest import kafka_end_total
+from taobao_assets_tests.conftest import DAILY, TOPICS, kafka_end_total
 
 
 def _bronze_lines(s3: S3Resource, topic: str) -> dict[tuple[str, int], bytes]:
@@ -75,7 +73,7 @@ def test_every_replayed_record_carries_the_time_it_was_sent(replayed: tuple[Repl
     async def stamps() -> dict[tuple[str, int], list[list[int]]]:
         """Per topic partition, the produced_at values of each record, in offset order."""
         found = {}
-        for topic in (SAMPLES.name, COMMON_FEATURES.name):
+        for topic in (TOPICS.samples.name, TOPICS.common_features.name):
             for partition, end in (await kafka.end_offsets(topic)).items():
                 found[(topic, partition)] = [
                     [int(value) for name, value in record.headers if name == PRODUCED_AT_HEADER]
@@ -95,12 +93,12 @@ def test_every_replayed_record_carries_the_time_it_was_sent(replayed: tuple[Repl
 
 
 def test_bronze_reconciles_byte_for_byte_with_the_source_files(bronze: S3Resource, dataset: Path) -> None:
-    for topic in (SAMPLES.name, COMMON_FEATURES.name):
+    for topic in (TOPICS.samples.name, TOPICS.common_features.name):
         lines = _bronze_lines(bronze, topic)
         by_file: dict[str, dict[int, bytes]] = defaultdict(dict)
         for (source, line), value in lines.items():
             by_file[source][line] = value
-        stem = "sample_skeleton" if topic == SAMPLES.name else "common_features"
+        stem = "sample_skeleton" if topic == TOPICS.samples.name else "common_features"
         files = sorted(p.name for p in dataset.glob(f"{stem}_*.csv"))
         assert sorted(by_file) == files
         for name, rows in by_file.items():
@@ -111,11 +109,11 @@ def test_bronze_reconciles_byte_for_byte_with_the_source_files(bronze: S3Resourc
 
 def test_bronze_rerun_writes_identical_objects(bronze: S3Resource, settings: Settings) -> None:
     day = DAILY.get_partition_keys()[1]
-    manifest_before = load_manifest(bronze, SAMPLES.name, day)
+    manifest_before = load_manifest(bronze, TOPICS.samples.name, day)
     objects_before = {k: bronze.get_bytes(k) for k in bronze.list_keys(manifest_before.prefix)}
     resources = {"kafka": KafkaResource.from_settings(settings), "s3": bronze,
                  "bronze_io_manager": BronzeIOManager(s3=bronze)}
-    assert materialize(bronze_assets, partition_key=day, resources=resources).success
+    assert materialize(bronze_assets(DAILY, TOPICS), partition_key=day, resources=resources).success
     objects_after = {k: bronze.get_bytes(k) for k in bronze.list_keys(manifest_before.prefix)}
     assert objects_after == objects_before
     assert json.loads(objects_after[manifest_before.key("_manifest.json")])["records"] > 0

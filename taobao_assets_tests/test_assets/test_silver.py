@@ -30,7 +30,7 @@ from taobao_assets.assets.silver import (
 from taobao_assets.checks.silver import silver_checks
 from taobao_assets.io_managers.bronze import BronzeManifest
 from taobao_assets.io_managers.iceberg import COLUMN_SCHEMA_KEY, IcebergIOManager, table_name, table_schema
-from taobao_assets.partitions import DAILY, event_time_config
+from taobao_assets.partitions import event_time_config
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
@@ -48,8 +48,7 @@ from taobao_assets.source.event_time import Timeline
 from taobao_assets.source.format import FIELDS, FileKind
 from taobao_assets.source.generate import MALFORMED_FILE
 from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_file
-from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
-from taobao_assets_tests.conftest import materialize_silver, silver_resources
+from taobao_assets_tests.conftest import DAILY, TOPICS, materialize_silver, silver_resources
 
 EXAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "aliccp"
 Key = tuple[str, int]
@@ -102,7 +101,7 @@ def test_every_day_materializes_with_all_checks_passing(silver: dict[str, Execut
     for day, result in silver.items():
         assert result.success, day
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == len(silver_checks), day
+        assert len(evaluations) == len(silver_checks(DAILY, TOPICS)), day
         failed = {e.asset_check_key.name: e.metadata for e in evaluations if not e.passed}
         assert not failed, f"silver checks failed on {day}: {failed}"
 
@@ -149,7 +148,7 @@ def test_quarantine_holds_exactly_the_malformed_lines_byte_for_byte(
     for (source, line), row in quarantine.items():
         assert bytes(row["raw"]) == lines[source][line - 1], (source, line)
         is_sample = source.startswith(FileKind.SAMPLE_SKELETON.value)
-        assert row["topic"] == (SAMPLES.name if is_sample else COMMON_FEATURES.name)
+        assert row["topic"] == (TOPICS.samples.name if is_sample else TOPICS.common_features.name)
         assert row["message"]
 
 

@@ -27,18 +27,19 @@ from dagster import AssetSelection, AssetSpec, Definitions, ExecuteInProcessResu
 from psycopg2.extras import execute_values
 
 from deploy.service import Service
-from taobao_assets.assets.gold import gold_features
-from taobao_assets.assets.serving import generated_repo, online_store, serving_assets
+from taobao_assets.assets.gold import gold_assets
+from taobao_assets.assets.serving import ONLINE_STORE_KEY, serving_assets
 from taobao_assets.checks.serving import serving_checks
-from taobao_assets.feast_repo import FEATURE_REPO, FeastRepo, write_config
-from taobao_assets.gold_tables import GOLD_TABLES, TIMESTAMP_FIELD, GoldTable
-from taobao_assets.io_managers.postgres import create_table_sql, end_of_day
-from taobao_assets.partitions import DAILY
+from taobao_assets.feast_repo import FEATURE_REPO, FeastRepo, generated_repo, write_config
+from taobao_assets.feature_tables import TIMESTAMP_FIELD
+from taobao_assets.gold_tables import GOLD_TABLES, GoldTable
+from taobao_assets.io_managers.postgres import create_table_sql
+from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.settings import REPO_ROOT, Settings
-from taobao_assets_tests.conftest import ensure_running
+from taobao_assets_tests.conftest import DAILY, ensure_running
 
 DAYS = DAILY.get_partition_keys()[:3]
 #: Ids of each key column; user 1 / category 23 and user 12 / category 3 are always in the data.
@@ -100,15 +101,17 @@ def feast_resource(serving_settings: Settings) -> FeastResource:
 
 #: Gold and the silver it reads as specs: the serving assets' upstream without its Spark computation.
 UPSTREAM_SPECS = [*(AssetSpec(["silver", name], partitions_def=DAILY) for name in ("impressions", "user_context")),
-                  *gold_features.specs]
+                  *(spec for gold in gold_assets(DAILY) for spec in gold.specs)]
+SERVING_ASSETS = serving_assets(DAILY)
+SERVING_CHECKS = serving_checks(DAILY)
 
 
 def serving_definitions(settings: Settings) -> Definitions:
     """The serving assets and checks (and their upstream as specs) on ``settings``' stores."""
     postgres = PostgresResource.from_settings(settings)
     return Definitions(
-        assets=[*UPSTREAM_SPECS, *serving_assets],
-        asset_checks=serving_checks,
+        assets=[*UPSTREAM_SPECS, *SERVING_ASSETS],
+        asset_checks=SERVING_CHECKS,
         resources={"feast": FeastResource.from_settings(settings), "postgres": postgres,
                    "s3": S3Resource.from_settings(settings)},
     )
@@ -158,7 +161,7 @@ def run_serving(settings: Settings, selection: AssetSelection, partition_key: st
                 ) -> ExecuteInProcessResult:
     """Materialize ``selection`` of the serving assets and checks; failures are returned, not raised."""
     defs = serving_definitions(settings)
-    return materialize([*UPSTREAM_SPECS, *serving_assets, *serving_checks], resources=defs.resources,
+    return materialize([*UPSTREAM_SPECS, *SERVING_ASSETS, *SERVING_CHECKS], resources=defs.resources,
                        selection=selection, partition_key=partition_key, raise_on_error=False)
 
 
@@ -166,7 +169,7 @@ def run_serving(settings: Settings, selection: AssetSelection, partition_key: st
 def materialized(applied: FeastResource, serving_settings: Settings) -> dict[str, ExecuteInProcessResult]:
     """``online_store`` of each day, newest first but one: an older day must not overwrite a newer one."""
     order = [DAYS[1], DAYS[2], DAYS[0]]
-    return {day: run_serving(serving_settings, AssetSelection.assets(online_store), day) for day in order}
+    return {day: run_serving(serving_settings, AssetSelection.assets(ONLINE_STORE_KEY), day) for day in order}
 
 
 def latest(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -1,25 +1,28 @@
-"""The Feast repository is generated from the assets' metadata, and only from it."""
+"""The Feast repository is generated from the table contracts, and only from them; repo.py is that, committed."""
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import json
+import runpy
 from datetime import timedelta
 
 import pytest
-from dagster import AssetSpec, Definitions
 from feast import FeatureView, PushSource
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 
 from taobao_assets import gold_tables
-from taobao_assets.assets.gold import gold_features
-from taobao_assets.assets.serving import generated_repo, realtime_assets
-from taobao_assets.definitions import defs
-from taobao_assets.feast_repo import FEATURE_REPO, FEATURE_SERVICES, FeastRepo, generate, repo_from_definitions
+from taobao_assets.assets.serving import CONTRACT_KEYS
+from taobao_assets.definitions import build_definitions
+from taobao_assets.feast_repo import FEATURE_SERVICES, REPO_MODULE, FeastRepo, generate, generated_repo
+from taobao_assets.feast_source import render
+from taobao_assets.feature_tables import Column, FeatureTable
 from taobao_assets.gold_tables import GOLD_TABLES, GoldTable
-from taobao_assets.realtime_tables import REALTIME_TABLES
+from taobao_assets.realtime_tables import REALTIME_TABLES, RealtimeTable
+from taobao_assets.settings import Settings
 
 FEAST_TYPE_NAMES = {"int64": "Int64", "float64": "Float64", "string": "String"}
+CONTRACTS = (*GOLD_TABLES, *REALTIME_TABLES)
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +30,18 @@ def repo() -> FeastRepo:
     return generated_repo()
 
 
-def test_the_registry_depends_on_every_contract_of_the_code_location(repo: FeastRepo) -> None:
-    """An asset with a table contract that the registry asset does not depend on would go unserved."""
-    everything = repo_from_definitions(defs)
-    assert [type(o).__name__ + ":" + o.name for o in everything.objects()] == [
-        type(o).__name__ + ":" + o.name for o in repo.objects()]
-    assert everything.objects() == repo.objects()
+def test_the_assets_carry_exactly_the_contracts_and_the_registry_depends_on_them(settings: Settings) -> None:
+    """What Dagster shows (asset metadata) is what Feast is generated from (the contracts)."""
+    defs = build_definitions(settings)
+    carried: dict[str, FeatureTable] = {}
+    for spec in defs.resolve_all_asset_specs():
+        for kind in (GoldTable, RealtimeTable):
+            if kind.metadata_key in spec.metadata:
+                carried[spec.key.to_user_string()] = kind.from_metadata(spec.metadata)
+    assert carried == {f"{t.schema}/{t.name}": t for t in CONTRACTS}
+    registry = next(s for s in defs.resolve_all_asset_specs() if s.key.path[-1] == "feast_registry")
+    assert {d.asset_key for d in registry.deps} == set(CONTRACT_KEYS)
+    assert {k.to_user_string() for k in CONTRACT_KEYS} == set(carried)
 
 
 def test_every_key_column_becomes_one_entity_named_after_it(repo: FeastRepo) -> None:
@@ -76,13 +85,11 @@ def test_feature_services_list_the_declared_views(repo: FeastRepo) -> None:
         assert all(len(p.features) == len(repo.view(p.name).features) for p in service.feature_view_projections)
 
 
-def test_a_new_column_in_the_metadata_appears_in_its_view() -> None:
+def test_a_new_column_in_a_contract_appears_in_its_view() -> None:
     user = next(t for t in GOLD_TABLES if t.name == "user_features")
-    extra = gold_tables.Column("sessions_1d", "int64", "Sessions of the user in the day.")
+    extra = Column("sessions_1d", "int64", "Sessions of the user in the day.")
     grown = GoldTable(user.name, user.keys, (*user.features, extra), user.description, user.ttl_seconds)
-    specs = [AssetSpec(s.key, metadata=grown.metadata()) if s.key.path[-1] == user.name else s
-             for s in gold_features.specs]
-    view = generate([*specs, *realtime_assets]).view(user.name)
+    view = generate([grown if t is user else t for t in CONTRACTS]).view(user.name)
     assert view.features[-1].name == "sessions_1d" and str(view.features[-1].dtype) == "Int64"
 
 
@@ -90,25 +97,28 @@ def test_one_key_declared_two_ways_is_refused() -> None:
     user = next(t for t in GOLD_TABLES if t.name == "user_features")
     metadata = json.loads(user.metadata()[gold_tables.METADATA_KEY])
     metadata["keys"][0]["description"] = "Another user id."
-    clash = AssetSpec(["gold", "other_user_features"],
-                      metadata={gold_tables.METADATA_KEY: json.dumps({**metadata, "name": "other_user_features"})})
+    clash = GoldTable.from_metadata({gold_tables.METADATA_KEY: json.dumps({**metadata, "name": "other_user_features"})})
     with pytest.raises(ValueError, match=r"user_id .* one entity needs one declaration"):
-        generate([*gold_features.specs, *realtime_assets, clash])
+        generate([*CONTRACTS, clash])
 
 
 def test_nothing_is_generated_without_contracts() -> None:
-    with pytest.raises(ValueError, match="no asset carries"):
-        repo_from_definitions(Definitions(assets=[AssetSpec("plain")]))
+    with pytest.raises(ValueError, match="no table contract"):
+        generate([])
 
 
-def test_feature_repo_module_publishes_the_generated_objects(repo: FeastRepo) -> None:
-    spec = importlib.util.spec_from_file_location("feature_repo_under_test", FEATURE_REPO / "repo.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    published = {name: getattr(module, name) for name in dir(module) if name.split("_")[0] in
-                 ("entity", "source", "push", "view", "service")}
-    assert {type(o).__name__ + ":" + o.name for o in published.values()} == {
-        type(o).__name__ + ":" + o.name for o in repo.objects()}
-    assert published["view_user_features"] == repo.view("user_features")
-    assert isinstance(published["view_user_features"], FeatureView)
+def test_the_committed_repo_module_is_what_the_contracts_generate(repo: FeastRepo) -> None:
+    """If this fails, run ``python -m taobao_assets.feast_repo generate`` and commit feature_repo/repo.py."""
+    assert REPO_MODULE.read_text() == render(repo)
+
+
+def test_the_repo_module_declares_the_generated_objects_with_feast_alone(repo: FeastRepo) -> None:
+    """Python itself reads the file back: every object equals the generated one, and only Feast is imported."""
+    tree = ast.parse(REPO_MODULE.read_text())
+    imported = {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert imported == {"datetime", "feast"}
+    module = runpy.run_path(str(REPO_MODULE))
+    declared = {(type(o).__name__, o.name): o for o in module.values() if hasattr(o, "to_proto") and hasattr(o, "name")}
+    assert declared == {(type(o).__name__, o.name): o for o in repo.objects()}
+    assert isinstance(declared[("FeatureView", "user_features")], FeatureView)

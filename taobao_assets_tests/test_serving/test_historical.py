@@ -16,8 +16,8 @@ import pytest
 from taobao_assets.assets.serving import TRAINING_SERVICE, entity_frame, join_keys
 from taobao_assets.checks.serving import point_in_time_rows
 from taobao_assets.feast_repo import FeastRepo
-from taobao_assets.gold_tables import TIMESTAMP_FIELD
-from taobao_assets.io_managers.postgres import end_of_day
+from taobao_assets.feature_tables import TIMESTAMP_FIELD
+from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.settings import Settings

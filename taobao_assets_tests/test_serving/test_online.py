@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from dagster import AssetSelection, ExecuteInProcessResult
 
-from taobao_assets.assets.serving import online_store
+from taobao_assets.assets.serving import ONLINE_STORE_KEY
 from taobao_assets.feast_repo import FeastRepo
-from taobao_assets.gold_tables import TIMESTAMP_FIELD
-from taobao_assets.io_managers.postgres import end_of_day
+from taobao_assets.feature_tables import TIMESTAMP_FIELD
+from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.retrieval import OnlineFeatures
@@ -41,7 +41,7 @@ def test_online_store_asset_materializes_each_day_and_its_check_passes(
         (evaluation,) = result.get_asset_check_evaluations()
         assert evaluation.passed, evaluation.metadata
         assert evaluation.metadata["entities_compared"].value > 0
-        (materialization,) = result.asset_materializations_for_node("online_store")
+        (materialization,) = result.asset_materializations_for_node("serving__online_store")
         stamp = end_of_day(day)
         assert materialization.metadata["rows_materialized"].value == sum(
             int((frame[TIMESTAMP_FIELD] == stamp).sum()) for name, frame in gold.items())
@@ -87,13 +87,13 @@ def test_rerunning_a_day_after_gold_was_recomputed_replaces_the_served_values(
     try:
         with postgres.connect() as conn, conn.cursor() as cur:
             cur.execute(update, (original + 1_000_000, item, stamp))
-        result = run_serving(serving_settings, AssetSelection.assets(online_store), day)
+        result = run_serving(serving_settings, AssetSelection.assets(ONLINE_STORE_KEY), day)
         assert result.success
         assert lookup() == original + 1_000_000
     finally:
         with postgres.connect() as conn, conn.cursor() as cur:
             cur.execute(update, (original, item, stamp))
-        assert run_serving(serving_settings, AssetSelection.assets(online_store), day).success
+        assert run_serving(serving_settings, AssetSelection.assets(ONLINE_STORE_KEY), day).success
     assert lookup() == original
 
 

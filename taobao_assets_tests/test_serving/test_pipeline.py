@@ -17,28 +17,27 @@ from dagster import AssetSelection, ExecuteInProcessResult, materialize
 from pyspark.sql import functions as F
 
 from taobao_assets.assets.bronze import bronze_assets
-from taobao_assets.assets.gold import gold_features
+from taobao_assets.assets.gold import GOLD_KEYS, gold_assets
 from taobao_assets.assets.serving import (
+    BASELINE_KEY,
+    ONLINE_STORE_KEY,
+    REGISTRY_KEY,
     TRAINING_PREFIX,
     TRAINING_SERVICE,
-    ctr_baseline,
-    feast_registry,
-    online_store,
+    TRAINING_SET_KEY,
     serving_assets,
-    training_set,
     training_set_key,
 )
 from taobao_assets.assets.silver import silver_assets
 from taobao_assets.checks.serving import serving_checks
-from taobao_assets.gold_tables import TIMESTAMP_FIELD
+from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.io_managers.postgres import PostgresPartitionIOManager
-from taobao_assets.partitions import DAILY
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
-from taobao_assets_tests.conftest import silver_resources
+from taobao_assets_tests.conftest import DAILY, TOPICS, silver_resources
 
 pytestmark = pytest.mark.slow
 #: Gold of days 1-2 gives the training sets of days 2-3 their features (of the day before).
@@ -52,7 +51,8 @@ def run(silver: object, bronze: S3Resource, spark: SparkResource, settings: Sett
     resources = {**silver_resources(settings, spark, bronze), "postgres": postgres,
                  "gold_io_manager": PostgresPartitionIOManager(postgres=postgres),
                  "feast": FeastResource.from_settings(settings)}
-    assets = [*bronze_assets, *silver_assets, gold_features, *serving_assets, *serving_checks]
+    assets = [*bronze_assets(DAILY, TOPICS), *silver_assets(DAILY), *gold_assets(DAILY), *serving_assets(DAILY),
+              *serving_checks(DAILY)]
 
     def run(selection: AssetSelection, day: str | None = None) -> ExecuteInProcessResult:
         result = materialize(assets, resources=resources, selection=selection, partition_key=day,
@@ -63,19 +63,19 @@ def run(silver: object, bronze: S3Resource, spark: SparkResource, settings: Sett
         return result
 
     for day in GOLD_DAYS:
-        run(AssetSelection.assets(gold_features), day)
-    run(AssetSelection.assets(feast_registry))
+        run(AssetSelection.assets(*GOLD_KEYS), day)
+    run(AssetSelection.assets(REGISTRY_KEY))
     bronze.delete_prefix(f"{TRAINING_PREFIX}/")  # training sets of earlier sessions would train the model too
     return run
 
 
 @pytest.fixture(scope="module")
 def training_sets(run) -> dict[str, ExecuteInProcessResult]:
-    return {day: run(AssetSelection.assets(training_set), day) for day in TRAINING_DAYS}
+    return {day: run(AssetSelection.assets(TRAINING_SET_KEY), day) for day in TRAINING_DAYS}
 
 
 def test_online_store_of_a_day_passes_its_check(run) -> None:
-    result = run(AssetSelection.assets(online_store), GOLD_DAYS[-1])
+    result = run(AssetSelection.assets(ONLINE_STORE_KEY), GOLD_DAYS[-1])
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed and evaluation.metadata["entities_compared"].value > 0
 
@@ -94,7 +94,7 @@ def test_training_set_has_one_row_per_impression_with_labels_and_point_in_time_f
         assert (merged["click"] == merged["click_silver"]).all()
         assert (merged["conversion"] == merged["conversion_silver"]).all()
         assert (merged[TIMESTAMP_FIELD] == pd.to_datetime(merged["event_time"], utc=True)).all()
-        (materialization,) = result.asset_materializations_for_node("training_set")
+        (materialization,) = result.asset_materializations_for_node("serving__training_set")
         assert materialization.metadata["row_count"].value == len(frame)
         assert materialization.metadata["click_rate"].value == pytest.approx(frame["click"].mean())
         # Most impressions find their user's and item's features of the day before.
@@ -106,8 +106,8 @@ def test_training_set_has_one_row_per_impression_with_labels_and_point_in_time_f
 def test_baseline_model_trained_on_earlier_days_scores_the_next_day(
     training_sets: dict[str, ExecuteInProcessResult], run, bronze: S3Resource
 ) -> None:
-    result = run(AssetSelection.assets(ctr_baseline), TRAINING_DAYS[-1])
-    (materialization,) = result.asset_materializations_for_node("ctr_baseline")
+    result = run(AssetSelection.assets(BASELINE_KEY), TRAINING_DAYS[-1])
+    (materialization,) = result.asset_materializations_for_node("serving__ctr_baseline")
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     test_day = pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(TRAINING_DAYS[-1]))))
     assert metadata["trained_on_days"] == len(TRAINING_DAYS) - 1 and metadata["test_rows"] == len(test_day)

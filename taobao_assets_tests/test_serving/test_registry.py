@@ -7,14 +7,15 @@ from pathlib import Path
 
 from dagster import AssetCheckKey, AssetSelection
 
-from taobao_assets.assets.serving import CONTRACT_ASSETS, feast_registry
+from taobao_assets.assets.serving import REGISTRY_KEY
 from taobao_assets.feast_repo import FeastRepo, generate
 from taobao_assets.gold_tables import GOLD_TABLES, GoldTable
+from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.settings import Settings
 from taobao_assets_tests.test_serving.conftest import feast_cli, run_serving
 
-REGISTRY_CHECK = AssetCheckKey(feast_registry.key, "registry_matches_metadata")
+REGISTRY_CHECK = AssetCheckKey(REGISTRY_KEY, "registry_matches_metadata")
 
 
 def test_registry_asset_applies_the_generated_repo_and_its_check_passes(
@@ -22,7 +23,7 @@ def test_registry_asset_applies_the_generated_repo_and_its_check_passes(
 ) -> None:
     # Without the services (deleting views would also delete their online data, which other tests read).
     clean_registry.apply(generated.contents()._replace(feature_services=[]))
-    result = run_serving(serving_settings, AssetSelection.assets(feast_registry))
+    result = run_serving(serving_settings, AssetSelection.assets(REGISTRY_KEY))
     assert result.success
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.asset_check_key == REGISTRY_CHECK and evaluation.passed
@@ -39,9 +40,8 @@ def test_drift_check_fails_when_the_registry_was_applied_from_other_metadata(
     """As after a deploy that changed a gold contract, before the registry asset ran again."""
     item = next(t for t in GOLD_TABLES if t.name == "item_features")
     older = GoldTable(item.name, item.keys, item.features[:-1], item.description, item.ttl_seconds)
-    specs = [s.replace_attributes(metadata=older.metadata()) if s.key.path[-1] == item.name else s
-             for s in CONTRACT_ASSETS]
-    clean_registry.apply(generate(specs).contents())
+    contracts = [older if t.name == item.name else t for t in (*GOLD_TABLES, *REALTIME_TABLES)]
+    clean_registry.apply(generate(contracts).contents())
 
     result = run_serving(serving_settings, AssetSelection.checks(REGISTRY_CHECK))
     (evaluation,) = result.get_asset_check_evaluations()
@@ -51,7 +51,7 @@ def test_drift_check_fails_when_the_registry_was_applied_from_other_metadata(
     assert "feature_services ctr_model_v1: definition differs" in drift
 
     # Re-applying from the current metadata is what the registry asset is for.
-    result = run_serving(serving_settings, AssetSelection.assets(feast_registry))
+    result = run_serving(serving_settings, AssetSelection.assets(REGISTRY_KEY))
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from deploy.service import Service
+from taobao_assets.feast_repo import generated_repo
 from taobao_assets.partitions import event_time_config
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.kafka import KafkaResource
@@ -30,9 +31,9 @@ from taobao_assets.source.event_time import Timeline
 from taobao_assets.source.format import FileKind
 from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_line
 from taobao_assets.source.replay import ReplayRecord, ReplayResult, plan
-from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
 from taobao_assets.streaming.online import drop_online_rows, drop_project
 from taobao_assets.streaming.resource import StreamingResource
+from taobao_assets_tests.conftest import TOPICS
 
 DAY_MS, MINUTE_MS = 86_400_000, 60_000
 
@@ -42,13 +43,11 @@ def stream_feast(settings: Settings, postgres_service: Service, redis_service: S
                  ) -> Iterator[FeastResource]:
     """A Feast project of the test's own (no rows of another test can mask a missing write), applied
     from the definitions; dropped afterwards with the online rows the test wrote."""
-    from taobao_assets.definitions import defs
-    from taobao_assets.feast_repo import repo_from_definitions
 
     feast = FeastResource(postgres=PostgresResource.from_settings(settings),
                           redis=RedisResource.from_settings(settings),
                           project=f"stream_{uuid.uuid4().hex[:8]}")
-    feast.apply(repo_from_definitions(defs).contents())
+    feast.apply(generated_repo().contents())
     yield feast
     drop_project(feast)
 
@@ -56,7 +55,7 @@ def stream_feast(settings: Settings, postgres_service: Service, redis_service: S
 @pytest.fixture(scope="session")
 def events(dataset: Path, settings: Settings) -> list[ReplayRecord]:
     """The shared data set as the replay sends it (common features before the samples using them)."""
-    return list(plan(dataset, Timeline.from_folder(dataset, event_time_config(settings))))
+    return list(plan(dataset, Timeline.from_folder(dataset, event_time_config(settings)), TOPICS))
 
 
 def _streaming(settings: Settings, feast: FeastResource, topic_prefix: str) -> StreamingResource:
@@ -100,8 +99,8 @@ def replayed_stream(replayed: tuple[ReplayResult, int], settings: Settings, stre
 
 def produce(streaming: StreamingResource, records: list[ReplayRecord], rate: float | None = None) -> None:
     """Send ``records`` to the stream's topics as the replay would (``produced_at`` header included)."""
-    names = {SAMPLES.name: streaming.topics.samples.name,
-             COMMON_FEATURES.name: streaming.topics.common_features.name}
+    names = {TOPICS.samples.name: streaming.topics.samples.name,
+             TOPICS.common_features.name: streaming.topics.common_features.name}
 
     async def send() -> None:
         started = time.monotonic()
@@ -137,7 +136,7 @@ def recompute(records: list[ReplayRecord], entity_prefix: str) -> Expected:
     samples: list[tuple[int, SampleRecord]] = []
     rejected: set[tuple[str, int, str]] = set()
     for record in records:
-        kind = FileKind.SAMPLE_SKELETON if record.topic == SAMPLES.name else FileKind.COMMON_FEATURES
+        kind = FileKind.SAMPLE_SKELETON if record.topic == TOPICS.samples.name else FileKind.COMMON_FEATURES
         parsed = parse_line(record.value, kind, record.source, record.line)
         if isinstance(parsed, QuarantineRecord):
             rejected.add((record.source, record.line, parsed.reason.value))

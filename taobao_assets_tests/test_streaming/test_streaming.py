@@ -25,7 +25,6 @@ from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.sensors.streaming import streaming_sensor
 from taobao_assets.settings import Settings
 from taobao_assets.source.replay import ReplayRecord
-from taobao_assets.source.topics import SAMPLES
 from taobao_assets.streaming.applier import FAILPOINT_ENV, Applier
 from taobao_assets.streaming.dead_letter import MESSAGE_HEADER, REASON_HEADER
 from taobao_assets.streaming.join import KINDS
@@ -33,6 +32,7 @@ from taobao_assets.streaming.online import drop_project
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets.streaming.run import OffsetRange, RangeRun, apply_ranges
 from taobao_assets.streaming.state import LeaseLost, StreamState
+from taobao_assets_tests.conftest import TOPICS
 from taobao_assets_tests.test_streaming.conftest import Expected, produce, recompute
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -82,7 +82,7 @@ def run_metadata(run: ExecuteInProcessResult) -> dict[str, Any]:
 
 
 def samples_in(records: list[ReplayRecord]) -> int:
-    return sum(r.topic == SAMPLES.name for r in records)
+    return sum(r.topic == TOPICS.samples.name for r in records)
 
 
 def dirty_entities(stream: StreamingResource) -> int:

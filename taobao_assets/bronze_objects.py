@@ -1,0 +1,88 @@
+"""What a bronze day is, in memory and in MinIO: the parts spooled by the asset and the stored manifest.
+
+The bronze asset (:mod:`taobao_assets.assets.bronze`) produces a :class:`BronzeDay`; the bronze IO
+manager (:mod:`taobao_assets.io_managers.bronze`) stores it under :func:`day_prefix` with the
+manifest written last, and hands downstream assets a :class:`BronzeManifest`. Both sides import
+these types from here, so the IO manager depends on no asset module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+#: The manifest object of a stored day; written last, so a day with a manifest is complete.
+MANIFEST = "_manifest.json"
+
+
+@dataclass(frozen=True)
+class BronzePart:
+    """One Kafka partition's records of the day, spooled locally until the IO manager stores them."""
+
+    partition: int
+    start_offset: int
+    end_offset: int
+    records: int
+    bytes: int
+    sha256: str
+    data_file: Path
+    index_file: Path
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition, "start_offset": self.start_offset, "end_offset": self.end_offset,
+            "records": self.records, "bytes": self.bytes, "sha256": self.sha256,
+            "data_object": self.data_file.name, "index_object": self.index_file.name,
+        }
+
+
+@dataclass(frozen=True)
+class BronzeDay:
+    topic: str
+    day: date
+    parts: list[BronzePart] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return sum(p.records for p in self.parts)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.parts)
+
+    def manifest(self) -> dict[str, Any]:
+        return {"topic": self.topic, "day": self.day.isoformat(), "records": self.records,
+                "bytes": self.bytes, "parts": [p.manifest() for p in self.parts]}
+
+
+def day_prefix(topic: str, day: date | str) -> str:
+    return f"bronze/{topic}/day={day}/"
+
+
+@dataclass(frozen=True)
+class BronzeManifest:
+    """What a stored bronze day holds; ``raw`` is the manifest JSON as written."""
+
+    bucket: str
+    prefix: str
+    raw: dict[str, Any]
+
+    @property
+    def topic(self) -> str:
+        return str(self.raw["topic"])
+
+    @property
+    def records(self) -> int:
+        return int(self.raw["records"])
+
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        return list(self.raw["parts"])
+
+    def key(self, object_name: str) -> str:
+        return self.prefix + object_name
+
+    def uri(self, object_name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{object_name}"
