@@ -45,9 +45,8 @@ from taobao_assets.silver_tables import (
     parse_bronze,
 )
 from taobao_assets.source.event_time import Timeline
-from taobao_assets.source.format import FIELDS, FileKind
+from taobao_assets.source.format import COLUMNS, FIELDS, FileKind
 from taobao_assets.source.generate import MALFORMED_FILE
-from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_file
 from taobao_assets_tests.conftest import DAILY, TOPICS, materialize_silver, silver_resources
 
 EXAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "aliccp"
@@ -62,28 +61,50 @@ def _by_location(rows: Iterable[Row]) -> dict[Key, dict[str, Any]]:
     return {(r["source_file"], r["source_line"]): r.asDict(recursive=True) for r in rows}
 
 
-def _expected_impression(record: SampleRecord) -> dict[str, Any]:
-    """A sample's silver columns from the Python parse and the contract's field maps (not from Spark)."""
-    row = {"sample_id": record.sample_id, "click": record.click, "conversion": record.conversion,
-           "common_feature_index": record.common_feature_index}
-    row |= {name: record.feature_id(fid) for name, fid in ITEM_COLUMNS.items()}
+def _decode(line: bytes, kind: FileKind) -> tuple[list[str], dict[str, list[tuple[int, float]]]]:
+    """A good raw line, decoded here by plain splits (not by the project's parser): its leading
+    columns and, per field id, every (feature id, value) in line order."""
+    *columns, feature_list = line.rstrip(b"\r\n").decode().split(",", len(COLUMNS[kind]) - 1)
+    entries: dict[str, list[tuple[int, float]]] = {}
+    for entry in feature_list.split("\x01") if feature_list else []:
+        field, rest = entry.split("\x02")
+        feature, value = rest.split("\x03")
+        entries.setdefault(field, []).append((int(feature), float(value)))
+    return columns, entries
+
+
+def _first(entries: dict[str, list[tuple[int, float]]], field: str) -> tuple[int | None, float | None]:
+    """A single-valued field: its first entry counts (repeats are kept aside by the parser)."""
+    return entries[field][0] if field in entries else (None, None)
+
+
+def _expected_impression(line: bytes) -> dict[str, Any]:
+    """A good sample line's silver columns, from the raw bytes and the contract's field maps."""
+    (sample_id, click, conversion, index, _), entries = _decode(line, FileKind.SAMPLE_SKELETON)
+    row: dict[str, Any] = {"sample_id": int(sample_id), "click": int(click), "conversion": int(conversion),
+                           "common_feature_index": index}
+    row |= {name: _first(entries, fid)[0] for name, fid in ITEM_COLUMNS.items()}
     for fid in COMBINATION_FIELDS:
-        feature, value = record.features.get(fid, (None, None))
+        feature, value = _first(entries, fid)
         row |= {f"comb_{fid}_id": feature, f"comb_{fid}_value": value}
     return row
 
 
-def _expected_context(record: CommonFeaturesRecord) -> dict[str, Any]:
-    row = {"common_feature_index": record.common_feature_index, "user_id": record.feature_id(USER_ID_FIELD)}
-    row |= {name: record.feature_id(fid) for name, fid in PROFILE_COLUMNS.items()}
-    row |= {name: [{"id": i, "count": c} for i, c in record.histories[fid]]
-            for name, fid in HISTORY_COLUMNS.items()}
+def _expected_context(line: bytes) -> dict[str, Any]:
+    """A good common-features line's silver columns, from the raw bytes and the contract's field maps."""
+    (index, _), entries = _decode(line, FileKind.COMMON_FEATURES)
+    row: dict[str, Any] = {"common_feature_index": index, "user_id": _first(entries, USER_ID_FIELD)[0]}
+    row |= {name: _first(entries, fid)[0] for name, fid in PROFILE_COLUMNS.items()}
+    row |= {name: [{"id": i, "count": c} for i, c in entries.get(fid, [])] for name, fid in HISTORY_COLUMNS.items()}
     return row
 
 
-def _python_parse(folder: Path, kind: FileKind) -> dict[Key, Any]:
-    return {(r.source, r.line_number): r for path in sorted(folder.glob(f"{kind.value}_*.csv"))
-            for r in parse_file(path)}
+def _good_lines(folder: Path, kind: FileKind) -> dict[Key, bytes]:
+    """Every line of ``kind``'s files that the generator did not make malformed (its malformed.json)."""
+    malformed = json.loads((folder / MALFORMED_FILE).read_text()) if (folder / MALFORMED_FILE).exists() else []
+    bad = {(m["file"], m["line_number"]) for m in malformed}
+    return {(path.name, n): line for path in sorted(folder.glob(f"{kind.value}_*.csv"))
+            for n, line in enumerate(path.read_bytes().splitlines(keepends=True), 1) if (path.name, n) not in bad}
 
 
 def _subset(row: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
@@ -109,15 +130,13 @@ def test_every_day_materializes_with_all_checks_passing(silver: dict[str, Execut
 def test_impressions_equal_the_python_parse_of_the_source_files(
     silver: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings, dataset: Path,
 ) -> None:
-    expected = {k: r for k, r in _python_parse(dataset, FileKind.SAMPLE_SKELETON).items()
-                if isinstance(r, SampleRecord)}
+    expected = _good_lines(dataset, FileKind.SAMPLE_SKELETON)
     stored = _by_location(_table(spark, settings, IMPRESSIONS_KEY).collect())
     assert stored.keys() == expected.keys()
     timeline = Timeline.from_folder(dataset, event_time_config(settings))
-    record_columns = list(_expected_impression(next(iter(expected.values()))))
-    for (source, line), record in expected.items():
-        row = stored[source, line]
-        assert _subset(row, record_columns) == _expected_impression(record), (source, line)
+    for (source, line), raw in expected.items():
+        row, want = stored[source, line], _expected_impression(raw)
+        assert _subset(row, want) == want, (source, line)
         split = source.removeprefix("sample_skeleton_").removesuffix(".csv")
         event = timeline.sample_time(split, line)
         assert int(row["event_time"].timestamp() * 1000) == event.timestamp_ms, (source, line)
@@ -127,12 +146,11 @@ def test_impressions_equal_the_python_parse_of_the_source_files(
 def test_user_context_equals_the_python_parse_of_the_source_files(
     silver: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings, dataset: Path,
 ) -> None:
-    expected = {k: r for k, r in _python_parse(dataset, FileKind.COMMON_FEATURES).items()
-                if isinstance(r, CommonFeaturesRecord)}
+    expected = _good_lines(dataset, FileKind.COMMON_FEATURES)
     stored = _by_location(_table(spark, settings, USER_CONTEXT_KEY).collect())
     assert stored.keys() == expected.keys()
-    for key, record in expected.items():
-        want = _expected_context(record)
+    for key, raw in expected.items():
+        want = _expected_context(raw)
         assert _subset(stored[key], want) == want, key
 
 
@@ -234,10 +252,10 @@ def test_spark_parse_agrees_with_the_python_parser_on_the_shared_examples(
         rows = _by_location(parse_bronze(parts, kind, ObjectStore.from_resource(s3)).collect())
     finally:
         s3.delete_prefix(prefix)
-    records = {(r.source, r.line_number): r for r in parse_file(path)}
-    assert rows.keys() == records.keys() and len(rows) > 0
-    for key, record in records.items():
-        assert not isinstance(record, QuarantineRecord)
-        want = _expected_impression(record) if isinstance(record, SampleRecord) else _expected_context(record)
+    lines = {(path.name, n): line for n, line in enumerate(path.read_bytes().splitlines(keepends=True), 1)}
+    assert rows.keys() == lines.keys() and len(rows) > 0
+    expected = _expected_impression if kind is FileKind.SAMPLE_SKELETON else _expected_context
+    for key, raw in lines.items():
+        want = expected(raw)
         assert _subset(rows[key], want) == want, key
         assert rows[key]["reason"] is None and rows[key]["raw"] is None
