@@ -81,3 +81,11 @@ def test_dagster_validates_the_workspace() -> None:
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_tests_root_conftest_loads_without_spark() -> None:
+    """The fast tier (``make test-fast``) never starts or imports Spark."""
+    code = "import sys, taobao_assets_tests.conftest; print('pyspark' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -32,16 +32,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-
-import pyspark
 
 from deploy.maven import Artifact, resolve
 from deploy.service import Service, port_open
 
 #: The Kafka source is compiled against Spark internals, so it must be the exact running version.
-SPARK_VERSION = pyspark.__version__
+SPARK_VERSION = version("pyspark")
 SCALA_BINARY = "2.13"
 SPARK_MINOR = ".".join(SPARK_VERSION.split(".")[:2])
 ICEBERG_VERSION = "1.12.0"
@@ -71,6 +70,9 @@ DAEMON_MEMORY = "256m"
 
 def spark_home() -> Path:
     """pyspark's installation doubles as SPARK_HOME: it has ``bin/spark-class`` and ``jars/``."""
+    # Imported here: the stack manager and the tests' fixtures load this module without needing Spark.
+    import pyspark
+
     return Path(pyspark.__file__).resolve().parent
 
 
