@@ -27,7 +27,9 @@ status:
 down:
 	$(PY) -m deploy.stack down
 
+# feature_store.yaml (generated from the settings: it holds passwords) lets `feast -c feature_repo ...` work.
 demo: up
+	$(PY) -m taobao_assets.feast_repo write-config
 	$(PY) -m taobao_assets.cli demo
 
 lint: $(STAMP)
