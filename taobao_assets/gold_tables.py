@@ -1,9 +1,9 @@
 """The declared contract of each gold table: columns, types, descriptions, entity keys, TTL.
 
 It is written once here and travels as the gold assets' metadata. The Postgres IO manager creates
-tables from it, an asset check compares it with the table in Postgres, and the Feast repository is
-generated from the metadata (never from this module directly), so what Dagster shows, what
-Postgres holds and what Feast serves are the same thing.
+tables from it, an asset check compares it with the table in Postgres, and the Feast repository
+(``feature_repo/repo.py``) is generated from it, so what Dagster shows, what Postgres holds and
+what Feast serves are the same thing (:mod:`taobao_assets.feature_tables`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Serving: the Feast registry, the Redis online store, training sets and a baseline CTR model.
+"""Serving (``serving/*``): the Feast registry, the Redis online store, training sets and a baseline CTR model.
 
-- ``feast_registry`` applies the repository generated from the metadata of the assets it depends
-  on (:mod:`taobao_assets.feast_repo`), so adding a gold column re-registers the view;
+- ``feast_registry`` applies the repository generated from the table contracts of the assets it
+  depends on (:mod:`taobao_assets.feast_repo`), so adding a gold column re-registers the view;
 - ``online_store`` (daily) materializes day D's gold rows, stamped with the end of D, into Redis.
   Feast's Redis writes keep the newest timestamp per entity, so re-running an older day never
   replaces newer values; a re-run of the same day (gold recomputed) does replace its own values
@@ -13,13 +13,13 @@
 - ``ctr_baseline`` (daily) trains a logistic regression on the training sets of the days before D
   and scores day D: the AUC is the figure later models have to beat.
 
-The Feast objects come from the metadata of :data:`CONTRACT_ASSETS` (the gold multi-asset's specs
-and the real-time tables), which ``feast_registry`` depends on; the registry check guarantees the
-applied registry is exactly that, so the other assets use the generated objects directly.
+The Feast objects come from the contracts of :data:`CONTRACT_KEYS` (the gold tables and the
+real-time tables), which ``feast_registry`` depends on; the registry check guarantees the applied
+registry is exactly that, so the other assets use the generated objects directly.
 
 The real-time tables are declared here as external assets (``streaming/<table>``): the streaming
-run writes them to Redis through Feast pushes, and their metadata is where the Feast repository
-reads their contract from.
+run writes them to Redis through Feast pushes; like the gold assets, they carry their contract as
+metadata, so the Dagster UI shows the columns Feast serves.
 """
 
 import io

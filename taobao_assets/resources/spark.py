@@ -14,7 +14,6 @@ from :mod:`taobao_assets.settings`:
   Postgres tables, the same catalog name (Iceberg files its tables under the Spark catalog's name)
   and the same warehouse, so either engine sees the other's tables. Its table cache is off: a
   long-lived session must see commits Trino made meanwhile;
-- dynamic partition overwrite, so rewriting one day replaces exactly that day;
 - tuning for the 2-core machine: few shuffle partitions (adaptive execution merges them further),
   no UI, scratch space in the state folder, session time zone UTC so the ``day`` of an event time
   does not depend on the machine's zone.
@@ -73,7 +72,6 @@ def spark_config(settings: Settings) -> dict[str, str]:
         # Executors' Python workers must run this interpreter (it has the project's dependencies).
         "spark.pyspark.python": sys.executable,
         "spark.sql.extensions": ICEBERG_EXTENSIONS,
-        "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
