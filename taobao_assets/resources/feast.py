@@ -12,6 +12,7 @@ by object, the basis of the registry-drift asset check.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,13 @@ from pydantic import PrivateAttr
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import REPO_ROOT, Settings
+
+# Importing feast turns on every DeprecationWarning of the process (feast/feature_view.py calls
+# warnings.simplefilter("once", DeprecationWarning)), so other libraries' notices reached the
+# terminal: Dagster's about its own use of InitResourceContext.dagster_run, protobuf's about
+# FieldDescriptor.label. Restore Python's default: deprecations show in __main__'s code only.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
 
 #: How long a process trusts its copy of the registry before reading Postgres again.
 REGISTRY_CACHE_SECONDS = 60
