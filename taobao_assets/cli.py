@@ -16,17 +16,22 @@ from taobao_assets.settings import REPO_ROOT, get_settings
 
 
 def demo(rows: int, open_ui: bool, source: Path | None, limit: int | None, summary_json: Path | None) -> int:
-    from taobao_assets.definitions import build_definitions
-    from taobao_assets.demo import StageFailed, print_summary, run_demo, summary_facts, write_summary
+    from taobao_assets.console import DemoLog, StageConsole
 
     settings = get_settings()
-    try:
-        summary = run_demo(settings, build_definitions(settings), rows, source, limit)
-    except StageFailed as failure:
-        print(f"\nFAILED: {failure}\nService logs: {settings.logs_dir}", file=sys.stderr)
-        return 1
-    facts = summary_facts(settings, summary.data_folder)
-    print_summary(summary, settings, facts)
+    console = StageConsole()
+    with DemoLog(settings.logs_dir) as log:
+        console.print(f"taobao-feature-platform demo; Dagster's events and details go to {log.path}")
+        from taobao_assets.definitions import build_definitions
+        from taobao_assets.demo import StageFailed, print_summary, run_demo, summary_facts, write_summary
+
+        try:
+            summary = run_demo(settings, build_definitions(settings), console, rows, source, limit)
+        except StageFailed as failure:
+            print(f"\nFAILED: {failure}\nlog: {log.path}\nservice logs: {settings.logs_dir}", file=sys.stderr)
+            return 1
+        facts = summary_facts(settings, summary.data_folder)
+    print_summary(summary, settings, facts, log.path)
     if summary_json is not None:
         write_summary(summary_json, summary, facts)
     if summary.checks_failed:

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from typing import Any
 
-from dagster import BetaWarning, Definitions, EnvVar, PreviewWarning, definitions, in_process_executor
+from dagster import Definitions, EnvVar, definitions, in_process_executor
 
 from taobao_assets.assets.analytics import analytics_assets
 from taobao_assets.assets.bronze import bronze_assets, kafka_topics
@@ -48,6 +47,7 @@ from taobao_assets.jobs import (
     replay_job,
     streaming_job,
 )
+from taobao_assets.known_warnings import accept_known_warnings
 from taobao_assets.partitions import daily_partitions
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.kafka import KafkaResource
@@ -98,21 +98,14 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 
 def build_definitions(settings: Settings) -> Definitions:
     """The whole code location for ``settings``: its days, its topics, its servers."""
+    accept_known_warnings()
     daily = daily_partitions(settings)
     topics = RawTopics.of(settings.topic_prefix)
-    with warnings.catch_warnings():
-        # Dagster calls two features the platform relies on (and tests) beta or preview, once per
-        # definition: mappings that allow missing upstream days (the first days of a window) and
-        # partitioned asset checks. Said dozens of times at every load, it buries real warnings.
-        warnings.simplefilter("ignore", BetaWarning)
-        warnings.simplefilter("ignore", PreviewWarning)
-        assets = [*kafka_topics(topics), *bronze_assets(daily, topics), *silver_assets(daily), *gold_assets(daily),
-                  *serving_assets(daily), *analytics_assets(daily)]
-        checks = [*bronze_checks(daily, topics), *silver_checks(daily, topics), *gold_checks(daily),
-                  *serving_checks(daily), *analytics_checks(daily)]
     return Definitions(
-        assets=assets,
-        asset_checks=checks,
+        assets=[*kafka_topics(topics), *bronze_assets(daily, topics), *silver_assets(daily), *gold_assets(daily),
+                *serving_assets(daily), *analytics_assets(daily)],
+        asset_checks=[*bronze_checks(daily, topics), *silver_checks(daily, topics), *gold_checks(daily),
+                      *serving_checks(daily), *analytics_checks(daily)],
         jobs=[replay_job, bronze_job, daily_batch_job, feast_apply_job, daily_serving_job, streaming_job],
         schedules=[daily_batch_schedule],
         sensors=sensors,

@@ -2,27 +2,38 @@
 
 ``python -m taobao_assets.cli demo`` (``make demo``) runs every stage through Dagster on the
 project's own instance (``settings.dagster_home``), so each run, materialization and check result
-shows up in the Dagster UI afterwards. Each stage prints its name, its rate and its time; a failure
-names the stage and where its log is.
+shows up in the Dagster UI afterwards. Each stage is one line on the terminal (its progress, rate
+and time; :mod:`taobao_assets.console`); the runs' events go to the demo's log file. A failure
+names the stage, the failed step and its error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import Definitions, ExecuteInProcessResult, SensorResult, build_sensor_context
 
+from taobao_assets.console import StageConsole, StageLine, to_log_file
 from taobao_assets.instance import project_instance
 from taobao_assets.settings import Settings
 
+if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
+
 #: Sample lines of the default synthetic data set: a few minutes end to end on 2 cores.
 DEFAULT_ROWS = 300_000
+#: Lines of a failed step's error shown with the failure; the log file has all of it.
+ERROR_LINES = 6
+
+#: Written to the demo's log file (console.DemoLog).
+log = logging.getLogger(__name__)
 
 
 class StageFailed(RuntimeError):
@@ -31,6 +42,7 @@ class StageFailed(RuntimeError):
 
 @dataclass
 class Summary:
+    console: StageConsole = field(repr=False)
     stages: list[tuple[str, float, str]] = field(default_factory=list)
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
@@ -38,19 +50,18 @@ class Summary:
     data_folder: Path | None = None
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[dict[str, str]]:
-        print(f"\n== {name} ...", flush=True)
-        note: dict[str, str] = {}
-        t0 = time.monotonic()
-        try:
-            yield note
-        except StageFailed:
-            raise
-        except Exception as exc:
-            raise StageFailed(f"stage '{name}' failed: {exc!r}") from exc
-        seconds = time.monotonic() - t0
-        self.stages.append((name, seconds, note.get("detail", "")))
-        print(f"== {name}: done in {seconds:.1f}s {note.get('detail', '')}", flush=True)
+    def stage(self, name: str, total: int | None = None, unit: str = "") -> Iterator[StageLine]:
+        """Run a stage on its console line; ``total`` units of work (e.g. days) when it knows them."""
+        with self.console.stage(name, total, unit) as line:
+            try:
+                yield line
+            except Exception as exc:
+                log.exception(f"stage '{name}' failed")
+                if isinstance(exc, StageFailed):
+                    raise
+                raise StageFailed(f"stage '{name}' failed: {type(exc).__name__}: {exc}") from exc
+        self.stages.append((name, line.seconds, line.detail))
+        log.info(f"stage '{name}' done in {line.seconds:.1f}s {line.detail}".rstrip())
 
     def record(self, result: ExecuteInProcessResult, what: str) -> None:
         for evaluation in result.get_asset_check_evaluations():
@@ -59,7 +70,28 @@ class Summary:
             else:
                 self.checks_failed.append(f"{what}: {evaluation.asset_key.to_user_string()} {evaluation.check_name}")
         if not result.success:
-            raise StageFailed(f"{what}: run {result.run_id} failed; see the Dagster UI or `dagster run logs`")
+            raise StageFailed(f"{what}: run {result.run_id} failed {failure_cause(result)}")
+
+
+def failure_cause(result: ExecuteInProcessResult) -> str:
+    """Where and why a run failed: each failed step (else the run) with the error that started it."""
+    causes = [f"in step {event.step_key}: {_root_error(event.step_failure_data.error)}"
+              for event in result.get_step_failure_events()]
+    if not causes:
+        event = result.get_run_failure_event()
+        causes = [f"({event.message}): {_root_error(event.job_failure_data.error)}"]
+    return "\n".join(causes)
+
+
+def _root_error(error: SerializableErrorInfo | None) -> str:
+    """The innermost cause's type and message (Dagster wraps what an op raised), at most ERROR_LINES lines."""
+    if error is None:
+        return "no error recorded"
+    while error.cause is not None:
+        error = error.cause
+    lines = error.message.strip().splitlines()
+    more = f"\n  ... {len(lines) - ERROR_LINES} more lines in the log" if len(lines) > ERROR_LINES else ""
+    return "\n  ".join(lines[:ERROR_LINES]) + more
 
 
 @dataclass(frozen=True)
@@ -73,12 +105,14 @@ class DataSet:
     changed: bool
 
 
-def ensure_data(settings: Settings, rows: int, source: Path | None = None, limit: int | None = None) -> DataSet:
+def ensure_data(settings: Settings, rows: int, source: Path | None = None, limit: int | None = None,
+                progress: Callable[[str], None] = log.info) -> DataSet:
     """The raw folder to replay: ``source`` (or the configured one, generated when empty), maybe sliced.
 
     ``changed`` compares the folder's replay fingerprint with the one recorded after the last
     demo's replay, so switching data sets (generated, real, another limit) resets the topics and the
-    stream's state instead of mixing two data sets.
+    stream's state instead of mixing two data sets. ``progress`` gets the slicing's reports (a
+    real data set's files take minutes to scan).
     """
     from taobao_assets.partitions import event_time_config
     from taobao_assets.source.format import SPLITS, FileKind
@@ -92,11 +126,12 @@ def ensure_data(settings: Settings, rows: int, source: Path | None = None, limit
     if not (folder / first_file).exists():
         if source is not None:
             raise FileNotFoundError(f"{folder} holds no raw Ali-CCP files ({first_file}, ...)")
-        generate(GeneratorConfig(rows=rows, seed=42, out=folder, event_time=event_time_config(settings)))
+        generate(GeneratorConfig(rows=rows, seed=42, out=folder, progress=False,
+                                 event_time=event_time_config(settings)))
         description = f"generated {rows:,} samples in {folder}"
     if limit is not None:
         sliced = settings.state_dir / f"aliccp-first-{limit}"
-        manifest = write_subset(folder, sliced, limit)
+        manifest = write_subset(folder, sliced, limit, progress)
         samples = sum(n for name, n in manifest.lines.items()
                       if FileKind.from_file_name(name) is FileKind.SAMPLE_SKELETON)
         folder, description = sliced, f"first {samples:,} samples of {folder} in {sliced}"
@@ -110,27 +145,44 @@ def _replayed_marker(settings: Settings) -> Path:
     return settings.state_dir / f"demo-dataset-{settings.topic_prefix}.txt"
 
 
-def run_demo(settings: Settings, defs: Definitions, rows: int = DEFAULT_ROWS, source: Path | None = None,
-             limit: int | None = None) -> Summary:
-    """Every stage in order; returns what was produced (the CLI prints it)."""
+def run_demo(settings: Settings, defs: Definitions, console: StageConsole, rows: int = DEFAULT_ROWS,
+             source: Path | None = None, limit: int | None = None) -> Summary:
+    """Every stage in order, each a line on ``console``; returns what was produced (the CLI prints it)."""
     from taobao_assets.jobs import daily_batch_job, daily_serving_job, feast_apply_job, replay_job, streaming_job
     from taobao_assets.partitions import daily_partitions
     from taobao_assets.sensors.streaming import streaming_sensor
     from taobao_assets.streaming.resource import StreamingResource
 
     instance = project_instance(settings)
-    summary = Summary()
+    summary = Summary(console)
     days = daily_partitions(settings).get_partition_keys()
 
-    def run_job(name: str, **kwargs: Any) -> ExecuteInProcessResult:
-        result = defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
-        summary.record(result, f"{name} {kwargs.get('partition_key', '')}".strip())
+    def run_job(name: str, run_config: Mapping[str, Any] | None = None, **kwargs: Any) -> ExecuteInProcessResult:
+        job, config = to_log_file(defs.resolve_job_def(name), run_config)
+        t0 = time.monotonic()
+        result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False, **kwargs)
+        what = f"{name} {kwargs.get('partition_key', '')}".strip()
+        log.info(f"{what}: run {result.run_id} {'succeeded' if result.success else 'failed'} "
+                 f"in {time.monotonic() - t0:.1f}s")
+        summary.record(result, what)
         return result
 
-    with summary.stage("source data") as note:
-        data = ensure_data(settings, rows, source, limit)
+    def run_days(line: StageLine, name: str) -> None:
+        """``name`` for each day in order, the line counting the days."""
+        for day in days:
+            line.note(day)
+            run_job(name, partition_key=day)
+            line.advance()
+        line.note("")
+
+    with summary.stage("source data") as line:
+        def progress(message: str) -> None:
+            log.info(message)
+            line.note(message)
+
+        data = ensure_data(settings, rows, source, limit, progress)
         summary.data_folder = data.folder
-        note["detail"] = f"({data.description})"
+        line.note(f"({data.description})")
     with summary.stage("replay into Kafka"):
         # A new data set replaces what the topics and the stream's state held; the same one
         # resumes or is a no-op.
@@ -139,20 +191,16 @@ def run_demo(settings: Settings, defs: Definitions, rows: int = DEFAULT_ROWS, so
         config = {"source_dir": str(data.folder), "reset": data.changed}
         run_job(replay_job.name, run_config={"ops": {"replay_raw_files": {"config": config}}})
         _replayed_marker(settings).write_text(data.fingerprint)
-    with summary.stage(f"bronze -> silver -> gold for {len(days)} days") as note:
-        for day in days:
-            t0 = time.monotonic()
-            run_job(daily_batch_job.name, partition_key=day)
-            print(f"   {day}: {time.monotonic() - t0:.1f}s", flush=True)
+    with summary.stage(f"bronze -> silver -> gold for {len(days)} days", len(days), "day") as line:
+        run_days(line, daily_batch_job.name)
     with summary.stage("Feast apply"):
         run_job(feast_apply_job.name)
-    with summary.stage("online store, training sets, baseline model, Trino analytics"):
-        for day in days:
-            run_job(daily_serving_job.name, partition_key=day)
-    with summary.stage("streaming sensor and runs") as note:
+    with summary.stage("online store, training sets, baseline model, Trino analytics", len(days), "day") as line:
+        run_days(line, daily_serving_job.name)
+    with summary.stage("streaming sensor and runs", unit="run") as line:
         # Tick the sensor as the daemon would, and run what it requests, until it sees no lag.
         streaming = StreamingResource.from_settings(settings)
-        cursor, runs = None, 0
+        cursor = None
         for _ in range(10_000):
             with build_sensor_context(instance=instance, cursor=cursor, resources={"streaming": streaming}) as ctx:
                 result = streaming_sensor(ctx)
@@ -163,8 +211,8 @@ def run_demo(settings: Settings, defs: Definitions, rows: int = DEFAULT_ROWS, so
                 break
             for request in requests:
                 run_job(request.job_name or streaming_job.name, run_config=request.run_config, tags=request.tags)
-                runs += 1
-        note["detail"] = f"({runs} streaming runs)"
+                line.advance()
+        line.note(f"({line.done} streaming runs)")
     return summary
 
 
@@ -184,11 +232,10 @@ def forget_previous_data_set(settings: Settings) -> None:
     streaming.feast.clear_online(view.join_keys for view in generated_repo().feature_views)
 
 
-def print_summary(summary: Summary, settings: Settings, facts: dict[str, Any]) -> None:
+def print_summary(summary: Summary, settings: Settings, facts: dict[str, Any], log_path: Path) -> None:
+    """What the stores hold now and where to look next (each stage's time is on its line above)."""
     print("\n" + "=" * 78)
-    print("taobao-feature-platform: end-to-end run finished\n")
-    for name, seconds, detail in summary.stages:
-        print(f"  {name:<58} {seconds:8.1f}s {detail}")
+    print(f"taobao-feature-platform: end-to-end run finished in {sum(s for _, s, _ in summary.stages):.0f}s")
     print(f"\n  asset checks passed: {summary.checks_passed}, failed: {len(summary.checks_failed)}")
     for failure in summary.checks_failed:
         print(f"    FAILED {failure}")
@@ -206,6 +253,7 @@ def print_summary(summary: Summary, settings: Settings, facts: dict[str, Any]) -
               f"{model['trained_on_days']} days of training sets: AUC {model['auc']:.3f}{oracle}")
     print(f"\n  Dagster UI:  http://127.0.0.1:{settings.dagster_port}")
     print(f"  Trino:       {settings.trino_url}  (catalogs iceberg, postgresql; see docs/trino.md)")
+    print(f"  Run log:     {log_path}  (every run's Dagster events)")
     print("=" * 78, flush=True)
 
 

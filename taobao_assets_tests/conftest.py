@@ -31,6 +31,7 @@ from deploy.services import SERVICES
 from taobao_assets.assets.bronze import bronze_assets
 from taobao_assets.checks.bronze import bronze_checks
 from taobao_assets.io_managers.bronze import BronzeIOManager
+from taobao_assets.known_warnings import accept_known_warnings
 from taobao_assets.partitions import daily_partitions, event_time_config
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.resources.postgres import PostgresResource
@@ -67,6 +68,12 @@ T = TypeVar("T")
 ROWS = 30_000
 #: About 60 malformed sample lines and at least one of each reason in every file.
 MALFORMED_FRACTION = 0.002
+
+
+@pytest.fixture(autouse=True)
+def known_warnings_accepted() -> None:
+    """As the definitions do when built: pytest resets the warning filters around every test."""
+    accept_known_warnings()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

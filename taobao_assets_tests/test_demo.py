@@ -4,7 +4,8 @@ The demo runs as a user runs it (``python -m taobao_assets.cli demo``, a separat
 namespace of its own: topics, bucket, database, Feast project and Dagster instance, so it neither
 reads nor overwrites the suite's shared data set. It gets a raw folder and ``--limit``, the path a
 user takes with the real files. Then every number of its JSON summary is compared with the
-generator's truth about the slice and with the stores queried directly. Last, every command of the
+generator's truth about the slice and with the stores queried directly, and its terminal output
+is checked for what a person reads: one line per stage, the log file, a failure's cause. Last, every command of the
 README's "where to look" table runs as written, in the demo's namespace: the way a user checks a
 ``make demo``. Each command is looked up in the README first, so the two cannot drift apart; the
 Feast commands run from a folder whose ``feature_repo/`` holds the namespace's configuration
@@ -18,6 +19,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -32,10 +34,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from dagster import DagsterInstance, job, op
 from scipy.stats import rankdata
 
 from deploy.service import free_port
 from taobao_assets.assets.serving import MODEL_PREFIX, model_inputs, training_set_key
+from taobao_assets.console import NAME_WIDTH, DemoLog, StageConsole, shown_name, to_log_file
+from taobao_assets.demo import StageFailed, Summary
 from taobao_assets.feast_repo import REPO_MODULE, write_config
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.partitions import event_time_config
@@ -55,6 +60,11 @@ NAMESPACE = {"topic_prefix": "demo-test.aliccp", "lake_bucket": "lake-demo-test"
              "feast_project": "taobao_demo_test", "event_days": DAYS}
 STAGES = ["source data", "replay into Kafka", f"bronze -> silver -> gold for {DAYS} days", "Feast apply",
           "online store, training sets, baseline model, Trino analytics", "streaming sensor and runs"]
+#: The demo's terminal output: a line naming the log, one per stage, the summary (~25 lines).
+MAX_STDOUT_LINES = 40
+#: What the driver's JVM prints as it starts, before any logging: Spark's launcher always adds the
+#: incubator module, and the JDK says so on stderr with no option to stop it.
+JVM_NOTICE = "WARNING: Using incubator modules: jdk.incubator.vector"
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +77,12 @@ def demo_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
     ensure_running("trino", settings)
 
 
+def demo_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "taobao_assets.cli", "demo", "--no-ui", *args]
+
+
 def namespace_env(settings: Settings) -> dict[str, str]:
-    """The environment of a process in ``settings``' namespace."""
+    """The environment of a demo process in ``settings``' namespace."""
     return dict(os.environ, **{f"TFP_{k.upper()}": str(getattr(settings, k)) for k in [*NAMESPACE, "dagster_home"]})
 
 
@@ -78,19 +92,27 @@ def demo_env(demo_settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def summary(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
-    """Run the demo on the first LIMIT of SAMPLES generated samples; its summary and the slice's folder."""
+def demo_run(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run the demo on the first LIMIT of SAMPLES generated samples; the process and its summary's path."""
     folder, out = tmp_path_factory.mktemp("raw"), tmp_path_factory.mktemp("demo")
     generate(GeneratorConfig(rows=SAMPLES, seed=3, out=folder, progress=False, malformed_fraction=0.002,
                              event_time=event_time_config(demo_settings)))
     result = subprocess.run(
-        [sys.executable, "-m", "taobao_assets.cli", "demo", "--no-ui", "--source", str(folder),
-         "--limit", str(LIMIT), "--summary-json", str(out / "summary.json")],
+        demo_command("--source", str(folder), "--limit", str(LIMIT), "--summary-json", str(out / "summary.json")),
         cwd=REPO, env=namespace_env(demo_settings), capture_output=True, text=True, timeout=1500,
     )
     assert result.returncode == 0, f"demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result, out / "summary.json"
+
+
+@pytest.fixture(scope="module")
+def summary(demo_run: tuple[subprocess.CompletedProcess[str], Path], demo_settings: Settings
+            ) -> tuple[dict[str, Any], Path]:
+    """The demo's JSON summary and the slice's folder."""
+    result, summary_json = demo_run
     assert "Dagster UI:" in result.stdout and "example online lookup" in result.stdout
-    return json.loads((out / "summary.json").read_text()), demo_settings.state_dir / f"aliccp-first-{LIMIT}"
+    return json.loads(summary_json.read_text()), demo_settings.state_dir / f"aliccp-first-{LIMIT}"
 
 
 def _records(folder: Path, kind: FileKind) -> tuple[int, int]:
@@ -148,6 +170,70 @@ def test_summary_lookup_equals_the_latest_gold_rows(
     values = lookup["values"]
     assert values["user_features__impressions_7d"] == impressions_7d
     assert values["user_features__ctr_7d"] == pytest.approx(ctr_7d)
+
+
+def _log_path(output: str) -> Path:
+    """The demo's log file, as its output names it."""
+    match = re.search(r"(/\S+/demo-[\d-]+\.log)", output)
+    assert match, f"no log file named in:\n{output}"
+    return Path(match.group(1))
+
+
+def test_console_shows_one_line_per_stage_and_the_log(demo_run: tuple[subprocess.CompletedProcess[str], Path]
+                                                      ) -> None:
+    result, _ = demo_run
+    lines = result.stdout.splitlines()
+    assert len(lines) <= MAX_STDOUT_LINES, result.stdout
+    stage_lines = [line for line in lines if line.startswith("✓ ")]
+    assert [line[2:2 + NAME_WIDTH].rstrip() for line in stage_lines] == [shown_name(name) for name in STAGES]
+    # the per-day stages count their days
+    assert sum(f"{DAYS}/{DAYS} days" in line for line in stage_lines) == 2
+    # Dagster's events went to the log file, not to the terminal
+    assert " - DEBUG - " not in result.stdout + result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip() and line != JVM_NOTICE] == []
+    log = _log_path(result.stdout).read_text()
+    assert "daily_batch" in log and "RUN_SUCCESS" in log and "STEP_SUCCESS" in log
+
+
+def test_a_failing_stage_prints_its_cause_and_the_log(tmp_path: Path) -> None:
+    empty = tmp_path / "no-files"
+    empty.mkdir()
+    # It fails before it needs a server, so its state (and log) can be its own.
+    env = dict(os.environ, TFP_STATE_DIR=str(tmp_path / "state"), TFP_DAGSTER_HOME=str(tmp_path / "dagster"))
+    result = subprocess.run(demo_command("--source", str(empty)), cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1
+    assert "✗ source data" in result.stdout
+    assert f"FAILED: stage 'source data' failed: FileNotFoundError: {empty} holds no raw Ali-CCP files" in result.stderr
+    log = _log_path(result.stderr)
+    assert f"log: {log}" in result.stderr and log.parent == tmp_path / "state" / "logs"
+    assert "Traceback" in log.read_text()
+
+
+@op
+def fails_on_a_day() -> None:
+    raise ValueError("no rows for 2026-11-01")
+
+
+@job
+def broken() -> None:
+    fails_on_a_day()
+
+
+def test_a_failed_run_names_its_step_and_error_and_logs_to_the_file(tmp_path: Path,
+                                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    with DemoLog(tmp_path) as log:
+        job_def, config = to_log_file(broken, None)
+        result = job_def.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral(),
+                                            raise_on_error=False)
+    summary = Summary(StageConsole(io.StringIO()))
+    with pytest.raises(StageFailed, match=r"broken: run \S+ failed in step fails_on_a_day: "
+                                          r"ValueError: no rows for 2026-11-01"):
+        summary.record(result, "broken")
+    out, err = capfd.readouterr()
+    assert "STEP_FAILURE" not in out + err
+    events = log.path.read_text()
+    assert "STEP_FAILURE" in events and "ValueError: no rows for 2026-11-01" in events
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:

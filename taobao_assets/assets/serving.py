@@ -22,6 +22,7 @@ run writes them to Redis through Feast pushes; like the gold assets, they carry 
 metadata, so the Dagster UI shows the columns Feast serves.
 """
 
+import contextlib
 import io
 import pickle
 from datetime import date
@@ -183,8 +184,11 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
             rows[name] = len(entities)
             # A re-run of the day (gold recomputed) must replace what the first run wrote.
             reopened[name] = feast.reopen_online_rows(name, keys, entities, stamp)
-        # Feast's window is inclusive at both ends: [stamp, stamp] is exactly the day's rows.
-        feast.store().materialize(start_date=stamp, end_date=stamp, feature_views=views)
+        # Feast's window is inclusive at both ends: [stamp, stamp] is exactly the day's rows. It prints
+        # a report per view to stdout, i.e. to the terminal of an in-process run; the rows are in the
+        # metadata below.
+        with contextlib.redirect_stdout(io.StringIO()):
+            feast.store().materialize(start_date=stamp, end_date=stamp, feature_views=views)
         return MaterializeResult(metadata={
             "event_timestamp": MetadataValue.timestamp(stamp),
             "rows_materialized": sum(rows.values()),

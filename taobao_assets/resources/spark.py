@@ -16,7 +16,9 @@ from :mod:`taobao_assets.settings`:
   long-lived session must see commits Trino made meanwhile;
 - tuning for the 2-core machine: few shuffle partitions (adaptive execution merges them further),
   no UI, scratch space in the state folder, session time zone UTC so the ``day`` of an event time
-  does not depend on the machine's zone.
+  does not depend on the machine's zone;
+- the driver's log4j2 configuration (``spark-log4j2.properties`` beside this module): warnings
+  and errors on stderr, without the notes every session's start printed that say nothing here.
 
 The master is ``settings.spark_master``: ``local[*]`` by default, ``spark://host:port`` for a
 standalone cluster (``python -m deploy.stack up spark`` runs one locally).
@@ -36,6 +38,10 @@ from taobao_assets.settings import Settings
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 SHUFFLE_PARTITIONS = 4
+LOOPBACK = "127.0.0.1"
+#: The driver's log4j2 configuration, given to its JVM at start (``spark.log.level`` would act
+#: after the start's notes, and print a note of its own).
+LOG4J2_FILE = Path(__file__).with_name("spark-log4j2.properties")
 
 
 def iceberg_catalog_config(settings: Settings) -> dict[str, str]:
@@ -79,7 +85,7 @@ def spark_config(settings: Settings) -> dict[str, str]:
         # Progress bars redrawn with carriage returns turn into noise in Dagster's captured logs.
         "spark.ui.showConsoleProgress": "false",
         "spark.local.dir": str(settings.state_dir / "spark" / "local"),
-        "spark.log.level": "WARN",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2_FILE.as_uri()}",
         **_loopback_driver(settings.spark_master),
         **iceberg_catalog_config(settings),
     }
@@ -106,7 +112,7 @@ def _jar_config(jars: list[Path], master: str) -> dict[str, str]:
 def _loopback_driver(master: str) -> dict[str, str]:
     """Keep the driver on 127.0.0.1 when the cluster is on this machine; a remote one must reach it."""
     if _on_this_machine(master):
-        return {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+        return {"spark.driver.host": LOOPBACK, "spark.driver.bindAddress": LOOPBACK}
     return {}
 
 
@@ -142,4 +148,8 @@ class SparkResource(LazyPySparkResource):
         # (spark-submit is what reads spark.pyspark.python); without it they run the system
         # python3, which lacks pyarrow and the project, and every Python UDF fails to import.
         os.environ.setdefault("PYSPARK_PYTHON", self.spark_config.get("spark.pyspark.python", sys.executable))
+        # The address Spark finds for itself when the driver binds to loopback: without it, it
+        # looks the host name up, warns that it resolves to 127.0.0.1 and picks another interface.
+        if self.spark_config.get("spark.driver.bindAddress") == LOOPBACK:
+            os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
         self._spark_session = spark_session_from_config(self.session_config())
