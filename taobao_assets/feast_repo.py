@@ -32,7 +32,6 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -198,9 +197,12 @@ def generate(contracts: Iterable[FeatureTable]) -> FeastRepo:
     )
 
 
-@cache
 def generated_repo() -> FeastRepo:
-    """The Feast objects of the project's contracts: what ``feature_repo/repo.py`` declares."""
+    """The Feast objects of the project's contracts: what ``feature_repo/repo.py`` declares.
+
+    Made anew on each call: Feast writes into the objects it applies and materializes (their
+    metadata and materialization intervals), so a shared copy would drift from the declarations.
+    """
     return generate((*GOLD_TABLES, *REALTIME_TABLES))
 
 

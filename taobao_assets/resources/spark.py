@@ -14,6 +14,9 @@ from :mod:`taobao_assets.settings`:
   Postgres tables, the same catalog name (Iceberg files its tables under the Spark catalog's name)
   and the same warehouse, so either engine sees the other's tables. Its table cache is off: a
   long-lived session must see commits Trino made meanwhile;
+- dynamic partition overwrite: ``insertInto(..., overwrite=True)`` replaces only the days present
+  in the new rows, not the whole table (the silver IO manager overwrites by an explicit day filter
+  instead, so that a day whose re-run has no rows is emptied too);
 - tuning for the 2-core machine: few shuffle partitions (adaptive execution merges them further),
   no UI, scratch space in the state folder, session time zone UTC so the ``day`` of an event time
   does not depend on the machine's zone;
@@ -78,6 +81,7 @@ def spark_config(settings: Settings) -> dict[str, str]:
         # Executors' Python workers must run this interpreter (it has the project's dependencies).
         "spark.pyspark.python": sys.executable,
         "spark.sql.extensions": ICEBERG_EXTENSIONS,
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
