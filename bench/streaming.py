@@ -71,6 +71,7 @@ from dagster import (
 from dagster._core.scheduler.instigation import InstigatorType
 
 from bench import machine, markdown_table, peak_rss_mb, write_results
+from deploy.service import stop_process_group
 from taobao_assets.instance import prepare_home
 from taobao_assets.jobs import OBSERVED_AT_TAG, streaming_job
 from taobao_assets.partitions import event_time_config
@@ -360,12 +361,7 @@ def freshness_daemon(settings: Settings, feast: FeastResource, records: list[Rep
             with DagsterInstance.from_config(home) as instance:
                 return _daemon_runs(instance, streaming, records, rate, seconds, daemon, log)
         finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            try:
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait()
+            stop_process_group(daemon, wait=60)
             _drop(streaming)
 
 

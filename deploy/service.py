@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from taobao_assets.settings import Settings
 
@@ -39,6 +40,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def stop_process_group(process: subprocess.Popen[Any], first: signal.Signals = signal.SIGTERM,
+                       wait: float = 30.0) -> None:
+    """Stop ``process`` (started with ``start_new_session=True``) and every process it started.
+
+    ``first`` goes to the whole group; what is still running ``wait`` seconds later gets SIGKILL.
+    Servers such as ``dagster dev`` or ``feast serve`` start workers of their own, which a signal
+    to the parent alone would leave behind holding their ports.
+    """
+    for sig in (first, signal.SIGKILL):
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(wait)
 
 
 def run(cmd: Sequence[str | Path], *, what: str, cwd: Path | None = None,

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 import requests
 from feast import FeatureStore
 
+from deploy.service import stop_process_group
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.settings import get_settings
@@ -105,11 +104,7 @@ def feature_server(repo: Path, port: int, env: dict[str, str] | None = None, tim
             time.sleep(0.25)
         yield url
     finally:
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            if process.poll() is None:
-                os.killpg(process.pid, sig)
-                with suppress(subprocess.TimeoutExpired):
-                    process.wait(wait)
+        stop_process_group(process, wait=10)
 
 
 def http_lookup(session: requests.Session, url: str, service: str, **keys: int) -> dict[str, Any]:

@@ -21,7 +21,6 @@ import os
 import pickle
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ import requests
 from dagster import DagsterInstance, job, op
 from scipy.stats import rankdata
 
-from deploy.service import free_port
+from deploy.service import free_port, stop_process_group
 from taobao_assets.assets.serving import MODEL_PREFIX, model_inputs, training_set_key
 from taobao_assets.console import NAME_WIDTH, DemoLog, StageConsole, shown_name, to_log_file
 from taobao_assets.demo import StageFailed, Summary
@@ -292,12 +291,7 @@ def server(command: str, env: dict[str, str], cwd: Path, ready: Callable[[], boo
             time.sleep(1)
         yield
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
 
 
 def _answers(ready: Callable[[], bool]) -> bool:

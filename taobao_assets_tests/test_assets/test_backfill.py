@@ -26,7 +26,7 @@ import pytest
 import requests
 from dagster import AssetKey, AssetSelection, DagsterEventType, DagsterInstance, RunsFilter
 
-from deploy.service import free_port
+from deploy.service import free_port, stop_process_group
 from taobao_assets.definitions import build_definitions
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.instance import prepare_home
@@ -104,13 +104,7 @@ class DagsterDev:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process, signal.SIGINT, wait=60)
 
 
 @pytest.fixture
