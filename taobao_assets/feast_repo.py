@@ -89,7 +89,7 @@ class SourceTable:
 
     @property
     def asset_key(self) -> AssetKey:
-        return AssetKey([self.table.schema, self.table.name])
+        return self.table.asset_key
 
     @property
     def pushed(self) -> bool:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from dagster import TableColumn, TableSchema
+from dagster import AssetKey, TableColumn, TableSchema
 
 #: Column types and their Postgres types (Feast maps the same names to its own types).
 PG_TYPES = {"int64": "BIGINT", "float64": "DOUBLE PRECISION", "string": "TEXT", "timestamp": "TIMESTAMPTZ"}
@@ -47,6 +47,11 @@ class FeatureTable:
     schema: ClassVar[str]
     metadata_key: ClassVar[str]
     timestamp_description: ClassVar[str]
+
+    @property
+    def asset_key(self) -> AssetKey:
+        """``<schema>/<table>``: the asset that carries the contract (``gold/user_features``)."""
+        return AssetKey([self.schema, self.name])
 
     @property
     def qualified_name(self) -> str:

@@ -36,11 +36,7 @@ GROUPING = {t.name: t.key_names for t in GOLD_TABLES}
 LONGEST_WINDOW = max(WINDOWS_DAYS)
 
 
-def gold_asset_key(table: str) -> AssetKey:
-    return AssetKey(["gold", table])
-
-
-GOLD_KEYS = [gold_asset_key(t.name) for t in GOLD_TABLES]
+GOLD_KEYS = [t.asset_key for t in GOLD_TABLES]
 
 
 def _in_window(day: date, days: int) -> Column:
@@ -132,7 +128,7 @@ def gold_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
 
     @multi_asset(
         outs={
-            t.name: AssetOut(key=gold_asset_key(t.name), metadata=t.metadata(), io_manager_key="gold_io_manager",
+            t.name: AssetOut(key=t.asset_key, metadata=t.metadata(), io_manager_key="gold_io_manager",
                              description=t.description, is_required=False)
             for t in GOLD_TABLES
         },

@@ -45,7 +45,6 @@ from dagster import (
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from taobao_assets import realtime_tables
 from taobao_assets.assets.gold import GOLD_KEYS, latest_contexts
 from taobao_assets.feast_repo import FeastRepo, generated_repo
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
@@ -70,7 +69,7 @@ TRAINING_SET_KEY = AssetKey([GROUP, "training_set"])
 BASELINE_KEY = AssetKey([GROUP, "ctr_baseline"])
 
 realtime_assets = [
-    AssetSpec(AssetKey([realtime_tables.SCHEMA, t.name]), description=t.description, metadata=t.metadata(),
+    AssetSpec(t.asset_key, description=t.description, metadata=t.metadata(),
               group_name="streaming", kinds={"redis"})
     for t in REALTIME_TABLES
 ]
@@ -93,7 +92,6 @@ def feast_registry(feast: FeastResource, postgres: PostgresResource) -> Material
     with postgres.connect() as conn, conn.cursor() as cur:
         for source in repo.tables:
             if source.pushed:
-                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {realtime_tables.SCHEMA}")
                 cur.execute(create_table_sql(source.table), (source.table.description,))
     changes = feast.apply(repo.contents())
     return MaterializeResult(metadata={

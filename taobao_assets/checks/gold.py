@@ -18,7 +18,6 @@ from dagster import (
 )
 from pyspark.sql import functions as F
 
-from taobao_assets.assets.gold import gold_asset_key
 from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
 from taobao_assets.feature_tables import PG_TYPES, TIMESTAMP_FIELD
 from taobao_assets.features import WINDOWS_DAYS
@@ -42,7 +41,7 @@ def _one(postgres: PostgresResource, sql: str, params: tuple[object, ...]) -> tu
 
 
 def _checks(table: GoldTable, daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
-    key = gold_asset_key(table.name)
+    key = table.asset_key
 
     @asset_check(asset=key, name="schema_matches_contract", partitions_def=daily, blocking=True,
                  description="The Postgres table has exactly the declared columns, in order, with their types.")
