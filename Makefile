@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The compiled parser core (Rust, PyO3): rebuilt when its sources change; cargo keeps its build
+# cache in parser_core/target, so a rebuild compiles only what changed.
+CORE_STAMP   := $(VENV)/.parser-core
+CORE_SOURCES := $(wildcard parser_core/Cargo.* parser_core/pyproject.toml parser_core/*.pyi parser_core/src/*.rs)
 
 .PHONY: install up status down demo test test-fast lint bench
 
@@ -14,7 +18,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+$(CORE_STAMP): $(STAMP) $(CORE_SOURCES)
+	@command -v cargo >/dev/null || { echo "make: cannot build the parser core: Rust's cargo is not on PATH (install it with https://rustup.rs, then run make again)"; exit 1; }
+	$(PY) -m pip install -q ./parser_core
+	touch $(CORE_STAMP)
+
+install: $(CORE_STAMP)
 	$(PY) -m deploy.stack install
 
 up: install
@@ -32,7 +41,7 @@ demo: up
 	$(PY) -m taobao_assets.feast_repo write-config
 	$(PY) -m taobao_assets.cli demo
 
-lint: $(STAMP)
+lint: $(CORE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
@@ -42,7 +51,7 @@ test: up lint
 
 # The tests that need no server (format, parser, event time, plans, generation, settings,
 # definitions): under a minute, with or without the stack.
-test-fast: $(STAMP)
+test-fast: $(CORE_STAMP)
 	$(PY) -m pytest -m "not stack and not slow" -p no:randomly
 
 bench: up

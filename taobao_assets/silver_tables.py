@@ -5,13 +5,14 @@ common-features line) and ``quarantine`` (every rejected line, byte-exact, with 
 exact names and types gold, Trino and Feast rely on. The Iceberg IO manager refuses a DataFrame
 that does not match, and the silver checks compare the stored tables with it.
 
-Parse. The project's one Python parser (:func:`~taobao_assets.source.parser.parse_line`) runs
-inside Spark via ``mapInArrow``, so batch silver and the Python paths cannot disagree about what
-a line means. The input is a small DataFrame with one row per bronze part (one Kafka partition's
-records of a day, :data:`PART_SCHEMA`); each task streams the part's two gzip objects from MinIO,
-cuts the data at record boundaries given by the index lengths (never by splitting on newlines: a
-final line may lack one, and the terminator is part of the record), parses each record with the
-file and line the replay recorded, and emits Arrow batches of bounded size. A record's event time
+Parse. The project's one parser (the compiled core behind
+:func:`~taobao_assets.source.parser.parse_batch`) runs inside Spark via ``mapInArrow``, Arrow in
+and Arrow out, so batch silver and the streaming path cannot disagree about what a line means and
+no Python object is made per record. The input is a small DataFrame with one row per bronze part
+(one Kafka partition's records of a day, :data:`PART_SCHEMA`); each task streams the part's two
+gzip objects from MinIO, cuts the data at the index's lengths
+(:func:`~taobao_assets.bronze_parts.part_batches`), and parses each batch of records with the file
+and line the replay recorded. A record's event time
 is its Kafka timestamp from the index (the simulated event time the replay assigned), its ``day``
 the bronze day. Good and rejected records come out of the same pass (``reason`` is null on good
 ones), so a day's good table and its quarantine are two selections of one parse.
@@ -23,14 +24,15 @@ and a light import keeps worker start-up (once per worker process) well under a 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
-from io import BufferedIOBase
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import boto3
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -48,8 +50,9 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from taobao_assets.bronze_parts import part_batches
 from taobao_assets.source.format import FileKind
-from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_line
+from taobao_assets.source.parser import BatchColumn, parse_batch
 
 if TYPE_CHECKING:
     from taobao_assets.resources.s3 import S3Resource
@@ -131,41 +134,41 @@ DESCRIPTIONS = {
 
 #: One row per bronze part: where its two objects are, its Kafka partition and its day.
 PART_SCHEMA = "bucket STRING, data_key STRING, index_key STRING, kafka_partition INT, day DATE"
-#: The index columns a part's records are cut and located by (bronze writes them with a header).
-INDEX_COLUMNS = ("offset", "timestamp_ms", "source", "line", "length")
-#: A batch is emitted once it holds this many records or raw bytes; common-features rows have
-#: ~500 entries each, so bytes are what bound the Python objects a batch holds.
+#: A batch is emitted once it holds this many records or raw bytes (common-features rows are
+#: ~12 KB each in the real files, so bytes bound a batch of them).
 BATCH_RECORDS = 65_536
 BATCH_BYTES = 8 << 20
-READ_CHUNK = 4 << 20
 _CONTEXT = [*_TIME, *_LOCATION]
 _CONTEXT_NAMES = {f.name for f in _CONTEXT}
-_ABSENT = (None, None)
 
-
-def _sample_values(record: SampleRecord) -> tuple[Any, ...]:
-    features = record.features
-    items = [features.get(fid, _ABSENT)[0] for fid in ITEM_COLUMNS.values()]
-    combinations = [part for fid in COMBINATION_FIELDS for part in features.get(fid, _ABSENT)]
-    return (record.sample_id, record.click, record.conversion, record.common_feature_index,
-            *items, *combinations)
-
-
-def _common_values(record: CommonFeaturesRecord) -> tuple[Any, ...]:
-    features = record.features
-    profile = [features.get(fid, _ABSENT)[0] for fid in PROFILE_COLUMNS.values()]
-    histories = [record.histories[fid] for fid in HISTORY_COLUMNS.values()]
-    return (record.common_feature_index, features.get(USER_ID_FIELD, _ABSENT)[0], *profile, *histories)
+SAMPLE_LAYOUT = (
+    *(BatchColumn(name, name) for name in ("sample_id", "click", "conversion", "common_feature_index")),
+    *(BatchColumn(name, "id", fid) for name, fid in ITEM_COLUMNS.items()),
+    *(BatchColumn(f"comb_{fid}_{what}", what, fid) for fid in COMBINATION_FIELDS
+      for what in ("id", "value")),
+)
+COMMON_LAYOUT = (
+    BatchColumn("common_feature_index", "common_feature_index"),
+    BatchColumn("user_id", "id", USER_ID_FIELD),
+    *(BatchColumn(name, "id", fid) for name, fid in PROFILE_COLUMNS.items()),
+    *(BatchColumn(name, "history", fid) for name, fid in HISTORY_COLUMNS.items()),
+)
 
 
 @dataclass(frozen=True)
 class ParseSpec:
-    """The parse of one file kind: its good table, and a parsed record's values for that table's
+    """The parse of one file kind: its good table, and what of a record fills each of that table's
     columns other than time and location (in the table's order)."""
 
     kind: FileKind
     table: StructType
-    values: Callable[[Any], tuple[Any, ...]]
+    layout: tuple[BatchColumn, ...]
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.table.fields if f.name not in _CONTEXT_NAMES]
+        if [c.name for c in self.layout] != names:
+            raise ValueError(f"the {self.kind.value} parse layout {[c.name for c in self.layout]} "
+                             f"does not match its table's record columns {names}")
 
     @property
     def parsed(self) -> StructType:
@@ -173,10 +176,18 @@ class ParseSpec:
         record = [f for f in self.table.fields if f.name not in _CONTEXT_NAMES]
         return StructType([*record, *_CONTEXT, *_REJECTION])
 
+    def batch(self, data: bytes, ends: np.ndarray, context: list[pa.Array]) -> pa.RecordBatch:
+        """Parse records stored back to back in ``data`` (ending at ``ends``); ``context`` holds
+        their time and location columns, in :data:`_CONTEXT` order."""
+        parsed = parse_batch(self.kind, self.layout, data, ends)
+        record = len(self.layout)
+        return pa.RecordBatch.from_arrays([*parsed.columns[:record], *context, *parsed.columns[record:]],
+                                          schema=to_arrow_schema(self.parsed))
+
 
 PARSE_SPECS = {
-    FileKind.SAMPLE_SKELETON: ParseSpec(FileKind.SAMPLE_SKELETON, IMPRESSIONS_SCHEMA, _sample_values),
-    FileKind.COMMON_FEATURES: ParseSpec(FileKind.COMMON_FEATURES, USER_CONTEXT_SCHEMA, _common_values),
+    FileKind.SAMPLE_SKELETON: ParseSpec(FileKind.SAMPLE_SKELETON, IMPRESSIONS_SCHEMA, SAMPLE_LAYOUT),
+    FileKind.COMMON_FEATURES: ParseSpec(FileKind.COMMON_FEATURES, USER_CONTEXT_SCHEMA, COMMON_LAYOUT),
 }
 
 
@@ -203,91 +214,13 @@ def _open_gzip(client: Any, bucket: str, key: str) -> gzip.GzipFile:
     return gzip.GzipFile(fileobj=client.get_object(Bucket=bucket, Key=key)["Body"])
 
 
-class BronzeRecord(NamedTuple):
-    """One record of a bronze part (a tuple: one is made per record, and tuples are cheap to make)."""
-
-    raw: bytes
-    offset: int
-    timestamp_ms: int
-    source: str
-    line: int
-
-
-def _lines(stream: BufferedIOBase) -> Iterator[bytes]:
-    """The lines of a stream without their newlines, split in bulk (GzipFile.readline is slow)."""
-    rest = b""
-    while chunk := stream.read(READ_CHUNK):
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        yield from lines
-    if rest:
-        yield rest
-
-
-def bronze_records(data: BufferedIOBase, index: BufferedIOBase, where: str) -> Iterator[BronzeRecord]:
-    """The records of a bronze part: the data cut at the index's lengths, with the index's fields.
-
-    ``where`` names the part in errors. A data object shorter or longer than its index says is an
-    error: parsing a misaligned cut would shift the bytes of every later record.
-    """
-    rows = _lines(index)
-    header = next(rows, b"").decode().split(",")
-    missing = [c for c in INDEX_COLUMNS if c not in header]
-    if missing:
-        raise ValueError(f"{where}: the index lacks columns {missing} (its header is {header})")
-    offset_at, time_at, source_at, line_at, length_at = (header.index(c) for c in INDEX_COLUMNS)
-    sources: dict[bytes, str] = {}
-    buffer, position = b"", 0
-    for row in rows:
-        cells = row.split(b",")
-        size = int(cells[length_at])
-        while len(buffer) - position < size:
-            chunk = data.read(READ_CHUNK)
-            if not chunk:
-                raise ValueError(f"{where}: data ends inside the record at offset {int(cells[offset_at])} "
-                                 f"({cells[source_at].decode()} line {int(cells[line_at])}, {size} bytes)")
-            buffer, position = buffer[position:] + chunk, 0
-        name = cells[source_at]
-        source = sources.get(name) or sources.setdefault(name, name.decode())
-        yield BronzeRecord(buffer[position:position + size], int(cells[offset_at]), int(cells[time_at]),
-                           source, int(cells[line_at]))
-        position += size
-    if position != len(buffer) or data.read(1):
-        raise ValueError(f"{where}: data continues after the last record of the index")
-
-
-class _Batch:
-    """Rows of one Arrow batch under construction, kept as tuples and transposed once when taken."""
-
-    def __init__(self, spec: ParseSpec) -> None:
-        self.spec = spec
-        self.schema = to_arrow_schema(spec.parsed)
-        self.nulls = (None,) * (len(spec.parsed.fields) - len(_CONTEXT) - len(_REJECTION))
-        self.rows: list[tuple[Any, ...]] = []
-        self.bytes = 0
-
-    def add(self, record: BronzeRecord, partition: int, day: date) -> None:
-        parsed = parse_line(record.raw, self.spec.kind, record.source, record.line)
-        context = (record.timestamp_ms * 1000, day, record.source, record.line, partition, record.offset)
-        if isinstance(parsed, QuarantineRecord):
-            row = (*self.nulls, *context, parsed.reason.value, parsed.message, parsed.raw)
-        else:
-            row = (*self.spec.values(parsed), *context, None, None, None)
-        self.rows.append(row)
-        self.bytes += len(record.raw)
-
-    @property
-    def full(self) -> bool:
-        return len(self.rows) >= BATCH_RECORDS or self.bytes >= BATCH_BYTES
-
-    def take(self) -> pa.RecordBatch:
-        columns = list(zip(*self.rows, strict=True))
-        batch = pa.RecordBatch.from_arrays(
-            [pa.array(column, type=f.type) for column, f in zip(columns, self.schema, strict=True)],
-            schema=self.schema,
-        )
-        self.rows, self.bytes = [], 0
-        return batch
+def bronze_context(index: pa.RecordBatch, partition: int, day: date) -> list[pa.Array]:
+    """Time and location columns of a part's records from their index rows: the event time is the
+    Kafka timestamp (the simulated event time the replay assigned), the day the bronze day."""
+    rows = index.num_rows
+    event_time = pc.multiply(index.column("timestamp_ms"), 1000).cast(pa.timestamp("us", tz="UTC"))
+    return [event_time, pa.repeat(pa.scalar(day, pa.date32()), rows), index.column("source"),
+            index.column("line"), pa.repeat(pa.scalar(partition, pa.int32()), rows), index.column("offset")]
 
 
 @dataclass(frozen=True)
@@ -299,17 +232,14 @@ class BronzePartParser:
 
     def __call__(self, parts: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         client = self.store.client()
-        batch = _Batch(PARSE_SPECS[self.kind])
+        spec = PARSE_SPECS[self.kind]
         for part in (row for arrow in parts for row in arrow.to_pylist()):
             where = f"s3://{part['bucket']}/{part['data_key']}"
             with _open_gzip(client, part["bucket"], part["data_key"]) as data, \
                     _open_gzip(client, part["bucket"], part["index_key"]) as index:
-                for record in bronze_records(data, index, where):
-                    batch.add(record, part["kafka_partition"], part["day"])
-                    if batch.full:
-                        yield batch.take()
-        if batch.rows:
-            yield batch.take()
+                for batch in part_batches(data, index, where, BATCH_RECORDS, BATCH_BYTES):
+                    yield spec.batch(batch.data, batch.ends,
+                                     bronze_context(batch.index, part["kafka_partition"], part["day"]))
 
 
 def parse_bronze(parts: DataFrame, kind: FileKind, store: ObjectStore) -> DataFrame:

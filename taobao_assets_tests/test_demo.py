@@ -50,8 +50,9 @@ from taobao_assets.resources.trino import TrinoResource
 from taobao_assets.settings import Settings
 from taobao_assets.source.format import FileKind
 from taobao_assets.source.generate import MALFORMED_FILE, GeneratorConfig, generate
-from taobao_assets.source.parser import QuarantineRecord, parse_file
+from taobao_assets.source.parser import QuarantineRecord
 from taobao_assets_tests.conftest import REPO, ensure_running
+from taobao_assets_tests.parser_reference import parse_file
 
 pytestmark = pytest.mark.stack  # the demo starts its own namespace's services
 SAMPLES, LIMIT, DAYS = 4_000, 3_000, 3

@@ -254,7 +254,7 @@ class Applier:
 
     async def _apply_contexts(self, records: Mapping[int, list[ConsumerRecord]], positions: dict[int, int]
                               ) -> int:
-        parsed = parse_contexts(chain.from_iterable(records.values()))
+        parsed = parse_contexts(list(chain.from_iterable(records.values())))
         await (await send_dead_letters(self.producer, self.topics.dead_letter.name, parsed.dead_letters))
         moves = [OffsetMove(p, positions[p], messages[-1].offset + 1) for p, messages in records.items()]
         commit = self.state.apply_contexts(moves, parsed.users, parsed.totals)
@@ -351,7 +351,7 @@ class Applier:
 
     async def _prepare_samples(self, records: Mapping[int, list[ConsumerRecord]]) -> _Prepared:
         """Parse, join and aggregate a batch, and start sending its dead letters."""
-        parsed = parse_samples(chain.from_iterable(records.values()))
+        parsed = parse_samples(list(chain.from_iterable(records.values())))
         self.report.samples_read += sum(len(messages) for messages in records.values())
         indexes = parsed.context_indexes
         users = self.state.users_of(indexes)

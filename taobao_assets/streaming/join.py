@@ -1,10 +1,11 @@
 """From Kafka records to what the state store applies: parse, join with the user context, aggregate.
 
-Parsing is the one parser of the batch path (:func:`taobao_assets.source.parser.parse_line`),
-given the file and line the replay put in the record headers, so a rejected record carries the
-same reason and location as in silver's quarantine. The join is by ``common_feature_index``
-against the context map of the state store; a sample whose context is unknown (or has no user id)
-still counts for its item, and is counted as such, as gold's left join does.
+Parsing is the one parser of the batch path (:func:`taobao_assets.source.parser.parse_batch`,
+all of a poll's records at once), and a rejected record's dead letter carries the file and line
+the replay put in its headers, so it has the same reason and location as in silver's quarantine.
+The join is by ``common_feature_index`` against the context map of the state store; a sample whose
+context is unknown (or has no user id) still counts for its item, and is counted as such, as
+gold's left join does.
 
 A batch becomes one :class:`~taobao_assets.streaming.state.EntityDelta` per entity it touches:
 the user, the item (field 205) and the user x item category (field 206), each with the batch's
@@ -13,13 +14,16 @@ impressions, clicks and conversions per minute of event time (the Kafka record t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from aiokafka.structs import ConsumerRecord
 
-from taobao_assets.source.format import FileKind
-from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_line
+from taobao_assets.source.format import FileKind, Reason
+from taobao_assets.source.parser import BatchColumn, QuarantineRecord, parse_batch, record_ends
 from taobao_assets.source.replay import PRODUCED_AT_HEADER
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
 from taobao_assets.streaming.dead_letter import DeadLetter
@@ -63,47 +67,79 @@ class ParsedContexts:
     totals: dict[str, int] = field(default_factory=dict)
 
 
-def parse_contexts(records: Iterable[ConsumerRecord]) -> ParsedContexts:
-    parsed = ParsedContexts()
-    for record in records:
+_CONTEXT_LAYOUT = (BatchColumn("common_feature_index", "common_feature_index"),
+                   BatchColumn("user_id", "id", USER_FIELD))
+_SAMPLE_LAYOUT = (BatchColumn("click", "click"), BatchColumn("conversion", "conversion"),
+                  BatchColumn("common_feature_index", "common_feature_index"),
+                  BatchColumn("item_id", "id", ITEM_FIELD), BatchColumn("category_id", "id", CATEGORY_FIELD))
+
+
+def _parse(records: Sequence[ConsumerRecord], kind: FileKind, layout: Sequence[BatchColumn]
+           ) -> tuple[pa.RecordBatch, list[DeadLetter]]:
+    """One parse of all the records' values (Arrow columns), and a dead letter per rejected record.
+
+    Only a rejected record's headers are read here: its file and line go into its dead letter.
+    """
+    values = [record.value for record in records]
+    batch = parse_batch(kind, layout, b"".join(values),
+                        record_ends(np.fromiter(map(len, values), np.int64, len(values))))
+    reasons, messages = batch.column("reason"), batch.column("message")
+    letters = []
+    for row in pc.indices_nonzero(reasons.is_valid()).to_pylist() if reasons.null_count < len(reasons) else []:
+        record = records[row]
         source, line, _ = _where(record)
-        row = parse_line(record.value, FileKind.COMMON_FEATURES, source, line)
-        if isinstance(row, CommonFeaturesRecord):
-            parsed.users[row.common_feature_index] = row.feature_id(USER_FIELD)
-        elif isinstance(row, QuarantineRecord):
-            letter = DeadLetter.of(record, row)
-            parsed.dead_letters.append(letter)
-            total = dead_letter_total(FileKind.COMMON_FEATURES, letter)
-            parsed.totals[total] = parsed.totals.get(total, 0) + 1
+        rejected = QuarantineRecord(source, line, kind, record.value, Reason(reasons[row].as_py()),
+                                    messages[row].as_py())
+        letters.append(DeadLetter.of(record, rejected))
+    return batch, letters
+
+
+def _good(batch: pa.RecordBatch) -> pa.RecordBatch:
+    reasons = batch.column("reason")
+    return batch if reasons.null_count == len(reasons) else batch.filter(reasons.is_null())
+
+
+def parse_contexts(records: Sequence[ConsumerRecord]) -> ParsedContexts:
+    batch, letters = _parse(records, FileKind.COMMON_FEATURES, _CONTEXT_LAYOUT)
+    good = _good(batch)
+    parsed = ParsedContexts(dict(zip(good.column("common_feature_index").to_pylist(),
+                                     good.column("user_id").to_pylist(), strict=True)), letters)
+    for letter in letters:
+        total = dead_letter_total(FileKind.COMMON_FEATURES, letter)
+        parsed.totals[total] = parsed.totals.get(total, 0) + 1
     return parsed
 
 
 @dataclass
 class ParsedSamples:
-    """A batch's sample records: ``(event ms, record)`` of the good ones, the rejects, the produce times."""
+    """A batch's good sample records as columns (event ms, labels, context, item and category ids),
+    the rejects, and the produce times."""
 
-    samples: list[tuple[int, SampleRecord]] = field(default_factory=list)
+    event_ms: list[int] = field(default_factory=list)
+    click: list[int] = field(default_factory=list)
+    conversion: list[int] = field(default_factory=list)
+    context: list[str] = field(default_factory=list)
+    item: list[int | None] = field(default_factory=list)
+    category: list[int | None] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     produced_at: list[int] = field(default_factory=list)
 
     @property
     def context_indexes(self) -> list[str]:
-        return list({record.common_feature_index for _, record in self.samples})
+        return list(set(self.context))
 
 
-def parse_samples(records: Iterable[ConsumerRecord]) -> ParsedSamples:
-    parsed = ParsedSamples()
-    samples, letters, produced_at = parsed.samples, parsed.dead_letters, parsed.produced_at
-    for record in records:
-        source, line, produced = _where(record)
-        if produced is not None:
-            produced_at.append(produced)
-        row = parse_line(record.value, FileKind.SAMPLE_SKELETON, source, line)
-        if isinstance(row, SampleRecord):
-            samples.append((record.timestamp, row))
-        elif isinstance(row, QuarantineRecord):
-            letters.append(DeadLetter.of(record, row))
-    return parsed
+def parse_samples(records: Sequence[ConsumerRecord]) -> ParsedSamples:
+    batch, letters = _parse(records, FileKind.SAMPLE_SKELETON, _SAMPLE_LAYOUT)
+    event_ms = pa.array([record.timestamp for record in records], pa.int64())
+    reasons = batch.column("reason")
+    if reasons.null_count < len(reasons):
+        event_ms = event_ms.filter(reasons.is_null())
+    good = _good(batch)
+    produced_at = [int(value) for record in records for name, value in record.headers
+                   if name == PRODUCED_AT_HEADER]
+    click, conversion, context, item, category = (good.column(c.name).to_pylist() for c in _SAMPLE_LAYOUT)
+    return ParsedSamples(event_ms.to_pylist(), click, conversion, context, item, category, letters, produced_at)
 
 
 def aggregate(parsed: ParsedSamples, users: Mapping[str, int | None], entity_prefix: str
@@ -128,26 +164,24 @@ def aggregate(parsed: ParsedSamples, users: Mapping[str, int | None], entity_pre
 
     user_prefix, item_prefix, pair_prefix = (f"{entity_prefix}{kind}:" for kind in KINDS.values())
     clicks = conversions = unresolved = without_user = 0
-    for event_ms, record in parsed.samples:
+    for event_ms, click, conversion, context, item, category in zip(
+            parsed.event_ms, parsed.click, parsed.conversion, parsed.context, parsed.item, parsed.category,
+            strict=True):
         minute = event_ms // MINUTE_MS
-        click, conversion = record.click, record.conversion
         clicks += click
         conversions += conversion
-        features = record.features
-        item = features.get(ITEM_FIELD)
         if item is not None:
-            count(f"{item_prefix}{item[0]}", event_ms, minute, click, conversion)
-        user = users.get(record.common_feature_index, -1)
+            count(f"{item_prefix}{item}", event_ms, minute, click, conversion)
+        user = users.get(context, -1)
         if user == -1:
             unresolved += 1
         elif user is None:
             without_user += 1
         else:
             count(f"{user_prefix}{user}", event_ms, minute, click, conversion)
-            category = features.get(CATEGORY_FIELD)
             if category is not None:
-                count(f"{pair_prefix}{user}:{category[0]}", event_ms, minute, click, conversion)
-    totals = {"impressions": len(parsed.samples), "clicks": clicks, "conversions": conversions,
+                count(f"{pair_prefix}{user}:{category}", event_ms, minute, click, conversion)
+    totals = {"impressions": len(parsed.event_ms), "clicks": clicks, "conversions": conversions,
               "unresolved_context": unresolved, "context_without_user": without_user}
     for letter in parsed.dead_letters:
         total = dead_letter_total(FileKind.SAMPLE_SKELETON, letter)

@@ -23,8 +23,9 @@ from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
 from taobao_assets.source.event_time import Timeline
 from taobao_assets.source.format import SPLITS, FileKind
-from taobao_assets.source.parser import CommonFeaturesRecord, SampleRecord, parse_file
+from taobao_assets.source.parser import CommonFeaturesRecord, SampleRecord
 from taobao_assets_tests.conftest import DAILY, gold_resources, materialize_gold
+from taobao_assets_tests.parser_reference import parse_file
 
 ITEM_KEYS = {"item_id": "205", "category_id": "206", "shop_id": "207", "brand_id": "216"}
 

@@ -29,11 +29,12 @@ from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import Settings
 from taobao_assets.source.event_time import Timeline
 from taobao_assets.source.format import FileKind
-from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord, parse_line
+from taobao_assets.source.parser import CommonFeaturesRecord, QuarantineRecord, SampleRecord
 from taobao_assets.source.replay import ReplayRecord, ReplayResult, plan
 from taobao_assets.streaming.online import drop_online_rows, drop_project
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets_tests.conftest import TOPICS
+from taobao_assets_tests.parser_reference import parse_line
 
 DAY_MS, MINUTE_MS = 86_400_000, 60_000
 

@@ -1,0 +1,207 @@
+//! `taobao_parser_core`: the compiled core of taobao-feature-platform's raw-line parser.
+//!
+//! Python's `taobao_assets.source.parser` is the API; this module does the byte work behind it:
+//! [`Parser::parse_line`] gives one line's typed values (the Python side makes the record), and
+//! [`Parser::parse_batch`] parses many records at once into Arrow column buffers, with the GIL
+//! released, so that no per-record Python object is made.
+
+mod arrow;
+mod contract;
+mod line;
+mod text;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::arrow::{Batch, Column, Values};
+use crate::contract::{byte_class, pack, Contract, Field, Kind};
+use crate::line::{Reason, Scanner};
+
+/// The parser, made once per process from the format contract.
+#[pyclass(frozen, module = "taobao_parser_core")]
+struct Parser {
+    contract: Contract,
+    /// The field ids as Python strings, made once: every record's dicts are keyed by them.
+    field_ids: Vec<Py<PyString>>,
+}
+
+fn kind_of(kind: usize) -> PyResult<Kind> {
+    match kind {
+        0 => Ok(Kind::Sample),
+        1 => Ok(Kind::Common),
+        _ => Err(PyValueError::new_err(format!("kind must be 0 (sample) or 1 (common), got {kind}"))),
+    }
+}
+
+fn separator(name: &str, bytes: &[u8]) -> PyResult<u8> {
+    match bytes {
+        [byte] => Ok(*byte),
+        _ => Err(PyValueError::new_err(format!("{name} must be one byte, got {bytes:?}"))),
+    }
+}
+
+/// A slice of plain numbers as its bytes, for an Arrow buffer.
+fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
+    // SAFETY: T is only ever i32, i64 or f64 here: no padding, every byte initialised.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
+}
+
+fn column_buffers<'py>(py: Python<'py>, column: &Column) -> (Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>) {
+    let validity = (column.validity.nulls > 0).then(|| PyBytes::new(py, &column.validity.bits));
+    let buffers = match &column.values {
+        Values::Int64(v) => vec![as_bytes(v)],
+        Values::Int32(v) => vec![as_bytes(v)],
+        Values::Float64(v) => vec![as_bytes(v)],
+        Values::Bytes { offsets, data } => vec![as_bytes(offsets), data.as_slice()],
+        Values::Pairs { offsets, ids, values } => vec![as_bytes(offsets), as_bytes(ids), as_bytes(values)],
+    };
+    (validity, buffers.into_iter().map(|b| PyBytes::new(py, b)).collect())
+}
+
+#[pymethods]
+impl Parser {
+    /// `kinds`: the two file-kind names (sample first); `columns`: each kind's column names;
+    /// `fields`: `(field_id, name, kind index, is_history)` of every field.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        column_sep: &[u8],
+        entry_sep: &[u8],
+        field_sep: &[u8],
+        value_sep: &[u8],
+        kinds: [String; 2],
+        columns: [Vec<String>; 2],
+        fields: Vec<(String, String, usize, bool)>,
+        key_chars: &[u8],
+        value_chars: &[u8],
+        max_id: u64,
+    ) -> PyResult<Self> {
+        if fields.len() > 64 {
+            return Err(PyValueError::new_err("at most 64 fields are supported"));
+        }
+        let fields = fields
+            .into_iter()
+            .map(|(id, name, kind, history)| {
+                let packed = pack(id.as_bytes())
+                    .ok_or_else(|| PyValueError::new_err(format!("field id {id:?} is longer than 7 bytes")))?;
+                Ok(Field { id: id.into_bytes(), packed, name, kind: kind_of(kind)?, history })
+            })
+            .collect::<PyResult<Vec<Field>>>()?;
+        let field_ids = fields
+            .iter()
+            .map(|f| PyString::new(py, &String::from_utf8_lossy(&f.id)).unbind())
+            .collect();
+        let contract = Contract {
+            column_sep: separator("column_sep", column_sep)?,
+            entry_sep: separator("entry_sep", entry_sep)?,
+            field_sep: separator("field_sep", field_sep)?,
+            value_sep: separator("value_sep", value_sep)?,
+            kinds,
+            columns,
+            fields,
+            key_chars: byte_class(key_chars),
+            value_chars: byte_class(value_chars),
+            max_id,
+        };
+        Ok(Parser { contract, field_ids })
+    }
+
+    /// The reason codes this core can give.
+    #[staticmethod]
+    fn reasons() -> Vec<&'static str> {
+        Reason::ALL.iter().map(|r| r.code()).collect()
+    }
+
+    /// One line: `("reject", reason, message)`, or for a good sample line
+    /// `("sample", sample_id, click, conversion, key, num_features, features, repeats)`, for a
+    /// good common-features line `("common", key, num_features, features, histories, repeats)`.
+    /// `features` maps a field id to its first `(id, value)`, `repeats` lists later entries of
+    /// single-valued fields as `(field_id, id, value)`, `histories` maps every history field id
+    /// to its entries.
+    fn parse_line<'py>(&self, py: Python<'py>, kind: usize, raw: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+        let kind = kind_of(kind)?;
+        let mut scanner = Scanner::new(&self.contract);
+        let line = match scanner.parse(kind, raw) {
+            Ok(line) => line,
+            Err(rejection) => return ("reject", rejection.reason.code(), rejection.message).into_pyobject(py),
+        };
+        let features = PyDict::new(py);
+        let repeats = PyList::empty(py);
+        let histories = PyDict::new(py);
+        for (index, field) in self.contract.fields.iter().enumerate() {
+            if field.history && field.kind == kind {
+                histories.set_item(self.field_ids[index].bind(py), PyList::empty(py))?;
+            }
+        }
+        for entry in &scanner.entries {
+            let field_id = self.field_ids[entry.field].bind(py);
+            let pair = (entry.id, entry.value);
+            if self.contract.fields[entry.field].history {
+                histories.get_item(field_id)?.expect("every history field has a list").cast::<PyList>()?.append(pair)?;
+            } else if features.contains(field_id)? {
+                repeats.append((field_id, entry.id, entry.value))?;
+            } else {
+                features.set_item(field_id, pair)?;
+            }
+        }
+        let key = PyString::new(py, std::str::from_utf8(line.key).expect("keys are ASCII"));
+        match kind {
+            Kind::Sample => (
+                "sample", line.sample_id, line.click, line.conversion, key, line.num_features, features, repeats,
+            )
+                .into_pyobject(py),
+            Kind::Common => ("common", key, line.num_features, features, histories, repeats).into_pyobject(py),
+        }
+    }
+
+    /// Many records: `data` holds them back to back, `ends` (native-endian int64) the end offset
+    /// of each. `layout` names the record columns as `(what, field_id)`, `what` one of
+    /// `sample_id`, `click`, `conversion`, `common_feature_index`, `id`, `value`, `history`.
+    /// Returns the row count and, per column (the layout's, then reason, message and raw), its
+    /// validity bitmap (`None` when no row is null) and its Arrow buffers.
+    #[allow(clippy::type_complexity)]
+    fn parse_batch<'py>(
+        &self,
+        py: Python<'py>,
+        kind: usize,
+        layout: Vec<(String, String)>,
+        data: &[u8],
+        ends: &[u8],
+    ) -> PyResult<(usize, Vec<(Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>)>)> {
+        let kind = kind_of(kind)?;
+        let sources = layout
+            .iter()
+            .map(|(what, field_id)| arrow::source(&self.contract, kind, what, field_id))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(PyValueError::new_err)?;
+        if !ends.len().is_multiple_of(8) {
+            return Err(PyValueError::new_err("ends must be int64 values"));
+        }
+        let ends: Vec<usize> = ends
+            .chunks_exact(8)
+            .map(|b| i64::from_ne_bytes(b.try_into().expect("chunks of 8")) as usize)
+            .collect();
+        if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&end| end > data.len()) {
+            return Err(PyValueError::new_err("ends must be non-decreasing offsets within data"));
+        }
+        // Arrow's 32-bit offsets: the raw bytes of rejects and the keys stay well below this.
+        if data.len() >= 1 << 30 {
+            return Err(PyValueError::new_err("a batch must hold less than 1 GiB of records"));
+        }
+        let contract = &self.contract;
+        let batch = py.detach(|| {
+            let mut batch = Batch::new(sources);
+            batch.extend(&mut Scanner::new(contract), kind, data, &ends);
+            batch
+        });
+        let columns = batch.columns.iter().map(|column| column_buffers(py, column)).collect();
+        Ok((batch.rows, columns))
+    }
+}
+
+#[pymodule]
+fn taobao_parser_core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Parser>()
+}

@@ -1,0 +1,24 @@
+"""Types of the compiled parser core (see src/lib.rs for what each method does)."""
+
+from typing import Any
+
+class Parser:
+    def __init__(
+        self,
+        column_sep: bytes,
+        entry_sep: bytes,
+        field_sep: bytes,
+        value_sep: bytes,
+        kinds: list[str],
+        columns: list[list[str]],
+        fields: list[tuple[str, str, int, bool]],
+        key_chars: bytes,
+        value_chars: bytes,
+        max_id: int,
+    ) -> None: ...
+    @staticmethod
+    def reasons() -> list[str]: ...
+    def parse_line(self, kind: int, raw: bytes) -> tuple[Any, ...]: ...
+    def parse_batch(
+        self, kind: int, layout: list[tuple[str, str]], data: bytes, ends: bytes
+    ) -> tuple[int, list[tuple[bytes | None, list[bytes]]]]: ...
