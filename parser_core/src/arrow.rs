@@ -19,25 +19,33 @@ pub enum Source {
     History(usize),
 }
 
-/// An Arrow validity bitmap (least significant bit first).
+/// Which rows of a column are set: one byte per row while the batch grows (a push is a store),
+/// packed into Arrow's bitmap (least significant bit first) once, by [`Validity::bitmap`].
 #[derive(Default)]
 pub struct Validity {
-    pub bits: Vec<u8>,
-    pub len: usize,
-    pub nulls: usize,
+    rows: Vec<u8>,
 }
 
 impl Validity {
+    fn with_capacity(rows: usize) -> Validity {
+        Validity { rows: Vec::with_capacity(rows) }
+    }
+
     fn push(&mut self, valid: bool) {
-        if self.len.is_multiple_of(8) {
-            self.bits.push(0);
+        self.rows.push(u8::from(valid));
+    }
+
+    /// The Arrow bitmap, or `None` when no row is null (Arrow's way of saying so).
+    pub fn bitmap(&self) -> Option<Vec<u8>> {
+        if self.rows.iter().all(|&valid| valid == 1) {
+            return None;
         }
-        if valid {
-            self.bits[self.len / 8] |= 1 << (self.len % 8);
-        } else {
-            self.nulls += 1;
-        }
-        self.len += 1;
+        Some(
+            self.rows
+                .chunks(8)
+                .map(|byte| byte.iter().enumerate().fold(0u8, |bits, (at, &valid)| bits | (valid << at)))
+                .collect(),
+        )
     }
 }
 
@@ -52,12 +60,17 @@ pub enum Values {
 }
 
 impl Values {
-    fn for_source(source: Source) -> Values {
+    /// Empty values for a column of `rows` rows, with room for them.
+    fn for_source(source: Source, rows: usize) -> Values {
         match source {
-            Source::SampleId | Source::Id(_) => Values::Int64(Vec::new()),
-            Source::Click | Source::Conversion => Values::Int32(Vec::new()),
-            Source::Value(_) => Values::Float64(Vec::new()),
-            Source::Key => Values::bytes(),
+            Source::SampleId | Source::Id(_) => Values::Int64(Vec::with_capacity(rows)),
+            Source::Click | Source::Conversion => Values::Int32(Vec::with_capacity(rows)),
+            Source::Value(_) => Values::Float64(Vec::with_capacity(rows)),
+            Source::Key => {
+                let mut offsets = Vec::with_capacity(rows + 1);
+                offsets.push(0);
+                Values::Bytes { offsets, data: Vec::with_capacity(rows * 16) }
+            }
             Source::History(_) => Values::Pairs { offsets: vec![0], ids: Vec::new(), values: Vec::new() },
         }
     }
@@ -81,47 +94,56 @@ pub struct Column {
 
 impl Column {
     fn new(values: Values) -> Column {
-        Column { validity: Validity::default(), values }
+        let rows = match &values {
+            Values::Int64(v) => v.capacity(),
+            Values::Int32(v) => v.capacity(),
+            Values::Float64(v) => v.capacity(),
+            Values::Bytes { offsets, .. } | Values::Pairs { offsets, .. } => offsets.capacity(),
+        };
+        Column { validity: Validity::with_capacity(rows), values }
     }
 }
 
-/// The first `(id, value)` of each field on a line, found in one pass over its entries.
+/// The first `(id, value)` of each field on the current line. The array is reused from line to
+/// line: `seen` says which of its slots belong to the current line.
 struct FirstEntries {
     seen: u64,
     entries: [(i64, f64); 64],
 }
 
 impl FirstEntries {
-    fn of(entries: &[Entry]) -> FirstEntries {
-        let mut first = FirstEntries { seen: 0, entries: [(0, 0.0); 64] };
-        for entry in entries {
-            let bit = 1u64 << entry.field;
-            if first.seen & bit == 0 {
-                first.seen |= bit;
-                first.entries[entry.field] = (entry.id, entry.value);
-            }
-        }
-        first
-    }
-
     fn get(&self, field: usize) -> Option<(i64, f64)> {
         (self.seen & (1 << field) != 0).then(|| self.entries[field])
     }
 }
 
+/// No history column for a field.
+const NO_COLUMN: usize = usize::MAX;
+
 /// Record columns in the caller's layout, then the rejection columns: reason, message and the
 /// raw bytes (all three null on a good line, and every record column null on a rejected one).
 pub struct Batch {
     sources: Vec<Source>,
+    first: FirstEntries,
+    /// The history column of each field ([`NO_COLUMN`] if none), for the pass over a line's entries.
+    history_column: [usize; 64],
     pub columns: Vec<Column>,
     pub rows: usize,
 }
 
 impl Batch {
-    pub fn new(sources: Vec<Source>) -> Batch {
-        let mut columns: Vec<Column> = sources.iter().map(|&s| Column::new(Values::for_source(s))).collect();
+    pub fn new(sources: Vec<Source>, rows: usize) -> Batch {
+        let mut columns: Vec<Column> =
+            sources.iter().map(|&s| Column::new(Values::for_source(s, rows))).collect();
         columns.extend((0..3).map(|_| Column::new(Values::bytes())));
-        Batch { sources, columns, rows: 0 }
+        let mut history_column = [NO_COLUMN; 64];
+        for (column, source) in sources.iter().enumerate() {
+            if let Source::History(field) = source {
+                history_column[*field] = column;
+            }
+        }
+        let first = FirstEntries { seen: 0, entries: [(0, 0.0); 64] };
+        Batch { sources, first, history_column, columns, rows: 0 }
     }
 
     /// Parse `data` cut at `ends` (the end offset of each record) and append every record.
@@ -138,7 +160,23 @@ impl Batch {
     }
 
     fn push_line(&mut self, line: &Line, entries: &[Entry]) {
-        let first = FirstEntries::of(entries);
+        // One pass over the entries: the first of each field, and the history lists.
+        self.first.seen = 0;
+        for entry in entries {
+            let bit = 1u64 << entry.field;
+            if self.first.seen & bit == 0 {
+                self.first.seen |= bit;
+                self.first.entries[entry.field] = (entry.id, entry.value);
+            }
+            let column = self.history_column[entry.field];
+            if column != NO_COLUMN {
+                if let Values::Pairs { ids, values, .. } = &mut self.columns[column].values {
+                    ids.push(entry.id);
+                    values.push(entry.value);
+                }
+            }
+        }
+        let first = &self.first;
         let (record, rejection) = self.columns.split_at_mut(self.sources.len());
         for (column, &source) in record.iter_mut().zip(&self.sources) {
             let valid = match (&mut column.values, source) {
@@ -157,11 +195,7 @@ impl Batch {
                     let entry = first.get(field);
                     push(v, entry.map_or(0.0, |e| e.1), entry.is_some())
                 }
-                (Values::Pairs { offsets, ids, values }, Source::History(field)) => {
-                    for entry in entries.iter().filter(|e| e.field == field) {
-                        ids.push(entry.id);
-                        values.push(entry.value);
-                    }
+                (Values::Pairs { offsets, ids, .. }, Source::History(_)) => {
                     offsets.push(ids.len() as i32);
                     true
                 }

@@ -30,6 +30,8 @@ pub struct Contract {
     /// Column names of each kind, by [`Kind`].
     pub columns: [Vec<String>; 2],
     pub fields: Vec<Field>,
+    /// The three feature-list separators as a lookup table.
+    pub separator: [bool; 256],
     pub key_chars: [bool; 256],
     pub value_chars: [bool; 256],
     pub max_id: u64,
@@ -38,12 +40,16 @@ pub struct Contract {
 impl Contract {
     /// The index in [`Contract::fields`] of a field id token, if it is a known field.
     pub fn field(&self, token: &[u8]) -> Option<usize> {
-        let packed = pack(token)?;
+        self.field_packed(pack(token)?)
+    }
+
+    /// The index of a field id packed by [`pack`].
+    pub fn field_packed(&self, packed: u64) -> Option<usize> {
         self.fields.iter().position(|field| field.packed == packed)
     }
 
     pub fn is_separator(&self, byte: u8) -> bool {
-        byte == self.entry_sep || byte == self.field_sep || byte == self.value_sep
+        self.separator[byte as usize]
     }
 }
 

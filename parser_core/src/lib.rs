@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::arrow::{Batch, Column, Values};
 use crate::contract::{byte_class, pack, Contract, Field, Kind};
-use crate::line::{Reason, Scanner};
+use crate::line::{Reason, Scanner, MAX_COLUMNS};
 
 /// The parser, made once per process from the format contract.
 #[pyclass(frozen, module = "taobao_parser_core")]
@@ -48,7 +48,7 @@ fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
 }
 
 fn column_buffers<'py>(py: Python<'py>, column: &Column) -> (Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>) {
-    let validity = (column.validity.nulls > 0).then(|| PyBytes::new(py, &column.validity.bits));
+    let validity = column.validity.bitmap().map(|bits| PyBytes::new(py, &bits));
     let buffers = match &column.values {
         Values::Int64(v) => vec![as_bytes(v)],
         Values::Int32(v) => vec![as_bytes(v)],
@@ -93,11 +93,24 @@ impl Parser {
             .iter()
             .map(|f| PyString::new(py, &String::from_utf8_lossy(&f.id)).unbind())
             .collect();
+        let (entry_sep, field_sep, value_sep) = (
+            separator("entry_sep", entry_sep)?,
+            separator("field_sep", field_sep)?,
+            separator("value_sep", value_sep)?,
+        );
+        // A plain decimal is converted without the value-character check (line::PlainDecimal).
+        if !b"0123456789.".iter().all(|b| value_chars.contains(b)) {
+            return Err(PyValueError::new_err("the value characters must include the digits and the point"));
+        }
+        if columns.iter().any(|names| names.len() > MAX_COLUMNS) {
+            return Err(PyValueError::new_err(format!("a file kind has at most {MAX_COLUMNS} columns")));
+        }
         let contract = Contract {
             column_sep: separator("column_sep", column_sep)?,
-            entry_sep: separator("entry_sep", entry_sep)?,
-            field_sep: separator("field_sep", field_sep)?,
-            value_sep: separator("value_sep", value_sep)?,
+            entry_sep,
+            field_sep,
+            value_sep,
+            separator: byte_class(&[entry_sep, field_sep, value_sep]),
             kinds,
             columns,
             fields,
@@ -157,7 +170,8 @@ impl Parser {
     }
 
     /// Many records: `data` holds them back to back, `ends` (native-endian int64) the end offset
-    /// of each. `layout` names the record columns as `(what, field_id)`, `what` one of
+    /// of each; without `ends`, the records are the lines of `data` (each ends after a newline, and
+    /// bytes after the last newline are a final record without one). `layout` names the record columns as `(what, field_id)`, `what` one of
     /// `sample_id`, `click`, `conversion`, `common_feature_index`, `id`, `value`, `history`.
     /// Returns the row count and, per column (the layout's, then reason, message and raw), its
     /// validity bitmap (`None` when no row is null) and its Arrow buffers.
@@ -168,7 +182,7 @@ impl Parser {
         kind: usize,
         layout: Vec<(String, String)>,
         data: &[u8],
-        ends: &[u8],
+        ends: Option<&[u8]>,
     ) -> PyResult<(usize, Vec<(Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>)>)> {
         let kind = kind_of(kind)?;
         let sources = layout
@@ -176,13 +190,14 @@ impl Parser {
             .map(|(what, field_id)| arrow::source(&self.contract, kind, what, field_id))
             .collect::<Result<Vec<_>, String>>()
             .map_err(PyValueError::new_err)?;
-        if !ends.len().is_multiple_of(8) {
-            return Err(PyValueError::new_err("ends must be int64 values"));
-        }
-        let ends: Vec<usize> = ends
-            .chunks_exact(8)
-            .map(|b| i64::from_ne_bytes(b.try_into().expect("chunks of 8")) as usize)
-            .collect();
+        let ends = match ends {
+            None => line_ends(data),
+            Some(ends) if ends.len().is_multiple_of(8) => ends
+                .chunks_exact(8)
+                .map(|b| i64::from_ne_bytes(b.try_into().expect("chunks of 8")) as usize)
+                .collect(),
+            Some(_) => return Err(PyValueError::new_err("ends must be int64 values")),
+        };
         if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&end| end > data.len()) {
             return Err(PyValueError::new_err("ends must be non-decreasing offsets within data"));
         }
@@ -192,13 +207,23 @@ impl Parser {
         }
         let contract = &self.contract;
         let batch = py.detach(|| {
-            let mut batch = Batch::new(sources);
+            let mut batch = Batch::new(sources, ends.len());
             batch.extend(&mut Scanner::new(contract), kind, data, &ends);
             batch
         });
         let columns = batch.columns.iter().map(|column| column_buffers(py, column)).collect();
         Ok((batch.rows, columns))
     }
+}
+
+/// The end offset of each line of `data` (after its newline; the bytes after the last newline are
+/// a final line without one).
+fn line_ends(data: &[u8]) -> Vec<usize> {
+    let mut ends: Vec<usize> = memchr::memchr_iter(b'\n', data).map(|at| at + 1).collect();
+    if ends.last().copied().unwrap_or(0) < data.len() {
+        ends.push(data.len());
+    }
+    ends
 }
 
 #[pymodule]

@@ -8,6 +8,9 @@
 use crate::contract::{Contract, Kind};
 use crate::text::{bytes_repr, utf8_error};
 
+/// The most columns a file kind has (sample_skeleton's six).
+pub const MAX_COLUMNS: usize = 6;
+
 /// Why a line was rejected; [`Reason::code`] is the code of the Python `Reason` enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -137,14 +140,11 @@ fn is_digits(token: &[u8]) -> bool {
 pub struct Scanner<'c> {
     contract: &'c Contract,
     pub entries: Vec<Entry>,
-    /// The last field id token looked up, and its field: entries of one field come in runs.
-    last_token: Vec<u8>,
-    last_field: Option<usize>,
 }
 
 impl<'c> Scanner<'c> {
     pub fn new(contract: &'c Contract) -> Self {
-        Scanner { contract, entries: Vec::new(), last_token: Vec::new(), last_field: None }
+        Scanner { contract, entries: Vec::new() }
     }
 
     /// Parse one raw line of `kind`, terminator included as read.
@@ -165,19 +165,46 @@ impl<'c> Scanner<'c> {
 
     fn parse_body<'a>(&mut self, kind: Kind, raw: &'a [u8]) -> Result<Line<'a>, Reject> {
         let body = body(raw)?;
-        let names = &self.contract.columns[kind as usize];
-        let columns: Vec<&[u8]> = body.split(|&b| b == self.contract.column_sep).collect();
-        if columns.len() != names.len() {
-            return Err(reject(
-                Reason::WrongColumnCount,
-                format!(
-                    "expected {} comma-separated columns ({}), found {}",
-                    names.len(),
-                    names.join(", "),
-                    columns.len()
-                ),
-            ));
+        let columns = self.columns(kind, body)?;
+        let feature_list = columns[self.contract.columns[kind as usize].len() - 1];
+        self.parse_columns(kind, columns).map_err(|rejection| {
+            // The feature list is cut off at the last column separator expected, so a separator
+            // inside it is found only now; a wrong column count comes before any other fault.
+            if memchr::memchr(self.contract.column_sep, feature_list).is_some() {
+                self.wrong_column_count(kind, body)
+            } else {
+                rejection
+            }
+        })
+    }
+
+    /// The columns of a line: the body cut at the first column separators, the last column
+    /// taking the rest.
+    fn columns<'a>(&self, kind: Kind, body: &'a [u8]) -> Result<[&'a [u8]; MAX_COLUMNS], Reject> {
+        let mut columns: [&[u8]; MAX_COLUMNS] = [&[]; MAX_COLUMNS];
+        let last = self.contract.columns[kind as usize].len() - 1;
+        let mut rest = body;
+        for column in columns.iter_mut().take(last) {
+            let Some(at) = memchr::memchr(self.contract.column_sep, rest) else {
+                return Err(self.wrong_column_count(kind, body));
+            };
+            *column = &rest[..at];
+            rest = &rest[at + 1..];
         }
+        columns[last] = rest;
+        Ok(columns)
+    }
+
+    fn wrong_column_count(&self, kind: Kind, body: &[u8]) -> Reject {
+        let names = &self.contract.columns[kind as usize];
+        let found = body.iter().filter(|&&b| b == self.contract.column_sep).count() + 1;
+        reject(
+            Reason::WrongColumnCount,
+            format!("expected {} comma-separated columns ({}), found {found}", names.len(), names.join(", ")),
+        )
+    }
+
+    fn parse_columns<'a>(&mut self, kind: Kind, columns: [&'a [u8]; MAX_COLUMNS]) -> Result<Line<'a>, Reject> {
         match kind {
             Kind::Sample => {
                 let sample_id = self.non_negative_int(columns[0], "column sample_id")?;
@@ -242,6 +269,7 @@ impl<'c> Scanner<'c> {
     }
 
     /// A strict decimal float: only the value characters, finite.
+    #[inline]
     fn value(&self, token: &[u8]) -> Option<f64> {
         if token.is_empty() || !token.iter().all(|&b| self.contract.value_chars[b as usize]) {
             return None;
@@ -249,15 +277,6 @@ impl<'c> Scanner<'c> {
         // The value characters are ASCII, so the token is valid UTF-8.
         let value: f64 = std::str::from_utf8(token).ok()?.parse().ok()?;
         value.is_finite().then_some(value)
-    }
-
-    fn field(&mut self, token: &[u8]) -> Option<usize> {
-        if self.last_token != token {
-            self.last_token.clear();
-            self.last_token.extend_from_slice(token);
-            self.last_field = self.contract.field(token);
-        }
-        self.last_field
     }
 
     /// Check and convert a feature list into [`Scanner::entries`] in one pass.
@@ -276,36 +295,45 @@ impl<'c> Scanner<'c> {
         let n = list.len();
         let mut i = 0;
         loop {
+            // The field id, packed as it is read (see contract::pack).
             let start = i;
-            while i < n && !c.is_separator(list[i]) {
+            let mut packed: u64 = 0;
+            while i < n && !c.separator[list[i] as usize] {
+                packed |= u64::from(list[i]) << (8 * ((i - start) & 7));
                 i += 1;
             }
-            if i == n || list[i] != c.field_sep {
+            if i == n || list[i] != c.field_sep || i - start > 7 {
                 break;
             }
-            let field_token = &list[start..i];
+            packed |= ((i - start) as u64) << 56;
             i += 1;
             let start = i;
+            let mut id: u64 = 0;
             while i < n && list[i].is_ascii_digit() {
+                id = id.wrapping_mul(10).wrapping_add(u64::from(list[i] - b'0'));
                 i += 1;
             }
-            if i == start || i == n || list[i] != c.value_sep {
+            // 19 digits cannot overflow; a longer id is exact only with its leading zeros dropped.
+            if i - start > 19 {
+                id = Count::new(&list[start..i]).value.unwrap_or(u64::MAX);
+            }
+            if i == start || i == n || list[i] != c.value_sep || id > c.max_id {
                 break;
             }
-            let id = match decimal(&list[start..i]) {
-                Some(id) if id <= c.max_id => id as i64,
-                _ => break,
-            };
+            let id = id as i64;
             i += 1;
+            // The value, converted as it is read when it is a plain decimal (see PlainDecimal).
             let start = i;
-            while i < n && !c.is_separator(list[i]) {
+            let mut plain = PlainDecimal::default();
+            while i < n && !c.separator[list[i] as usize] {
+                plain.push(list[i]);
                 i += 1;
             }
             if i < n && list[i] != c.entry_sep {
                 break;
             }
-            let Some(value) = self.value(&list[start..i]) else { break };
-            let Some(field) = self.field(field_token).filter(|&f| c.fields[f].kind == kind) else { break };
+            let Some(value) = plain.value().or_else(|| self.value(&list[start..i])) else { break };
+            let Some(field) = c.field_packed(packed).filter(|&f| c.fields[f].kind == kind) else { break };
             self.entries.push(Entry { field, id, value });
             if i == n {
                 if !count.equals(self.entries.len()) {
@@ -442,5 +470,44 @@ fn label(token: &[u8], column: &str) -> Result<i32, Reject> {
             Reason::BadLabel,
             format!("column {column} must be 0 or 1, found {}", bytes_repr(token)),
         )),
+    }
+}
+
+/// Powers of ten exactly representable as f64.
+const EXACT_POWERS_OF_TEN: [f64; 16] =
+    [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+
+/// A plain decimal (`digits[.digits]`, at most 15 digits, no sign or exponent) read byte by byte:
+/// the values the files hold (`1.0`, `0.693147`, counts). Both the digits and the power of ten
+/// are exact in f64, so one division is correctly rounded: the same value `float()` gives.
+/// Anything else is left to the general parser.
+#[derive(Default)]
+struct PlainDecimal {
+    mantissa: u64,
+    digits: usize,
+    decimals: usize,
+    point: bool,
+    other: bool,
+}
+
+impl PlainDecimal {
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        if byte.is_ascii_digit() {
+            self.mantissa = self.mantissa.wrapping_mul(10).wrapping_add(u64::from(byte - b'0'));
+            self.digits += 1;
+            self.decimals += usize::from(self.point);
+        } else if byte == b'.' && !self.point {
+            self.point = true;
+        } else {
+            self.other = true;
+        }
+    }
+
+    /// `None` unless the bytes were a plain decimal ("." alone is not).
+    #[inline]
+    fn value(&self) -> Option<f64> {
+        (!self.other && (1..=15).contains(&self.digits))
+            .then(|| self.mantissa as f64 / EXACT_POWERS_OF_TEN[self.decimals])
     }
 }

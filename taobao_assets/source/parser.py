@@ -193,14 +193,17 @@ def record_ends(lengths: np.ndarray) -> np.ndarray:
     return np.cumsum(lengths, dtype=np.int64)
 
 
-def parse_batch(kind: FileKind, layout: Sequence[BatchColumn], data: bytes, ends: np.ndarray) -> pa.RecordBatch:
-    """Parse records stored back to back in ``data`` (record ``i`` ends at ``ends[i]``).
+def parse_batch(kind: FileKind, layout: Sequence[BatchColumn], data: bytes, ends: np.ndarray | None = None
+                ) -> pa.RecordBatch:
+    """Parse records stored back to back in ``data``: record ``i`` ends at ``ends[i]``, or without
+    ``ends`` the records are the lines of ``data`` (newline included; bytes after the last newline
+    are a final line without one).
 
     One row per record, in order: the ``layout`` columns (null on a rejected record), then
     ``reason``, ``message`` and ``raw`` (null on a good record; ``raw`` is the record's bytes).
     """
-    rows, buffers = core().parse_batch(_KIND[kind], [(c.what, c.field_id) for c in layout], data,
-                                       np.ascontiguousarray(ends, dtype=np.int64).tobytes())
+    cut = None if ends is None else np.ascontiguousarray(ends, dtype=np.int64).tobytes()
+    rows, buffers = core().parse_batch(_KIND[kind], [(c.what, c.field_id) for c in layout], data, cut)
     schema = batch_schema(layout)
     arrays = [_array(f.type, rows, validity, values) for f, (validity, values) in zip(schema, buffers, strict=True)]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

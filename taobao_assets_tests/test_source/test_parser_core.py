@@ -7,6 +7,7 @@ line the same reason, message and bytes), one at a time and in batches.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -138,3 +139,13 @@ def test_an_empty_batch_has_the_layout_and_no_rows():
 def test_batch_refuses_a_wrong_layout_or_cut(layout: list[BatchColumn], ends: list[int], error: str):
     with pytest.raises(ValueError, match=error):
         parse_batch(FileKind.SAMPLE_SKELETON, layout, b"abc", np.array(ends, np.int64))
+
+
+def test_a_batch_without_ends_is_cut_after_each_newline(malformed_dataset: GeneratedDataset):
+    for name, path in malformed_dataset.files.items():
+        kind = FileKind.from_file_name(name)
+        data = path.read_bytes() + b"a,final,line,without,newline"
+        lines = re.findall(rb"[^\n]*\n|[^\n]+$", data)
+        layout = _layout(kind)
+        expected = [_expected_row(parser_reference.parse_line(raw, kind), raw, layout) for raw in lines]
+        assert parse_batch(kind, layout, data).to_pylist() == expected
