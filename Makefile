@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 CORE_STAMP   := $(VENV)/.parser-core
 CORE_SOURCES := $(wildcard parser_core/Cargo.* parser_core/pyproject.toml parser_core/*.pyi parser_core/src/*.rs)
 
-.PHONY: install up status down demo test test-fast lint bench
+.PHONY: install up status down demo test test-fast test-core lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,9 +44,15 @@ demo: up
 lint: $(CORE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	cd parser_core && cargo fmt --check
+
+# The core's own Rust unit tests (text of the messages); the differential tests against the Python
+# reference are in the pytest suite.
+test-core: $(CORE_STAMP)
+	cd parser_core && PYO3_PYTHON=$(CURDIR)/$(PY) cargo test -q
 
 # pytest exits 5 when it collected nothing; make treats any non-zero exit as a failure.
-test: up lint
+test: up lint test-core
 	$(PY) -m pytest
 
 # The tests that need no server (format, parser, event time, plans, generation, settings,

@@ -28,7 +28,9 @@ pub struct Validity {
 
 impl Validity {
     fn with_capacity(rows: usize) -> Validity {
-        Validity { rows: Vec::with_capacity(rows) }
+        Validity {
+            rows: Vec::with_capacity(rows),
+        }
     }
 
     fn push(&mut self, valid: bool) {
@@ -43,7 +45,11 @@ impl Validity {
         Some(
             self.rows
                 .chunks(8)
-                .map(|byte| byte.iter().enumerate().fold(0u8, |bits, (at, &valid)| bits | (valid << at)))
+                .map(|byte| {
+                    byte.iter()
+                        .enumerate()
+                        .fold(0u8, |bits, (at, &valid)| bits | (valid << at))
+                })
                 .collect(),
         )
     }
@@ -54,9 +60,16 @@ pub enum Values {
     Int32(Vec<i32>),
     Float64(Vec<f64>),
     /// Utf8 or binary: `offsets` has one more element than the column has rows.
-    Bytes { offsets: Vec<i32>, data: Vec<u8> },
+    Bytes {
+        offsets: Vec<i32>,
+        data: Vec<u8>,
+    },
     /// A list of `(id, value)` structs.
-    Pairs { offsets: Vec<i32>, ids: Vec<i64>, values: Vec<f64> },
+    Pairs {
+        offsets: Vec<i32>,
+        ids: Vec<i64>,
+        values: Vec<f64>,
+    },
 }
 
 impl Values {
@@ -69,14 +82,24 @@ impl Values {
             Source::Key => {
                 let mut offsets = Vec::with_capacity(rows + 1);
                 offsets.push(0);
-                Values::Bytes { offsets, data: Vec::with_capacity(rows * 16) }
+                Values::Bytes {
+                    offsets,
+                    data: Vec::with_capacity(rows * 16),
+                }
             }
-            Source::History(_) => Values::Pairs { offsets: vec![0], ids: Vec::new(), values: Vec::new() },
+            Source::History(_) => Values::Pairs {
+                offsets: vec![0],
+                ids: Vec::new(),
+                values: Vec::new(),
+            },
         }
     }
 
     fn bytes() -> Values {
-        Values::Bytes { offsets: vec![0], data: Vec::new() }
+        Values::Bytes {
+            offsets: vec![0],
+            data: Vec::new(),
+        }
     }
 
     fn push_bytes(&mut self, token: &[u8]) {
@@ -100,7 +123,10 @@ impl Column {
             Values::Float64(v) => v.capacity(),
             Values::Bytes { offsets, .. } | Values::Pairs { offsets, .. } => offsets.capacity(),
         };
-        Column { validity: Validity::with_capacity(rows), values }
+        Column {
+            validity: Validity::with_capacity(rows),
+            values,
+        }
     }
 }
 
@@ -133,8 +159,10 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(sources: Vec<Source>, rows: usize) -> Batch {
-        let mut columns: Vec<Column> =
-            sources.iter().map(|&s| Column::new(Values::for_source(s, rows))).collect();
+        let mut columns: Vec<Column> = sources
+            .iter()
+            .map(|&s| Column::new(Values::for_source(s, rows)))
+            .collect();
         columns.extend((0..3).map(|_| Column::new(Values::bytes())));
         let mut history_column = [NO_COLUMN; 64];
         for (column, source) in sources.iter().enumerate() {
@@ -142,8 +170,17 @@ impl Batch {
                 history_column[*field] = column;
             }
         }
-        let first = FirstEntries { seen: 0, entries: [(0, 0.0); 64] };
-        Batch { sources, first, history_column, columns, rows: 0 }
+        let first = FirstEntries {
+            seen: 0,
+            entries: [(0, 0.0); 64],
+        };
+        Batch {
+            sources,
+            first,
+            history_column,
+            columns,
+            rows: 0,
+        }
     }
 
     /// Parse `data` cut at `ends` (the end offset of each record) and append every record.
@@ -222,7 +259,11 @@ impl Batch {
             }
             column.validity.push(false);
         }
-        let texts: [&[u8]; 3] = [rejection.reason.code().as_bytes(), rejection.message.as_bytes(), raw];
+        let texts: [&[u8]; 3] = [
+            rejection.reason.code().as_bytes(),
+            rejection.message.as_bytes(),
+            raw,
+        ];
         for (column, text) in outcome.iter_mut().zip(texts) {
             column.values.push_bytes(text);
             column.validity.push(true);
@@ -238,12 +279,22 @@ fn push<T>(values: &mut Vec<T>, value: T, valid: bool) -> bool {
 
 /// The fields a layout refers to, checked against the contract: a field the kind does not have
 /// would give an always-null column, which is a mistake in the layout.
-pub fn source(contract: &Contract, kind: Kind, what: &str, field_id: &str) -> Result<Source, String> {
+pub fn source(
+    contract: &Contract,
+    kind: Kind,
+    what: &str,
+    field_id: &str,
+) -> Result<Source, String> {
     let field = || {
         contract
             .field(field_id.as_bytes())
             .filter(|&f| contract.fields[f].kind == kind)
-            .ok_or_else(|| format!("field {field_id:?} is not a field of {}", contract.kinds[kind as usize]))
+            .ok_or_else(|| {
+                format!(
+                    "field {field_id:?} is not a field of {}",
+                    contract.kinds[kind as usize]
+                )
+            })
     };
     Ok(match (what, kind) {
         ("sample_id", Kind::Sample) => Source::SampleId,
@@ -253,6 +304,11 @@ pub fn source(contract: &Contract, kind: Kind, what: &str, field_id: &str) -> Re
         ("id", _) => Source::Id(field()?),
         ("value", _) => Source::Value(field()?),
         ("history", _) if contract.fields[field()?].history => Source::History(field()?),
-        _ => return Err(format!("no column {what:?} (field {field_id:?}) in {}", contract.kinds[kind as usize])),
+        _ => {
+            return Err(format!(
+                "no column {what:?} (field {field_id:?}) in {}",
+                contract.kinds[kind as usize]
+            ))
+        }
     })
 }

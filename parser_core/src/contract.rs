@@ -30,6 +30,7 @@ pub struct Contract {
     /// Column names of each kind, by [`Kind`].
     pub columns: [Vec<String>; 2],
     pub fields: Vec<Field>,
+    pub field_table: FieldTable,
     /// The three feature-list separators as a lookup table.
     pub separator: [bool; 256],
     pub key_chars: [bool; 256],
@@ -43,9 +44,13 @@ impl Contract {
         self.field_packed(pack(token)?)
     }
 
-    /// The index of a field id packed by [`pack`].
+    /// The index of a field id packed by [`pack`]: one multiply and one probe of [`FieldTable`].
+    #[inline]
     pub fn field_packed(&self, packed: u64) -> Option<usize> {
-        self.fields.iter().position(|field| field.packed == packed)
+        let slot = self.field_table.slot(packed);
+        // An empty token packs to 0, the mark of an empty slot: it is no field.
+        (packed != 0 && self.field_table.keys[slot] == packed)
+            .then_some(self.field_table.fields[slot] as usize)
     }
 
     pub fn is_separator(&self, byte: u8) -> bool {
@@ -72,4 +77,51 @@ pub fn pack(token: &[u8]) -> Option<u64> {
     bytes[..token.len()].copy_from_slice(token);
     bytes[7] = token.len() as u8;
     Some(u64::from_le_bytes(bytes))
+}
+
+/// A perfect hash table of the packed field ids: a multiplier under which no two ids share one
+/// of the slots, so a lookup is one probe. (A packed id is never 0, so 0 marks an empty slot.)
+pub struct FieldTable {
+    multiplier: u64,
+    keys: Vec<u64>,
+    fields: Vec<u8>,
+}
+
+/// log2 of the slots: 1,024 slots for a few dozen fields leave most multipliers collision-free.
+const SLOT_BITS: u32 = 10;
+
+impl FieldTable {
+    /// The table for `fields`, or `None` if no multiplier tried separates them all.
+    pub fn new(fields: &[Field]) -> Option<FieldTable> {
+        let mut state: u64 = 0;
+        for _ in 0..10_000 {
+            // splitmix64: a well-spread odd multiplier per attempt.
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let multiplier = (z ^ (z >> 31)) | 1;
+            let mut table = FieldTable {
+                multiplier,
+                keys: vec![0; 1 << SLOT_BITS],
+                fields: vec![0; 1 << SLOT_BITS],
+            };
+            let placed = fields.iter().enumerate().all(|(index, field)| {
+                let slot = table.slot(field.packed);
+                let free = table.keys[slot] == 0;
+                table.keys[slot] = field.packed;
+                table.fields[slot] = index as u8;
+                free
+            });
+            if placed {
+                return Some(table);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn slot(&self, packed: u64) -> usize {
+        (packed.wrapping_mul(self.multiplier) >> (64 - SLOT_BITS)) as usize
+    }
 }

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::arrow::{Batch, Column, Values};
-use crate::contract::{byte_class, pack, Contract, Field, Kind};
+use crate::contract::{byte_class, pack, Contract, Field, FieldTable, Kind};
 use crate::line::{Reason, Scanner, MAX_COLUMNS};
 
 /// The parser, made once per process from the format contract.
@@ -30,14 +30,18 @@ fn kind_of(kind: usize) -> PyResult<Kind> {
     match kind {
         0 => Ok(Kind::Sample),
         1 => Ok(Kind::Common),
-        _ => Err(PyValueError::new_err(format!("kind must be 0 (sample) or 1 (common), got {kind}"))),
+        _ => Err(PyValueError::new_err(format!(
+            "kind must be 0 (sample) or 1 (common), got {kind}"
+        ))),
     }
 }
 
 fn separator(name: &str, bytes: &[u8]) -> PyResult<u8> {
     match bytes {
         [byte] => Ok(*byte),
-        _ => Err(PyValueError::new_err(format!("{name} must be one byte, got {bytes:?}"))),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be one byte, got {bytes:?}"
+        ))),
     }
 }
 
@@ -47,16 +51,26 @@ fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
 }
 
-fn column_buffers<'py>(py: Python<'py>, column: &Column) -> (Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>) {
+fn column_buffers<'py>(
+    py: Python<'py>,
+    column: &Column,
+) -> (Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>) {
     let validity = column.validity.bitmap().map(|bits| PyBytes::new(py, &bits));
     let buffers = match &column.values {
         Values::Int64(v) => vec![as_bytes(v)],
         Values::Int32(v) => vec![as_bytes(v)],
         Values::Float64(v) => vec![as_bytes(v)],
         Values::Bytes { offsets, data } => vec![as_bytes(offsets), data.as_slice()],
-        Values::Pairs { offsets, ids, values } => vec![as_bytes(offsets), as_bytes(ids), as_bytes(values)],
+        Values::Pairs {
+            offsets,
+            ids,
+            values,
+        } => vec![as_bytes(offsets), as_bytes(ids), as_bytes(values)],
     };
-    (validity, buffers.into_iter().map(|b| PyBytes::new(py, b)).collect())
+    (
+        validity,
+        buffers.into_iter().map(|b| PyBytes::new(py, b)).collect(),
+    )
 }
 
 #[pymethods]
@@ -84,9 +98,16 @@ impl Parser {
         let fields = fields
             .into_iter()
             .map(|(id, name, kind, history)| {
-                let packed = pack(id.as_bytes())
-                    .ok_or_else(|| PyValueError::new_err(format!("field id {id:?} is longer than 7 bytes")))?;
-                Ok(Field { id: id.into_bytes(), packed, name, kind: kind_of(kind)?, history })
+                let packed = pack(id.as_bytes()).ok_or_else(|| {
+                    PyValueError::new_err(format!("field id {id:?} is longer than 7 bytes"))
+                })?;
+                Ok(Field {
+                    id: id.into_bytes(),
+                    packed,
+                    name,
+                    kind: kind_of(kind)?,
+                    history,
+                })
             })
             .collect::<PyResult<Vec<Field>>>()?;
         let field_ids = fields
@@ -100,10 +121,14 @@ impl Parser {
         );
         // A plain decimal is converted without the value-character check (line::PlainDecimal).
         if !b"0123456789.".iter().all(|b| value_chars.contains(b)) {
-            return Err(PyValueError::new_err("the value characters must include the digits and the point"));
+            return Err(PyValueError::new_err(
+                "the value characters must include the digits and the point",
+            ));
         }
         if columns.iter().any(|names| names.len() > MAX_COLUMNS) {
-            return Err(PyValueError::new_err(format!("a file kind has at most {MAX_COLUMNS} columns")));
+            return Err(PyValueError::new_err(format!(
+                "a file kind has at most {MAX_COLUMNS} columns"
+            )));
         }
         let contract = Contract {
             column_sep: separator("column_sep", column_sep)?,
@@ -113,12 +138,18 @@ impl Parser {
             separator: byte_class(&[entry_sep, field_sep, value_sep]),
             kinds,
             columns,
+            field_table: FieldTable::new(&fields).ok_or_else(|| {
+                PyValueError::new_err("no field lookup table separates these field ids")
+            })?,
             fields,
             key_chars: byte_class(key_chars),
             value_chars: byte_class(value_chars),
             max_id,
         };
-        Ok(Parser { contract, field_ids })
+        Ok(Parser {
+            contract,
+            field_ids,
+        })
     }
 
     /// The reason codes this core can give.
@@ -133,12 +164,19 @@ impl Parser {
     /// `features` maps a field id to its first `(id, value)`, `repeats` lists later entries of
     /// single-valued fields as `(field_id, id, value)`, `histories` maps every history field id
     /// to its entries.
-    fn parse_line<'py>(&self, py: Python<'py>, kind: usize, raw: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+    fn parse_line<'py>(
+        &self,
+        py: Python<'py>,
+        kind: usize,
+        raw: &[u8],
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let kind = kind_of(kind)?;
         let mut scanner = Scanner::new(&self.contract);
         let line = match scanner.parse(kind, raw) {
             Ok(line) => line,
-            Err(rejection) => return ("reject", rejection.reason.code(), rejection.message).into_pyobject(py),
+            Err(rejection) => {
+                return ("reject", rejection.reason.code(), rejection.message).into_pyobject(py)
+            }
         };
         let features = PyDict::new(py);
         let repeats = PyList::empty(py);
@@ -152,7 +190,11 @@ impl Parser {
             let field_id = self.field_ids[entry.field].bind(py);
             let pair = (entry.id, entry.value);
             if self.contract.fields[entry.field].history {
-                histories.get_item(field_id)?.expect("every history field has a list").cast::<PyList>()?.append(pair)?;
+                histories
+                    .get_item(field_id)?
+                    .expect("every history field has a list")
+                    .cast::<PyList>()?
+                    .append(pair)?;
             } else if features.contains(field_id)? {
                 repeats.append((field_id, entry.id, entry.value))?;
             } else {
@@ -162,10 +204,25 @@ impl Parser {
         let key = PyString::new(py, std::str::from_utf8(line.key).expect("keys are ASCII"));
         match kind {
             Kind::Sample => (
-                "sample", line.sample_id, line.click, line.conversion, key, line.num_features, features, repeats,
+                "sample",
+                line.sample_id,
+                line.click,
+                line.conversion,
+                key,
+                line.num_features,
+                features,
+                repeats,
             )
                 .into_pyobject(py),
-            Kind::Common => ("common", key, line.num_features, features, histories, repeats).into_pyobject(py),
+            Kind::Common => (
+                "common",
+                key,
+                line.num_features,
+                features,
+                histories,
+                repeats,
+            )
+                .into_pyobject(py),
         }
     }
 
@@ -183,7 +240,10 @@ impl Parser {
         layout: Vec<(String, String)>,
         data: &[u8],
         ends: Option<&[u8]>,
-    ) -> PyResult<(usize, Vec<(Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>)>)> {
+    ) -> PyResult<(
+        usize,
+        Vec<(Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>)>,
+    )> {
         let kind = kind_of(kind)?;
         let sources = layout
             .iter()
@@ -198,12 +258,17 @@ impl Parser {
                 .collect(),
             Some(_) => return Err(PyValueError::new_err("ends must be int64 values")),
         };
-        if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&end| end > data.len()) {
-            return Err(PyValueError::new_err("ends must be non-decreasing offsets within data"));
+        if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&end| end > data.len())
+        {
+            return Err(PyValueError::new_err(
+                "ends must be non-decreasing offsets within data",
+            ));
         }
         // Arrow's 32-bit offsets: the raw bytes of rejects and the keys stay well below this.
         if data.len() >= 1 << 30 {
-            return Err(PyValueError::new_err("a batch must hold less than 1 GiB of records"));
+            return Err(PyValueError::new_err(
+                "a batch must hold less than 1 GiB of records",
+            ));
         }
         let contract = &self.contract;
         let batch = py.detach(|| {
@@ -211,7 +276,11 @@ impl Parser {
             batch.extend(&mut Scanner::new(contract), kind, data, &ends);
             batch
         });
-        let columns = batch.columns.iter().map(|column| column_buffers(py, column)).collect();
+        let columns = batch
+            .columns
+            .iter()
+            .map(|column| column_buffers(py, column))
+            .collect();
         Ok((batch.rows, columns))
     }
 }
