@@ -19,6 +19,7 @@ starts find ``meta.properties`` and reuse the data.
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import socket
 import struct
@@ -37,7 +38,7 @@ SLF4J_VERSION = "2.0.17"  # log4j-slf4j2-impl needs SLF4J 2; kafka's pom alone r
 ARTIFACTS = [
     # The broker (kafka.Kafka) and the storage tool (kafka.tools.StorageTool) live in the core jar.
     Artifact("org.apache.kafka", f"kafka_{SCALA_VERSION}", KAFKA_VERSION),
-    # Kafka's own load generator (ProducerPerformance): the reference of bench/replay.py.
+    # Kafka's own load generator (ProducerPerformance), which bench/replay.py runs for context.
     Artifact("org.apache.kafka", "kafka-tools", KAFKA_VERSION),
     Artifact("org.slf4j", "slf4j-api", SLF4J_VERSION),
     Artifact("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
@@ -144,12 +145,14 @@ class Kafka(Service):
             apt_install(["openjdk-17-jre-headless"])
         resolve(ARTIFACTS, self.libs, what=f"Kafka {KAFKA_VERSION}")
 
-    def java_command(self, main: str, *args: str | Path, jvm_opts: Sequence[str] = ()) -> list[str]:
+    def java_command(self, main: str, *args: str | Path, jvm_opts: Sequence[str] = (),
+                     classpath: Sequence[Path] = ()) -> list[str]:
+        """``main`` of Kafka's jars, or of ``classpath`` (classes compiled against them, e.g. by a benchmark)."""
         java = shutil.which("java")
         if java is None:
             raise ServiceError("java not found on PATH; run: python -m deploy.stack install kafka")
         return [java, *jvm_opts, f"-Dlog4j2.configurationFile={self.log4j_config}",
-                "-cp", f"{self.libs}/*", main, *(str(a) for a in args)]
+                "-cp", os.pathsep.join([*map(str, classpath), f"{self.libs}/*"]), main, *(str(a) for a in args)]
 
     def prepare(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)

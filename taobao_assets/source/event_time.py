@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 
 from taobao_assets.source.format import SPLITS, FileKind
@@ -49,8 +50,9 @@ class EventTimeConfig:
         if self.days < 1:
             raise ValueError(f"days must be >= 1, got {self.days}")
 
-    @property
+    @cached_property
     def start_ms(self) -> int:
+        """Cached: every replayed and parsed sample's timestamp starts from it."""
         return day_window_ms(self.start_date)[0]
 
     @property

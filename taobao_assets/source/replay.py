@@ -3,8 +3,8 @@
 What is produced. Every line of the four files becomes one Kafka record, its value the raw line
 exactly as read (terminator included, so bronze can rebuild the bytes of the files), its
 timestamp the simulated event time (:mod:`taobao_assets.source.event_time`) and its headers the
-source file and line and ``produced_at``, the wall-clock time of the send (the record timestamp
-carries event time, so the streaming path measures freshness from this header). Samples go to
+source file and line and ``produced_at``, the wall-clock time the replay sent it on its way (the
+record timestamp carries event time, so the streaming path measures freshness from this header). Samples go to
 ``aliccp.samples`` keyed by ``sample_id``; common-features rows go to the compacted
 ``aliccp.common_features`` keyed by ``common_feature_index``. Bronze stores values only, so it
 stays byte-exact whatever the headers say.
@@ -15,11 +15,19 @@ rows it is the first to reference, at its own timestamp. So a consumer always se
 before the impressions that need it, and timestamps never decrease along the stream, which is
 what lets bronze find a day's records with ``offsets_for_times``.
 
-Resuming. The records form one deterministic sequence. After each acknowledged batch a checkpoint
-(records done + end offsets per partition) is written atomically. A replay that died after the
-checkpoint may have written part of its next batch; on resume the records after the
+Sending. Records are gathered into one batch per partition and handed to the producer whole
+(:mod:`taobao_assets.source.partition_batches`: per-record sends cost the replay half its speed),
+at least every ``CHECKPOINT_EVERY`` records and, in a paced replay, before every pause, so a paced
+record waits no longer than the producer's linger would have kept it.
+
+Resuming. The records form one deterministic sequence. After every ``CHECKPOINT_EVERY`` records
+are acknowledged a checkpoint (records done + end offsets per partition) is written atomically.
+The next records are already on their way meanwhile, so a replay that died after a checkpoint may
+have written part of the next ``2 * CHECKPOINT_EVERY``; on resume the records after the
 checkpoint's offsets are read back and their (file, line) are skipped, so nothing is written twice
-and nothing is missed. The idempotent producer rules out duplicates from internal retries.
+and nothing is missed. Along a partition the records written are always a prefix of those sent
+(the idempotent producer keeps a partition's batches in order and rules out duplicates from its
+retries), so what a resume sends follows them in plan order.
 """
 
 from __future__ import annotations
@@ -34,10 +42,9 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from aiokafka import TopicPartition
-from aiokafka.structs import RecordMetadata
 from tqdm import tqdm
 
 from taobao_assets.partitions import event_time_config
@@ -45,10 +52,17 @@ from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.settings import Settings, get_settings
 from taobao_assets.source.event_time import EventTimeConfig, Timeline, count_lines
 from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind
+from taobao_assets.source.partition_batches import Delivery, PartitionBatches
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER, RawTopics
 
-#: Records per acknowledged batch, i.e. per checkpoint.
-BATCH = 5_000
+#: Records per checkpoint.
+CHECKPOINT_EVERY = 5_000
+#: The replay's producer (aiokafka's names): every replica acknowledges, idempotent so a retry never
+#: writes twice, batches of up to 1 MiB, and a 20 ms linger that also bounds how long a paced replay
+#: holds a record back. bench/replay.py gives Kafka's Java producer the same settings.
+PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 20,
+                                    "max_batch_size": 1 << 20, "compression_type": None}
+LINGER_S = PRODUCER_OPTIONS["linger_ms"] / 1000
 #: Header with the wall-clock epoch ms at which the record was sent, as ASCII digits.
 PRODUCED_AT_HEADER = "produced_at"
 
@@ -113,20 +127,23 @@ def _plan_split(
                 yield ReplayRecord(topics.common_features.name, key, _read_line_at(common, offset),
                                    timestamp_ms, common_path.name, line)
 
-        start_ms = timeline.timestamp_ms(timeline.split_start_ordinal(split))
+        first = timeline.split_start_ordinal(split)
         for key in common_index:
             if key not in referenced:
-                yield from common_records(key, start_ms)
+                yield from common_records(key, timeline.timestamp_ms(first))
         emitted: set[bytes] = set()
+        # This loop runs once per sample: what does not change per line is looked up once, and one
+        # split of the line gives both the key (column 0) and the common-features key (column 3).
+        samples_topic, samples_name = topics.samples.name, samples_path.name
         with samples_path.open("rb", buffering=1 << 20) as f:
-            for line_number, raw in enumerate(f, 1):
-                timestamp_ms = timeline.timestamp_ms(timeline.ordinal(split, line_number))
-                key = _column(raw, 3)
+            for ordinal, raw in enumerate(f, first):
+                timestamp_ms = timeline.timestamp_ms(ordinal)
+                columns = raw.split(COLUMN_SEP, 4)
+                key = columns[3] if len(columns) > 3 else b""
                 if key in common_index and key not in emitted:
                     emitted.add(key)
                     yield from common_records(key, timestamp_ms)
-                yield ReplayRecord(topics.samples.name, _column(raw, 0), raw, timestamp_ms, samples_path.name,
-                                   line_number)
+                yield ReplayRecord(samples_topic, columns[0], raw, timestamp_ms, samples_name, ordinal - first + 1)
 
 
 def total_records(folder: Path) -> int:
@@ -144,6 +161,16 @@ def fingerprint(folder: Path, config: EventTimeConfig) -> str:
                 st = p.stat()
                 h.update(f"|{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+def default_checkpoint_dir(settings: Settings) -> Path:
+    """Where ``run_replay`` (and so the CLI and the replay job) keeps its checkpoints."""
+    return settings.state_dir / "replay"
+
+
+def checkpoint_file(checkpoint_dir: Path, folder: Path, config: EventTimeConfig) -> Path:
+    """The checkpoint of a replay of ``folder`` on ``config``'s time line: one per data set."""
+    return checkpoint_dir / f"replay-{fingerprint(folder, config)}.json"
 
 
 @dataclass
@@ -230,7 +257,7 @@ async def replay(
         for old in checkpoint_dir.glob("replay-*.json"):
             old.unlink()
     await kafka.create_topics(list(topics.all))
-    checkpoint_path = checkpoint_dir / f"replay-{fingerprint(folder, config)}.json"
+    checkpoint_path = checkpoint_file(checkpoint_dir, folder, config)
     checkpoint = Checkpoint.load(checkpoint_path)
     current = {t.name: await kafka.end_offsets(t.name) for t in topics.all}
     skip: set[tuple[str, int]] = set()
@@ -263,38 +290,48 @@ async def replay(
     if done >= total:
         return ReplayResult(total, 0, 0, time.monotonic() - t0, resumed)
 
-    async with kafka.producer(linger_ms=20, max_batch_size=1 << 20) as producer:
-        pending: list[asyncio.Future[RecordMetadata]] = []
+    async with kafka.producer(**PRODUCER_OPTIONS) as producer:
+        batches = PartitionBatches(producer, {t.name: t.partitions for t in topics.all})
         position = 0
+        in_flight: tuple[int, list[Delivery]] | None = None
 
-        async def flush() -> None:
-            for meta in await asyncio.gather(*pending):
-                parts = ends.setdefault(meta.topic, {})
-                parts[meta.partition] = max(parts.get(meta.partition, 0), meta.offset + 1)
-            pending.clear()
-            Checkpoint(position, ends).save(checkpoint_path)
+        async def checkpoint_when_acknowledged(group: tuple[int, list[Delivery]]) -> None:
+            records_done, deliveries = group
+            for delivery in deliveries:
+                parts = ends.setdefault(delivery.topic, {})
+                parts[delivery.partition] = max(parts.get(delivery.partition, 0), await delivery.end_offset())
+            Checkpoint(records_done, ends).save(checkpoint_path)
             if on_progress is not None:
-                on_progress(position, total, sent / max(time.monotonic() - t0, 1e-9))
+                on_progress(records_done, total, sent / max(time.monotonic() - t0, 1e-9))
 
         for record in plan(folder, timeline, topics):
             position += 1
             if position <= done:
                 continue
-            if (record.source, record.line) in skip:
+            if skip and (record.source, record.line) in skip:
                 skipped += 1
                 continue
-            pending.append(await producer.send(
-                record.topic, record.value, key=record.key, timestamp_ms=record.timestamp_ms,
-                headers=record.headers(),
-            ))
+            await batches.add(record.topic, record.key, record.value, record.timestamp_ms, record.headers())
             sent += 1
-            if len(pending) >= BATCH:
-                await flush()
+            if sent % CHECKPOINT_EVERY == 0:
+                # The previous records' acknowledgements are awaited only now that these are on
+                # their way, so the producer never idles at a checkpoint (see "Resuming" above).
+                await batches.hand_over()
+                previous, in_flight = in_flight, (position, batches.handed())
+                if previous is not None:
+                    await checkpoint_when_acknowledged(previous)
             if rate is not None:
                 ahead = sent / rate - (time.monotonic() - t0)
-                if ahead > 0:
+                # Pausing only once a linger's worth ahead keeps a paced replay's batches as full,
+                # and its records as prompt, as the producer's linger would.
+                if ahead >= LINGER_S:
+                    await batches.hand_over()
                     await asyncio.sleep(ahead)
-        await flush()
+        await batches.hand_over()
+        last = (position, batches.handed())
+        if in_flight is not None:
+            await checkpoint_when_acknowledged(in_flight)
+        await checkpoint_when_acknowledged(last)
     return ReplayResult(total, sent, skipped, time.monotonic() - t0, resumed)
 
 
@@ -304,7 +341,7 @@ def run_replay(settings: Settings, kafka: KafkaResource, folder: Path | None = N
     return asyncio.run(replay(
         folder or settings.source_dir, kafka, topics=RawTopics.of(settings.topic_prefix),
         config=event_time_config(settings),
-        checkpoint_dir=settings.state_dir / "replay", rate=rate, on_progress=on_progress, reset=reset,
+        checkpoint_dir=default_checkpoint_dir(settings), rate=rate, on_progress=on_progress, reset=reset,
     ))
 
 

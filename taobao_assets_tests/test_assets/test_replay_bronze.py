@@ -16,14 +16,18 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from aiokafka.partitioner import murmur2
 from dagster import materialize
 
 from taobao_assets.assets.bronze import bronze_assets
 from taobao_assets.io_managers.bronze import BronzeIOManager, load_manifest
+from taobao_assets.partitions import event_time_config
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.settings import Settings
-from taobao_assets.source.replay import PRODUCED_AT_HEADER, ReplayResult, run_replay, total_records
+from taobao_assets.source.event_time import Timeline
+from taobao_assets.source.replay import PRODUCED_AT_HEADER, ReplayResult, plan, run_replay, total_records
+from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
 from taobao_assets_tests.conftest import DAILY, TOPICS, kafka_end_total
 
 
@@ -90,6 +94,31 @@ def test_every_replayed_record_carries_the_time_it_was_sent(replayed: tuple[Repl
         # (the killed replay's records, then the resumed one's).
         assert sent == sorted(sent), f"{topic}/{partition}"
         assert written_ms <= sent[0] and sent[-1] <= now_ms, f"{topic}/{partition}"
+
+
+def test_every_record_is_the_planned_one_in_its_key_partition_in_plan_order(
+        replayed: tuple[ReplayResult, int], dataset: Path, settings: Settings) -> None:
+    """Key, value, event time and source/line headers as planned; each key in the partition Kafka's Java
+    client gives it (positive murmur2 modulo the partition count); along a partition, the plan's order,
+    across the killed replay's records and the resumed one's."""
+    kafka = KafkaResource.from_settings(settings)
+    partitions = {topic.name: topic.partitions for topic in TOPICS.all}
+    planned: dict[tuple[str, int], list[tuple[bytes, bytes, int, bytes, bytes]]] = defaultdict(list)
+    for r in plan(dataset, Timeline.from_folder(dataset, event_time_config(settings)), TOPICS):
+        partition = (murmur2(r.key) & 0x7FFFFFFF) % partitions[r.topic]
+        planned[(r.topic, partition)].append((r.key, r.value, r.timestamp_ms, r.source.encode(), str(r.line).encode()))
+
+    async def written() -> dict[tuple[str, int], list[tuple[bytes, bytes, int, bytes, bytes]]]:
+        found = {}
+        for topic in (TOPICS.samples.name, TOPICS.common_features.name):
+            for partition, end in (await kafka.end_offsets(topic)).items():
+                found[(topic, partition)] = [
+                    (record.key, record.value, record.timestamp, headers[SOURCE_HEADER], headers[LINE_HEADER])
+                    async for record in kafka.read_range(topic, partition, 0, end)
+                    for headers in [dict(record.headers)]]
+        return found
+
+    assert asyncio.run(written()) == planned
 
 
 def test_bronze_reconciles_byte_for_byte_with_the_source_files(bronze: S3Resource, dataset: Path) -> None:
