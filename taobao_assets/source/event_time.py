@@ -33,10 +33,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
 
 from taobao_assets.source.format import SPLITS, FileKind
 
 DAY_MS = 86_400_000
+#: One ordinal or an array of them: the time line's formulas serve both.
+Ordinals = TypeVar("Ordinals", int, np.ndarray)
 
 
 @dataclass(frozen=True)
@@ -126,15 +131,32 @@ class Timeline:
             raise ValueError(f"line {line_number} is outside sample_skeleton_{split} (1..{lines[split]})")
         return (self.train_lines if split == "test" else 0) + line_number - 1
 
+    def _check(self, low: int, high: int) -> None:
+        if not 0 <= low <= high < self.total:
+            raise ValueError(f"ordinal {low if low < 0 else high} is outside 0..{self.total - 1}")
+
+    # The two formulas, written once for an int and for an array of ordinals.
+    def _ms_after_start(self, ordinal: Ordinals) -> Ordinals:
+        return ordinal * (self.config.days * DAY_MS) // self.total
+
+    def _days_after_start(self, ordinal: Ordinals) -> Ordinals:
+        return ordinal * self.config.days // self.total
+
     def timestamp_ms(self, ordinal: int) -> int:
-        if not 0 <= ordinal < self.total:
-            raise ValueError(f"ordinal {ordinal} is outside 0..{self.total - 1}")
-        return self.config.start_ms + ordinal * self.config.days * DAY_MS // self.total
+        self._check(ordinal, ordinal)
+        return self.config.start_ms + self._ms_after_start(ordinal)
 
     def day(self, ordinal: int) -> date:
-        if not 0 <= ordinal < self.total:
-            raise ValueError(f"ordinal {ordinal} is outside 0..{self.total - 1}")
-        return self.config.start_date + timedelta(days=ordinal * self.config.days // self.total)
+        self._check(ordinal, ordinal)
+        return self.config.start_date + timedelta(days=self._days_after_start(ordinal))
+
+    def event_times(self, ordinals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``timestamp_ms`` and the day (as days since 1970-01-01) of many ordinals at once."""
+        if len(ordinals):
+            self._check(int(ordinals.min()), int(ordinals.max()))
+        ordinals = ordinals.astype(np.int64)
+        epoch_days = (self.config.start_date - date(1970, 1, 1)).days
+        return self.config.start_ms + self._ms_after_start(ordinals), epoch_days + self._days_after_start(ordinals)
 
     def at(self, ordinal: int) -> EventTime:
         return EventTime(self.timestamp_ms(ordinal), self.day(ordinal))
