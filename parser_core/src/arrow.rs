@@ -28,9 +28,7 @@ pub struct Validity {
 
 impl Validity {
     fn with_capacity(rows: usize) -> Validity {
-        Validity {
-            rows: Vec::with_capacity(rows),
-        }
+        Validity { rows: Vec::with_capacity(rows) }
     }
 
     fn push(&mut self, valid: bool) {
@@ -45,11 +43,7 @@ impl Validity {
         Some(
             self.rows
                 .chunks(8)
-                .map(|byte| {
-                    byte.iter()
-                        .enumerate()
-                        .fold(0u8, |bits, (at, &valid)| bits | (valid << at))
-                })
+                .map(|byte| byte.iter().enumerate().fold(0u8, |bits, (at, &valid)| bits | (valid << at)))
                 .collect(),
         )
     }
@@ -82,24 +76,14 @@ impl Values {
             Source::Key => {
                 let mut offsets = Vec::with_capacity(rows + 1);
                 offsets.push(0);
-                Values::Bytes {
-                    offsets,
-                    data: Vec::with_capacity(rows * 16),
-                }
+                Values::Bytes { offsets, data: Vec::with_capacity(rows * 16) }
             }
-            Source::History(_) => Values::Pairs {
-                offsets: vec![0],
-                ids: Vec::new(),
-                values: Vec::new(),
-            },
+            Source::History(_) => Values::Pairs { offsets: vec![0], ids: Vec::new(), values: Vec::new() },
         }
     }
 
     fn bytes() -> Values {
-        Values::Bytes {
-            offsets: vec![0],
-            data: Vec::new(),
-        }
+        Values::Bytes { offsets: vec![0], data: Vec::new() }
     }
 
     fn push_bytes(&mut self, token: &[u8]) {
@@ -123,10 +107,7 @@ impl Column {
             Values::Float64(v) => v.capacity(),
             Values::Bytes { offsets, .. } | Values::Pairs { offsets, .. } => offsets.capacity(),
         };
-        Column {
-            validity: Validity::with_capacity(rows),
-            values,
-        }
+        Column { validity: Validity::with_capacity(rows), values }
     }
 }
 
@@ -146,6 +127,27 @@ impl FirstEntries {
 /// No history column for a field.
 const NO_COLUMN: usize = usize::MAX;
 
+/// A column of the first entry's id (`T = i64`) or value (`T = f64`) of one field: kept apart from
+/// the other columns so that filling it is a tight loop without a dispatch per cell.
+struct FirstOf<T> {
+    column: usize,
+    field: usize,
+    values: Vec<T>,
+    validity: Validity,
+}
+
+impl<T: Copy + Default> FirstOf<T> {
+    fn new(column: usize, field: usize, rows: usize) -> FirstOf<T> {
+        FirstOf { column, field, values: Vec::with_capacity(rows), validity: Validity::with_capacity(rows) }
+    }
+
+    #[inline]
+    fn push(&mut self, value: Option<T>) {
+        self.values.push(value.unwrap_or_default());
+        self.validity.push(value.is_some());
+    }
+}
+
 /// Record columns in the caller's layout, then the rejection columns: reason, message and the
 /// raw bytes (all three null on a good line, and every record column null on a rejected one).
 pub struct Batch {
@@ -153,7 +155,11 @@ pub struct Batch {
     first: FirstEntries,
     /// The history column of each field ([`NO_COLUMN`] if none), for the pass over a line's entries.
     history_column: [usize; 64],
-    pub columns: Vec<Column>,
+    ids: Vec<FirstOf<i64>>,
+    values: Vec<FirstOf<f64>>,
+    /// Every other column, in layout order (the id and value columns' places hold empty values
+    /// until [`Batch::into_columns`]), then the three rejection columns.
+    columns: Vec<Column>,
     pub rows: usize,
 }
 
@@ -161,26 +167,24 @@ impl Batch {
     pub fn new(sources: Vec<Source>, rows: usize) -> Batch {
         let mut columns: Vec<Column> = sources
             .iter()
-            .map(|&s| Column::new(Values::for_source(s, rows)))
+            .map(|&s| match s {
+                Source::Id(_) | Source::Value(_) => Column::new(Values::Int64(Vec::new())),
+                _ => Column::new(Values::for_source(s, rows)),
+            })
             .collect();
         columns.extend((0..3).map(|_| Column::new(Values::bytes())));
         let mut history_column = [NO_COLUMN; 64];
-        for (column, source) in sources.iter().enumerate() {
-            if let Source::History(field) = source {
-                history_column[*field] = column;
+        let (mut ids, mut values) = (Vec::new(), Vec::new());
+        for (column, &source) in sources.iter().enumerate() {
+            match source {
+                Source::History(field) => history_column[field] = column,
+                Source::Id(field) => ids.push(FirstOf::new(column, field, rows)),
+                Source::Value(field) => values.push(FirstOf::new(column, field, rows)),
+                _ => {}
             }
         }
-        let first = FirstEntries {
-            seen: 0,
-            entries: [(0, 0.0); 64],
-        };
-        Batch {
-            sources,
-            first,
-            history_column,
-            columns,
-            rows: 0,
-        }
+        let first = FirstEntries { seen: 0, entries: [(0, 0.0); 64] };
+        Batch { sources, first, history_column, ids, values, columns, rows: 0 }
     }
 
     /// Parse `data` cut at `ends` (the end offset of each record) and append every record.
@@ -194,6 +198,18 @@ impl Batch {
             }
             start = end;
         }
+    }
+
+    /// The columns in layout order, then reason, message and raw.
+    pub fn into_columns(mut self) -> Vec<Column> {
+        for id in self.ids {
+            self.columns[id.column] = Column { validity: id.validity, values: Values::Int64(id.values) };
+        }
+        for value in self.values {
+            self.columns[value.column] =
+                Column { validity: value.validity, values: Values::Float64(value.values) };
+        }
+        self.columns
     }
 
     fn push_line(&mut self, line: &Line, entries: &[Entry]) {
@@ -213,32 +229,24 @@ impl Batch {
                 }
             }
         }
-        let first = &self.first;
+        for id in &mut self.ids {
+            id.push(self.first.get(id.field).map(|e| e.0));
+        }
+        for value in &mut self.values {
+            value.push(self.first.get(value.field).map(|e| e.1));
+        }
         let (record, rejection) = self.columns.split_at_mut(self.sources.len());
         for (column, &source) in record.iter_mut().zip(&self.sources) {
-            let valid = match (&mut column.values, source) {
-                (Values::Int64(v), Source::SampleId) => push(v, line.sample_id, true),
-                (Values::Int32(v), Source::Click) => push(v, line.click, true),
-                (Values::Int32(v), Source::Conversion) => push(v, line.conversion, true),
-                (values @ Values::Bytes { .. }, Source::Key) => {
-                    values.push_bytes(line.key);
-                    true
-                }
-                (Values::Int64(v), Source::Id(field)) => {
-                    let entry = first.get(field);
-                    push(v, entry.map_or(0, |e| e.0), entry.is_some())
-                }
-                (Values::Float64(v), Source::Value(field)) => {
-                    let entry = first.get(field);
-                    push(v, entry.map_or(0.0, |e| e.1), entry.is_some())
-                }
-                (Values::Pairs { offsets, ids, .. }, Source::History(_)) => {
-                    offsets.push(ids.len() as i32);
-                    true
-                }
+            match (&mut column.values, source) {
+                (_, Source::Id(_) | Source::Value(_)) => continue,
+                (Values::Int64(v), Source::SampleId) => v.push(line.sample_id),
+                (Values::Int32(v), Source::Click) => v.push(line.click),
+                (Values::Int32(v), Source::Conversion) => v.push(line.conversion),
+                (values @ Values::Bytes { .. }, Source::Key) => values.push_bytes(line.key),
+                (Values::Pairs { offsets, ids, .. }, Source::History(_)) => offsets.push(ids.len() as i32),
                 _ => unreachable!("each column's values are made for its source"),
-            };
-            column.validity.push(valid);
+            }
+            column.validity.push(true);
         }
         for column in rejection {
             column.values.push_bytes(b"");
@@ -248,22 +256,25 @@ impl Batch {
     }
 
     fn push_reject(&mut self, rejection: &Reject, raw: &[u8]) {
+        for id in &mut self.ids {
+            id.push(None);
+        }
+        for value in &mut self.values {
+            value.push(None);
+        }
         let (record, outcome) = self.columns.split_at_mut(self.sources.len());
-        for column in record {
-            match &mut column.values {
-                Values::Int64(v) => v.push(0),
-                Values::Int32(v) => v.push(0),
-                Values::Float64(v) => v.push(0.0),
-                values @ Values::Bytes { .. } => values.push_bytes(b""),
-                Values::Pairs { offsets, ids, .. } => offsets.push(ids.len() as i32),
+        for (column, &source) in record.iter_mut().zip(&self.sources) {
+            match (&mut column.values, source) {
+                (_, Source::Id(_) | Source::Value(_)) => continue,
+                (Values::Int64(v), _) => v.push(0),
+                (Values::Int32(v), _) => v.push(0),
+                (Values::Float64(v), _) => v.push(0.0),
+                (values @ Values::Bytes { .. }, _) => values.push_bytes(b""),
+                (Values::Pairs { offsets, ids, .. }, _) => offsets.push(ids.len() as i32),
             }
             column.validity.push(false);
         }
-        let texts: [&[u8]; 3] = [
-            rejection.reason.code().as_bytes(),
-            rejection.message.as_bytes(),
-            raw,
-        ];
+        let texts: [&[u8]; 3] = [rejection.reason.code().as_bytes(), rejection.message.as_bytes(), raw];
         for (column, text) in outcome.iter_mut().zip(texts) {
             column.values.push_bytes(text);
             column.validity.push(true);
@@ -272,29 +283,14 @@ impl Batch {
     }
 }
 
-fn push<T>(values: &mut Vec<T>, value: T, valid: bool) -> bool {
-    values.push(value);
-    valid
-}
-
 /// The fields a layout refers to, checked against the contract: a field the kind does not have
 /// would give an always-null column, which is a mistake in the layout.
-pub fn source(
-    contract: &Contract,
-    kind: Kind,
-    what: &str,
-    field_id: &str,
-) -> Result<Source, String> {
+pub fn source(contract: &Contract, kind: Kind, what: &str, field_id: &str) -> Result<Source, String> {
     let field = || {
         contract
             .field(field_id.as_bytes())
             .filter(|&f| contract.fields[f].kind == kind)
-            .ok_or_else(|| {
-                format!(
-                    "field {field_id:?} is not a field of {}",
-                    contract.kinds[kind as usize]
-                )
-            })
+            .ok_or_else(|| format!("field {field_id:?} is not a field of {}", contract.kinds[kind as usize]))
     };
     Ok(match (what, kind) {
         ("sample_id", Kind::Sample) => Source::SampleId,

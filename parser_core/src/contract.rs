@@ -101,11 +101,8 @@ impl FieldTable {
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             let multiplier = (z ^ (z >> 31)) | 1;
-            let mut table = FieldTable {
-                multiplier,
-                keys: vec![0; 1 << SLOT_BITS],
-                fields: vec![0; 1 << SLOT_BITS],
-            };
+            let mut table =
+                FieldTable { multiplier, keys: vec![0; 1 << SLOT_BITS], fields: vec![0; 1 << SLOT_BITS] };
             let placed = fields.iter().enumerate().all(|(index, field)| {
                 let slot = table.slot(field.packed);
                 let free = table.keys[slot] == 0;

@@ -30,18 +30,14 @@ fn kind_of(kind: usize) -> PyResult<Kind> {
     match kind {
         0 => Ok(Kind::Sample),
         1 => Ok(Kind::Common),
-        _ => Err(PyValueError::new_err(format!(
-            "kind must be 0 (sample) or 1 (common), got {kind}"
-        ))),
+        _ => Err(PyValueError::new_err(format!("kind must be 0 (sample) or 1 (common), got {kind}"))),
     }
 }
 
 fn separator(name: &str, bytes: &[u8]) -> PyResult<u8> {
     match bytes {
         [byte] => Ok(*byte),
-        _ => Err(PyValueError::new_err(format!(
-            "{name} must be one byte, got {bytes:?}"
-        ))),
+        _ => Err(PyValueError::new_err(format!("{name} must be one byte, got {bytes:?}"))),
     }
 }
 
@@ -61,16 +57,9 @@ fn column_buffers<'py>(
         Values::Int32(v) => vec![as_bytes(v)],
         Values::Float64(v) => vec![as_bytes(v)],
         Values::Bytes { offsets, data } => vec![as_bytes(offsets), data.as_slice()],
-        Values::Pairs {
-            offsets,
-            ids,
-            values,
-        } => vec![as_bytes(offsets), as_bytes(ids), as_bytes(values)],
+        Values::Pairs { offsets, ids, values } => vec![as_bytes(offsets), as_bytes(ids), as_bytes(values)],
     };
-    (
-        validity,
-        buffers.into_iter().map(|b| PyBytes::new(py, b)).collect(),
-    )
+    (validity, buffers.into_iter().map(|b| PyBytes::new(py, b)).collect())
 }
 
 #[pymethods]
@@ -101,19 +90,11 @@ impl Parser {
                 let packed = pack(id.as_bytes()).ok_or_else(|| {
                     PyValueError::new_err(format!("field id {id:?} is longer than 7 bytes"))
                 })?;
-                Ok(Field {
-                    id: id.into_bytes(),
-                    packed,
-                    name,
-                    kind: kind_of(kind)?,
-                    history,
-                })
+                Ok(Field { id: id.into_bytes(), packed, name, kind: kind_of(kind)?, history })
             })
             .collect::<PyResult<Vec<Field>>>()?;
-        let field_ids = fields
-            .iter()
-            .map(|f| PyString::new(py, &String::from_utf8_lossy(&f.id)).unbind())
-            .collect();
+        let field_ids =
+            fields.iter().map(|f| PyString::new(py, &String::from_utf8_lossy(&f.id)).unbind()).collect();
         let (entry_sep, field_sep, value_sep) = (
             separator("entry_sep", entry_sep)?,
             separator("field_sep", field_sep)?,
@@ -121,14 +102,10 @@ impl Parser {
         );
         // A plain decimal is converted without the value-character check (line::PlainDecimal).
         if !b"0123456789.".iter().all(|b| value_chars.contains(b)) {
-            return Err(PyValueError::new_err(
-                "the value characters must include the digits and the point",
-            ));
+            return Err(PyValueError::new_err("the value characters must include the digits and the point"));
         }
         if columns.iter().any(|names| names.len() > MAX_COLUMNS) {
-            return Err(PyValueError::new_err(format!(
-                "a file kind has at most {MAX_COLUMNS} columns"
-            )));
+            return Err(PyValueError::new_err(format!("a file kind has at most {MAX_COLUMNS} columns")));
         }
         let contract = Contract {
             column_sep: separator("column_sep", column_sep)?,
@@ -138,18 +115,14 @@ impl Parser {
             separator: byte_class(&[entry_sep, field_sep, value_sep]),
             kinds,
             columns,
-            field_table: FieldTable::new(&fields).ok_or_else(|| {
-                PyValueError::new_err("no field lookup table separates these field ids")
-            })?,
+            field_table: FieldTable::new(&fields)
+                .ok_or_else(|| PyValueError::new_err("no field lookup table separates these field ids"))?,
             fields,
             key_chars: byte_class(key_chars),
             value_chars: byte_class(value_chars),
             max_id,
         };
-        Ok(Parser {
-            contract,
-            field_ids,
-        })
+        Ok(Parser { contract, field_ids })
     }
 
     /// The reason codes this core can give.
@@ -164,12 +137,7 @@ impl Parser {
     /// `features` maps a field id to its first `(id, value)`, `repeats` lists later entries of
     /// single-valued fields as `(field_id, id, value)`, `histories` maps every history field id
     /// to its entries.
-    fn parse_line<'py>(
-        &self,
-        py: Python<'py>,
-        kind: usize,
-        raw: &[u8],
-    ) -> PyResult<Bound<'py, PyTuple>> {
+    fn parse_line<'py>(&self, py: Python<'py>, kind: usize, raw: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
         let kind = kind_of(kind)?;
         let mut scanner = Scanner::new(&self.contract);
         let line = match scanner.parse(kind, raw) {
@@ -214,15 +182,9 @@ impl Parser {
                 repeats,
             )
                 .into_pyobject(py),
-            Kind::Common => (
-                "common",
-                key,
-                line.num_features,
-                features,
-                histories,
-                repeats,
-            )
-                .into_pyobject(py),
+            Kind::Common => {
+                ("common", key, line.num_features, features, histories, repeats).into_pyobject(py)
+            }
         }
     }
 
@@ -240,10 +202,7 @@ impl Parser {
         layout: Vec<(String, String)>,
         data: &[u8],
         ends: Option<&[u8]>,
-    ) -> PyResult<(
-        usize,
-        Vec<(Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>)>,
-    )> {
+    ) -> PyResult<(usize, Vec<(Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>)>)> {
         let kind = kind_of(kind)?;
         let sources = layout
             .iter()
@@ -258,17 +217,12 @@ impl Parser {
                 .collect(),
             Some(_) => return Err(PyValueError::new_err("ends must be int64 values")),
         };
-        if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&end| end > data.len())
-        {
-            return Err(PyValueError::new_err(
-                "ends must be non-decreasing offsets within data",
-            ));
+        if ends.windows(2).any(|w| w[0] > w[1]) || ends.last().is_some_and(|&end| end > data.len()) {
+            return Err(PyValueError::new_err("ends must be non-decreasing offsets within data"));
         }
         // Arrow's 32-bit offsets: the raw bytes of rejects and the keys stay well below this.
         if data.len() >= 1 << 30 {
-            return Err(PyValueError::new_err(
-                "a batch must hold less than 1 GiB of records",
-            ));
+            return Err(PyValueError::new_err("a batch must hold less than 1 GiB of records"));
         }
         let contract = &self.contract;
         let batch = py.detach(|| {
@@ -276,12 +230,9 @@ impl Parser {
             batch.extend(&mut Scanner::new(contract), kind, data, &ends);
             batch
         });
-        let columns = batch
-            .columns
-            .iter()
-            .map(|column| column_buffers(py, column))
-            .collect();
-        Ok((batch.rows, columns))
+        let rows = batch.rows;
+        let columns = batch.into_columns().iter().map(|column| column_buffers(py, column)).collect();
+        Ok((rows, columns))
     }
 }
 

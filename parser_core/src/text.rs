@@ -4,11 +4,7 @@
 /// `repr(token)` of a Python `bytes` object: `b'...'`, or `b"..."` when the bytes hold a single
 /// quote and no double quote; `\\`, `\t`, `\n`, `\r` escaped; other bytes outside 0x20..0x7e as `\xhh`.
 pub fn bytes_repr(token: &[u8]) -> String {
-    let quote = if token.contains(&b'\'') && !token.contains(&b'"') {
-        b'"'
-    } else {
-        b'\''
-    };
+    let quote = if token.contains(&b'\'') && !token.contains(&b'"') { b'"' } else { b'\'' };
     let mut out = String::with_capacity(token.len() + 3);
     out.push('b');
     out.push(quote as char);
@@ -54,10 +50,7 @@ mod tests {
         assert_eq!(bytes_repr(b"abc"), "b'abc'");
         assert_eq!(bytes_repr(b"it's"), "b\"it's\"");
         assert_eq!(bytes_repr(b"'\""), "b'\\'\"'");
-        assert_eq!(
-            bytes_repr(b"\x01\x02\x7f\xff\\\t\n\r"),
-            "b'\\x01\\x02\\x7f\\xff\\\\\\t\\n\\r'"
-        );
+        assert_eq!(bytes_repr(b"\x01\x02\x7f\xff\\\t\n\r"), "b'\\x01\\x02\\x7f\\xff\\\\\\t\\n\\r'");
         assert_eq!(bytes_repr(b""), "b''");
     }
 
@@ -65,17 +58,8 @@ mod tests {
     fn utf8_errors_match_python() {
         assert_eq!(utf8_error(b"ok \xc3\xa9"), None);
         assert_eq!(utf8_error(b"a\xffb"), Some((1, "invalid start byte")));
-        assert_eq!(
-            utf8_error(b"a\xe4\xb8"),
-            Some((1, "unexpected end of data"))
-        );
-        assert_eq!(
-            utf8_error(b"a\xe4\xb8a"),
-            Some((1, "invalid continuation byte"))
-        );
-        assert_eq!(
-            utf8_error(b"\xed\xa0\x80"),
-            Some((0, "invalid continuation byte"))
-        );
+        assert_eq!(utf8_error(b"a\xe4\xb8"), Some((1, "unexpected end of data")));
+        assert_eq!(utf8_error(b"a\xe4\xb8a"), Some((1, "invalid continuation byte")));
+        assert_eq!(utf8_error(b"\xed\xa0\x80"), Some((0, "invalid continuation byte")));
     }
 }
