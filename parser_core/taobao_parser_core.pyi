@@ -2,6 +2,14 @@
 
 from typing import Any
 
+from typing_extensions import Buffer as _Buffer
+
+class Buffer:
+    """Bytes owned by the core, read through the buffer protocol (no copy)."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
+
 class Parser:
     def __init__(
         self,
@@ -20,5 +28,5 @@ class Parser:
     def reasons() -> list[str]: ...
     def parse_line(self, kind: int, raw: bytes) -> tuple[Any, ...]: ...
     def parse_batch(
-        self, kind: int, layout: list[tuple[str, str]], data: bytes, ends: bytes | None
-    ) -> tuple[int, list[tuple[bytes | None, list[bytes]]]]: ...
+        self, kind: int, layout: list[tuple[str, str]], data: _Buffer, ends: bytes | None
+    ) -> tuple[int, list[tuple[Buffer | None, list[Buffer]]]]: ...

@@ -6,15 +6,21 @@
 //! released, so that no per-record Python object is made.
 
 mod arrow;
+mod buffer;
 mod contract;
 mod line;
 mod text;
 
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::arrow::{Batch, Column, Values};
+use crate::buffer::{Buffer, Owned};
+
+/// A column of a parsed batch: its validity bitmap, if any row is null, and its Arrow buffers.
+type BatchColumn = (Option<Py<Buffer>>, Vec<Py<Buffer>>);
 use crate::contract::{byte_class, pack, Contract, Field, FieldTable, Kind};
 use crate::line::{Reason, Scanner, MAX_COLUMNS};
 
@@ -41,25 +47,22 @@ fn separator(name: &str, bytes: &[u8]) -> PyResult<u8> {
     }
 }
 
-/// A slice of plain numbers as its bytes, for an Arrow buffer.
-fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
-    // SAFETY: T is only ever i32, i64 or f64 here: no padding, every byte initialised.
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
-}
-
-fn column_buffers<'py>(
-    py: Python<'py>,
-    column: &Column,
-) -> (Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>) {
-    let validity = column.validity.bitmap().map(|bits| PyBytes::new(py, &bits));
-    let buffers = match &column.values {
-        Values::Int64(v) => vec![as_bytes(v)],
-        Values::Int32(v) => vec![as_bytes(v)],
-        Values::Float64(v) => vec![as_bytes(v)],
-        Values::Bytes { offsets, data } => vec![as_bytes(offsets), data.as_slice()],
-        Values::Pairs { offsets, ids, values } => vec![as_bytes(offsets), as_bytes(ids), as_bytes(values)],
+/// A built column as Python objects: its validity bitmap (`None` when no row is null) and its
+/// Arrow buffers, each handed over without a copy.
+fn column_buffers(py: Python<'_>, column: Column) -> PyResult<BatchColumn> {
+    let validity =
+        column.validity.bitmap().map(|bits| Py::new(py, Buffer::new(Owned::U8(bits)))).transpose()?;
+    let owned = match column.values {
+        Values::Int64(v) => vec![Owned::I64(v)],
+        Values::Int32(v) => vec![Owned::I32(v)],
+        Values::Float64(v) => vec![Owned::F64(v)],
+        Values::Bytes { offsets, data } => vec![Owned::I32(offsets), Owned::U8(data)],
+        Values::Pairs { offsets, ids, values } => {
+            vec![Owned::I32(offsets), Owned::I64(ids), Owned::F64(values)]
+        }
     };
-    (validity, buffers.into_iter().map(|b| PyBytes::new(py, b)).collect())
+    let buffers = owned.into_iter().map(|o| Py::new(py, Buffer::new(o))).collect::<PyResult<_>>()?;
+    Ok((validity, buffers))
 }
 
 #[pymethods]
@@ -200,10 +203,20 @@ impl Parser {
         py: Python<'py>,
         kind: usize,
         layout: Vec<(String, String)>,
-        data: &[u8],
+        data: PyBuffer<u8>,
         ends: Option<&[u8]>,
-    ) -> PyResult<(usize, Vec<(Option<Bound<'py, PyBytes>>, Vec<Bound<'py, PyBytes>>)>)> {
+    ) -> PyResult<(usize, Vec<BatchColumn>)> {
         let kind = kind_of(kind)?;
+        if !data.is_c_contiguous() {
+            return Err(PyValueError::new_err("data must be a contiguous buffer of bytes"));
+        }
+        let data: &[u8] = if data.len_bytes() == 0 {
+            &[]
+        } else {
+            // SAFETY: a contiguous buffer of len_bytes bytes, kept alive by `data` until the end
+            // of this call (the caller must not resize it meanwhile: bytes and mmap cannot be).
+            unsafe { std::slice::from_raw_parts(data.buf_ptr() as *const u8, data.len_bytes()) }
+        };
         let sources = layout
             .iter()
             .map(|(what, field_id)| arrow::source(&self.contract, kind, what, field_id))
@@ -231,8 +244,8 @@ impl Parser {
             batch
         });
         let rows = batch.rows;
-        let columns = batch.into_columns().iter().map(|column| column_buffers(py, column)).collect();
-        Ok((rows, columns))
+        let columns = batch.into_columns().into_iter().map(|column| column_buffers(py, column));
+        Ok((rows, columns.collect::<PyResult<_>>()?))
     }
 }
 
@@ -248,5 +261,6 @@ fn line_ends(data: &[u8]) -> Vec<usize> {
 
 #[pymodule]
 fn taobao_parser_core(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    module.add_class::<Parser>()
+    module.add_class::<Parser>()?;
+    module.add_class::<Buffer>()
 }

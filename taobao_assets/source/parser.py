@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +44,9 @@ from taobao_assets.source.format import (
     FileKind,
     Reason,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 #: ``(feature_id, value)``: one entry of a field.
 Entry = tuple[int, float]
@@ -193,9 +196,10 @@ def record_ends(lengths: np.ndarray) -> np.ndarray:
     return np.cumsum(lengths, dtype=np.int64)
 
 
-def parse_batch(kind: FileKind, layout: Sequence[BatchColumn], data: bytes, ends: np.ndarray | None = None
+def parse_batch(kind: FileKind, layout: Sequence[BatchColumn], data: Buffer, ends: np.ndarray | None = None
                 ) -> pa.RecordBatch:
-    """Parse records stored back to back in ``data``: record ``i`` ends at ``ends[i]``, or without
+    """Parse records stored back to back in ``data`` (bytes, or any contiguous buffer that is not
+    resized meanwhile, such as a memoryview of an mmap): record ``i`` ends at ``ends[i]``, or without
     ``ends`` the records are the lines of ``data`` (newline included; bytes after the last newline
     are a final line without one).
 
@@ -209,11 +213,12 @@ def parse_batch(kind: FileKind, layout: Sequence[BatchColumn], data: bytes, ends
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _array(kind: pa.DataType, rows: int, validity: bytes | None, values: list[bytes]) -> pa.Array:
+def _array(kind: pa.DataType, rows: int, validity: Buffer | None, values: Sequence[Buffer]) -> pa.Array:
+    """An Arrow array over the core's buffers, wrapped where they lie (no copy)."""
     mask = None if validity is None else pa.py_buffer(validity)
     if kind == HISTORY_TYPE:
         offsets, ids, counts = (pa.py_buffer(b) for b in values)
-        entries = len(ids) // 8
+        entries = ids.size // 8
         element = pa.StructArray.from_arrays(
             [pa.Array.from_buffers(pa.int64(), entries, [None, ids]),
              pa.Array.from_buffers(pa.float64(), entries, [None, counts])],
