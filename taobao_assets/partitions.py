@@ -13,11 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
 
 from taobao_assets.settings import Settings
-from taobao_assets.source.event_time import EventTimeConfig
-
-
-def event_time_config(settings: Settings) -> EventTimeConfig:
-    return EventTimeConfig(date.fromisoformat(settings.event_start_date), settings.event_days)
+from taobao_assets.source.event_time import event_time_config
 
 
 def daily_partitions(settings: Settings) -> DailyPartitionsDefinition:

@@ -37,6 +37,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from taobao_assets.settings import Settings
 from taobao_assets.source.format import SPLITS, FileKind
 
 DAY_MS = 86_400_000
@@ -71,6 +72,11 @@ class EventTimeConfig:
     def partition_keys(self) -> list[str]:
         """Daily partition keys (``YYYY-MM-DD``) as Dagster's DailyPartitionsDefinition writes them."""
         return [d.isoformat() for d in self.dates()]
+
+
+def event_time_config(settings: Settings) -> EventTimeConfig:
+    """The time line the settings ask for (``TFP_EVENT_START_DATE``, ``TFP_EVENT_DAYS``)."""
+    return EventTimeConfig(date.fromisoformat(settings.event_start_date), settings.event_days)
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,9 @@ from typing import Any, BinaryIO
 from aiokafka import TopicPartition
 from tqdm import tqdm
 
-from taobao_assets.partitions import event_time_config
-from taobao_assets.resources.kafka import KafkaResource
+from taobao_assets.resources.kafka_client import KafkaClient, KafkaClients
 from taobao_assets.settings import Settings, get_settings
-from taobao_assets.source.event_time import EventTimeConfig, Timeline, count_lines
+from taobao_assets.source.event_time import EventTimeConfig, Timeline, count_lines, event_time_config
 from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind
 from taobao_assets.source.partition_batches import Delivery, PartitionBatches
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER, RawTopics
@@ -209,7 +208,7 @@ class ReplayResult:
 Progress = Callable[[int, int, float], None]
 
 
-async def _written_after(kafka: KafkaResource, offsets: dict[str, dict[int, int]]) -> set[tuple[str, int]]:
+async def _written_after(kafka: KafkaClients, offsets: dict[str, dict[int, int]]) -> set[tuple[str, int]]:
     """(source, line) of the records written after the checkpoint's offsets (a died batch's part)."""
     found: set[tuple[str, int]] = set()
     async with kafka.consumer() as consumer:
@@ -234,7 +233,7 @@ async def _written_after(kafka: KafkaResource, offsets: dict[str, dict[int, int]
 
 async def replay(
     folder: Path,
-    kafka: KafkaResource,
+    kafka: KafkaClients,
     *,
     topics: RawTopics,
     config: EventTimeConfig,
@@ -335,7 +334,7 @@ async def replay(
     return ReplayResult(total, sent, skipped, time.monotonic() - t0, resumed)
 
 
-def run_replay(settings: Settings, kafka: KafkaResource, folder: Path | None = None,
+def run_replay(settings: Settings, kafka: KafkaClients, folder: Path | None = None,
                rate: float | None = None, on_progress: Progress | None = None, reset: bool = False) -> ReplayResult:
     """Replay ``folder`` (default: the configured source folder) with the configured time line."""
     return asyncio.run(replay(
@@ -360,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(done - bar.n)
 
     settings = get_settings()
-    result = run_replay(settings, KafkaResource.from_settings(settings), args.data, args.rate, progress,
+    result = run_replay(settings, KafkaClient.from_settings(settings), args.data, args.rate, progress,
                         reset=args.reset)
     bar.close()
     print(json.dumps({**result.__dict__, "records_per_second": round(result.records_per_second)}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taobao_assets.resources.kafka import TopicSpec
+from taobao_assets.resources.kafka_client import TopicSpec
 
 #: Short names of the raw topics: the last part of their names, asset keys and object paths.
 SAMPLES = "samples"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
-from taobao_assets.resources.kafka import TopicSpec
+from taobao_assets.resources.kafka_client import TopicSpec
 from taobao_assets.source.format import Reason
 from taobao_assets.source.parser import QuarantineRecord
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
