@@ -246,6 +246,8 @@ def markdown(result: dict[str, Any]) -> str:
         + markdown_table(columns, rows)
         + f"\nBoth files ({result['repeats']} runs of each tool, medians): " + "; ".join(lines) + ".\n\n"
         + "Compiled batch parser (one thread) against: " + "; ".join(verdicts) + ".\n\n"
+        + "The compiled batch tool maps the file into memory, so its peak RSS counts the file's pages "
+        "(page cache shared with the kernel) as well as its heap.\n\n"
         + f"Machine: {load['cpus']} CPUs, load average {load['load_average']} before and "
         f"{load['load_average_after']} after.\n"
     )
