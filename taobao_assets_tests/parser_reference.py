@@ -12,7 +12,7 @@ names the first fault in a fixed order (columns, separators, entry count, ids, v
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from itertools import groupby
 from pathlib import Path
 
@@ -370,21 +370,8 @@ def parse_line(raw: bytes, kind: FileKind, source: str = "", line_number: int = 
         return QuarantineRecord(source, line_number, kind, raw, reason, message)
 
 
-def parse_lines(
-    lines: Iterable[bytes], kind: FileKind, source: str = "", first_line_number: int = 1
-) -> Iterator[Record]:
-    """Parse consecutive raw lines; line numbers count from ``first_line_number``."""
-    for line_number, raw in enumerate(lines, first_line_number):
-        yield parse_line(raw, kind, source, line_number)
-
-
-def parse_file(path: str | Path, kind: FileKind | None = None, source: str | None = None) -> Iterator[Record]:
-    """Stream the records of a raw file, one line in memory at a time.
-
-    ``kind`` defaults to the one its name says (``sample_skeleton_*`` / ``common_features_*``);
-    ``source`` (copied to every record) defaults to the file name.
-    """
-    path = Path(path)
-    kind = kind or FileKind.from_file_name(path.name)
+def parse_file(path: Path, kind: FileKind | None = None) -> Iterator[Record]:
+    """The records of a raw file by the reference, lines numbered from 1 and named by the file."""
     with path.open("rb", buffering=1 << 20) as lines:
-        yield from parse_lines(lines, kind, path.name if source is None else source)
+        file_kind = kind or FileKind.from_file_name(path.name)
+        yield from (parse_line(raw, file_kind, path.name, number) for number, raw in enumerate(lines, 1))
