@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from feast import FeatureStore
 
 from deploy.service import stop_process_group
 from taobao_assets.gold_tables import GOLD_TABLES
+from taobao_assets.online_read import OnlineReader
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.settings import get_settings
 
@@ -46,33 +46,23 @@ ENTITY_KEYS = sorted({key.name for table in GOLD_TABLES for key in table.keys})
 
 @dataclass
 class OnlineFeatures:
-    store: FeatureStore
+    """The project's lookup API: the lean reader of :mod:`taobao_assets.online_read` (the values
+    ``get_online_features`` gives, read without its per-call Python)."""
+
+    reader: OnlineReader
+
+    @classmethod
+    def of(cls, feast: FeastResource) -> OnlineFeatures:
+        return cls(OnlineReader(feast.store(), feast.redis.client()))
 
     @classmethod
     def from_settings(cls) -> OnlineFeatures:
-        return cls(FeastResource.from_settings(get_settings()).store())
-
-    def join_keys(self, service: str) -> dict[str, list[str]]:
-        """Join key -> the views of ``service`` that need it."""
-        needs: dict[str, list[str]] = {}
-        for projection in self.store.get_feature_service(service, allow_cache=True).feature_view_projections:
-            view = self.store.get_feature_view(projection.name, allow_registry_cache=True)
-            for column in view.entity_columns:
-                needs.setdefault(column.name, []).append(view.name)
-        return needs
+        return cls.of(FeastResource.from_settings(get_settings()))
 
     def lookup(self, service: str = DEFAULT_SERVICE, **keys: int) -> dict[str, Any]:
         """The service's features for one entity row; ``keys`` are join keys (``user_id=...``)."""
-        missing = {k: views for k, views in self.join_keys(service).items() if keys.get(k) is None}
-        if missing:
-            raise ValueError("feature service {} needs {}".format(
-                service, "; ".join(f"{k} (views {', '.join(v)})" for k, v in missing.items())))
         row = {k: v for k, v in keys.items() if v is not None}
-        response = self.store.get_online_features(
-            features=self.store.get_feature_service(service, allow_cache=True), entity_rows=[row],
-            full_feature_names=True,
-        ).to_dict()
-        return {name: values[0] for name, values in response.items()}
+        return {name: values[0] for name, values in self.reader.read(service, [row]).items()}
 
 
 @contextmanager

@@ -28,7 +28,7 @@ def test_feature_server_returns_the_python_apis_values(
     keys = {"user_id": user, "item_id": 5, "category_id": category}
     with requests.Session() as session:
         served = http_lookup(session, server, "ctr_model_v1", **keys)
-    assert served == OnlineFeatures(applied.store()).lookup(**keys)
+    assert served == OnlineFeatures.of(applied).lookup(**keys)
     assert served["user_category_features__impressions_1d"] is not None
 
 

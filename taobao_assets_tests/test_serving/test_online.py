@@ -102,7 +102,7 @@ def test_retrieval_api_returns_the_service_for_one_impression(
 ) -> None:
     user, category = COLLIDING_PAIRS[0]
     item = int(latest(gold["item_features"], ["item_id"])["item_id"].iloc[0])
-    values = OnlineFeatures(applied.store()).lookup(user_id=user, item_id=item, category_id=category)
+    values = OnlineFeatures.of(applied).lookup(user_id=user, item_id=item, category_id=category)
     expected = {
         **_expected(gold, generated, "user_features", {"user_id": user}),
         **_expected(gold, generated, "item_features", {"item_id": item}),
@@ -114,13 +114,13 @@ def test_retrieval_api_returns_the_service_for_one_impression(
 
 
 def test_retrieval_of_an_unknown_entity_gives_nulls_not_errors(materialized: dict, applied: FeastResource) -> None:
-    values = OnlineFeatures(applied.store()).lookup(user_id=10**12, item_id=10**12, category_id=10**12)
+    values = OnlineFeatures.of(applied).lookup(user_id=10**12, item_id=10**12, category_id=10**12)
     assert all(v is None for k, v in values.items() if "__" in k)
 
 
 def test_retrieval_names_the_join_key_a_service_is_missing(applied: FeastResource) -> None:
     with pytest.raises(ValueError, match=r"needs category_id \(views category_features, user_category_features\)"):
-        OnlineFeatures(applied.store()).lookup(user_id=1, item_id=2)
+        OnlineFeatures.of(applied).lookup(user_id=1, item_id=2)
 
 
 def test_retrieval_cli_prints_the_service_as_json(
@@ -134,4 +134,4 @@ def test_retrieval_cli_prints_the_service_as_json(
     )
     assert out.returncode == 0, out.stderr
     printed = json.loads(out.stdout)
-    assert printed == OnlineFeatures(applied.store()).lookup(user_id=user, item_id=3, category_id=category)
+    assert printed == OnlineFeatures.of(applied).lookup(user_id=user, item_id=3, category_id=category)
