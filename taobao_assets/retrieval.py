@@ -13,9 +13,11 @@ Values are keyed ``<view>__<feature>`` (several views share feature names such a
 A service needs the join keys of all its views; one left out is an error naming the views that
 need it, rather than a silent row of nulls.
 
-The same lookup over HTTP: :func:`feature_server` runs ``feast serve`` on a feature repository
-(``feature_repo/`` after ``python -m taobao_assets.feast_repo write-config``) and
-:func:`http_lookup` asks its ``POST /get-online-features``.
+The same lookup over HTTP: ``python -m taobao_assets.lookup_server`` serves it (:func:`lookup_server`
+runs it, :func:`lookup_over_http` asks it); Feast's own server works too, slower:
+:func:`feature_server` runs ``feast serve`` on a feature repository (``feature_repo/`` after
+``python -m taobao_assets.feast_repo write-config``) and :func:`http_lookup` asks its
+``POST /get-online-features``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,23 +68,18 @@ class OnlineFeatures:
 
 
 @contextmanager
-def feature_server(repo: Path, port: int, env: dict[str, str] | None = None, timeout: float = 120.0
-                   ) -> Iterator[str]:
-    """``feast serve`` on ``repo`` at 127.0.0.1:``port`` while the block runs; yields its base URL.
-
-    The server is its own process group, stopped (SIGTERM, then SIGKILL) with its workers.
-    """
-    feast = Path(sys.executable).parent / "feast"
-    process = subprocess.Popen(
-        [str(feast), "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+def http_process(command: list[str], url: str, what: str, env: dict[str, str] | None = None,
+                 timeout: float = 120.0) -> Iterator[str]:
+    """``command`` (an HTTP server at ``url``) running while the block runs, from the moment its
+    ``/health`` answers; yields ``url``. It is its own process group, stopped (SIGTERM, then
+    SIGKILL) with its workers; ``what`` names it in errors."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"feast serve on {repo} exited with {process.returncode}: "
+                raise RuntimeError(f"{what} exited with {process.returncode}: "
                                    f"{(process.stderr.read() if process.stderr else '')[-2000:]}")
             try:
                 if requests.get(f"{url}/health", timeout=1).ok:
@@ -90,11 +87,34 @@ def feature_server(repo: Path, port: int, env: dict[str, str] | None = None, tim
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"feast serve on {repo} not healthy at {url} after {timeout:.0f} s")
+                raise TimeoutError(f"{what} not healthy at {url} after {timeout:.0f} s")
             time.sleep(0.25)
         yield url
     finally:
         stop_process_group(process, wait=10)
+
+
+def feature_server(repo: Path, port: int, env: dict[str, str] | None = None, timeout: float = 120.0
+                   ) -> AbstractContextManager[str]:
+    """``feast serve`` on ``repo`` at 127.0.0.1:``port`` while the block runs; yields its base URL."""
+    feast = Path(sys.executable).parent / "feast"
+    command = [str(feast), "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"]
+    return http_process(command, f"http://127.0.0.1:{port}", f"feast serve on {repo}", env, timeout)
+
+
+def lookup_server(port: int, env: dict[str, str] | None = None, timeout: float = 60.0
+                  ) -> AbstractContextManager[str]:
+    """The project's lookup server (:mod:`taobao_assets.lookup_server`) while the block runs."""
+    command = [sys.executable, "-m", "taobao_assets.lookup_server", "--port", str(port)]
+    return http_process(command, f"http://127.0.0.1:{port}", "the lookup server", env, timeout)
+
+
+def lookup_over_http(session: requests.Session, url: str, service: str, **keys: int) -> dict[str, Any]:
+    """:meth:`OnlineFeatures.lookup` through the lookup server: the same names, the same values."""
+    reply = session.post(f"{url}/lookup", json={"service": service, "entities": {k: [v] for k, v in keys.items()}},
+                         timeout=10)
+    reply.raise_for_status()
+    return {name: values[0] for name, values in reply.json().items()}
 
 
 def http_lookup(session: requests.Session, url: str, service: str, **keys: int) -> dict[str, Any]:
