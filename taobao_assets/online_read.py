@@ -16,6 +16,7 @@ of a test data set: a missing entity gives nulls, and, as in Feast, no TTL is ap
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,9 +66,28 @@ class ServicePlan:
         return cls(needs, groups, time.monotonic())
 
 
+#: The first byte of a serialized ``ValueProto`` holding a double (field 5, fixed 64-bit) or an
+#: int64 (field 4, varint): the types of every gold and real-time feature.
+_DOUBLE_TAG, _INT64_TAG = 0x29, 0x20
+_DOUBLE = struct.Struct("<d")
+
+
 def _python(raw: bytes | None) -> Any:
-    """A stored value as ``to_dict`` gives it: None for a missing field or a null."""
-    return feast_value_type_to_python_type(ValueProto.FromString(raw)) if raw else None
+    """A stored value as ``to_dict`` gives it: None for a missing field or a null.
+
+    Doubles and int64s are read straight from their bytes (a tenth of the cost of parsing the
+    protobuf); any other value goes through Feast's own conversion.
+    """
+    if not raw:
+        return None
+    if raw[0] == _DOUBLE_TAG and len(raw) == 9:
+        return _DOUBLE.unpack_from(raw, 1)[0]
+    if raw[0] == _INT64_TAG and len(raw) <= 11 and raw[-1] < 0x80:
+        value = 0
+        for shift, byte in enumerate(raw[1:]):
+            value |= (byte & 0x7F) << (7 * shift)
+        return value - (1 << 64) if value >= 1 << 63 else value
+    return feast_value_type_to_python_type(ValueProto.FromString(raw))
 
 
 @dataclass
