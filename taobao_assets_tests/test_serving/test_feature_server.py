@@ -1,9 +1,11 @@
-"""``feast serve`` on the feature repository serves what the Python API returns."""
+"""Both HTTP servers (``feast serve`` on the feature repository, and the project's lookup server)
+serve what the Python API returns."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -14,44 +16,34 @@ from taobao_assets.retrieval import OnlineFeatures, feature_server, http_lookup,
 from taobao_assets.settings import Settings
 from taobao_assets_tests.test_serving.conftest import COLLIDING_PAIRS, serving_env
 
+Lookup = Callable[..., dict[str, Any]]
+#: Each server's base URL and the function that asks it for one row.
+Servers = dict[str, tuple[str, Lookup]]
+
 
 @pytest.fixture(scope="module")
-def server(feature_repo: Path, serving_settings: Settings, materialized: dict) -> Iterator[str]:
-    with feature_server(feature_repo, free_port(), serving_env(serving_settings)) as url:
-        yield url
+def servers(feature_repo: Path, serving_settings: Settings, materialized: dict) -> Iterator[Servers]:
+    env = serving_env(serving_settings)
+    with feature_server(feature_repo, free_port(), env) as feast, lookup_server(free_port(), env) as lean:
+        yield {"feast serve": (feast, http_lookup), "lookup server": (lean, lookup_over_http)}
 
 
+@pytest.mark.parametrize("server", ["feast serve", "lookup server"])
 @pytest.mark.parametrize("user, category", COLLIDING_PAIRS)
-def test_feature_server_returns_the_python_apis_values(
-    server: str, applied: FeastResource, user: int, category: int
+def test_http_server_returns_the_python_apis_values(
+    servers: Servers, server: str, applied: FeastResource, user: int, category: int
 ) -> None:
+    url, lookup = servers[server]
     keys = {"user_id": user, "item_id": 5, "category_id": category}
     with requests.Session() as session:
-        served = http_lookup(session, server, "ctr_model_v1", **keys)
+        served = lookup(session, url, "ctr_model_v1", **keys)
     assert served == OnlineFeatures.of(applied).lookup(**keys)
     assert served["user_category_features__impressions_1d"] is not None
 
 
-def test_feature_server_rejects_an_unknown_service(server: str) -> None:
+def test_feature_server_rejects_an_unknown_service(servers: Servers) -> None:
     with requests.Session() as session, pytest.raises(requests.HTTPError):
-        http_lookup(session, server, "no_such_service", user_id=1)
-
-
-@pytest.fixture(scope="module")
-def lean_server(serving_settings: Settings, materialized: dict) -> Iterator[str]:
-    with lookup_server(free_port(), serving_env(serving_settings)) as url:
-        yield url
-
-
-@pytest.mark.parametrize("user, category", COLLIDING_PAIRS)
-def test_lookup_server_returns_the_python_apis_values(
-    lean_server: str, applied: FeastResource, user: int, category: int
-) -> None:
-    keys = {"user_id": user, "item_id": 5, "category_id": category}
-    with requests.Session() as session:
-        served = lookup_over_http(session, lean_server, "ctr_model_v1", **keys)
-    assert served == OnlineFeatures.of(applied).lookup(**keys)
-    assert served["user_category_features__impressions_1d"] is not None
+        http_lookup(session, servers["feast serve"][0], "no_such_service", user_id=1)
 
 
 @pytest.mark.parametrize(("body", "status", "says"), [
@@ -59,7 +51,8 @@ def test_lookup_server_returns_the_python_apis_values(
     ({"service": "ctr_model_v1", "entities": {"user_id": [1], "item_id": [2]}}, 422, "needs category_id"),
     ({"service": "ctr_model_v1", "entities": {"user_id": [1, 2], "item_id": [2]}}, 422, "as many values"),
 ])
-def test_lookup_server_answers_a_bad_request_with_its_reason(lean_server: str, body: dict, status: int,
-                                                             says: str) -> None:
-    reply = requests.post(f"{lean_server}/lookup", json=body, timeout=10)
+def test_lookup_server_answers_a_bad_request_with_its_reason(
+    servers: Servers, body: dict, status: int, says: str
+) -> None:
+    reply = requests.post(f"{servers['lookup server'][0]}/lookup", json=body, timeout=10)
     assert reply.status_code == status and says in reply.json()["detail"]
