@@ -98,7 +98,8 @@ def feature_server(repo: Path, port: int, env: dict[str, str] | None = None, tim
                    ) -> AbstractContextManager[str]:
     """``feast serve`` on ``repo`` at 127.0.0.1:``port`` while the block runs; yields its base URL."""
     feast = Path(sys.executable).parent / "feast"
-    command = [str(feast), "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"]
+    command = [str(feast), "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log",
+               "--max-requests", "0"]
     return http_process(command, f"http://127.0.0.1:{port}", f"feast serve on {repo}", env, timeout)
 
 
