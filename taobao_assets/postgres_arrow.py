@@ -13,7 +13,7 @@ it quotes empty strings, so an unquoted empty field is NULL and nothing else.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import psycopg
 import pyarrow as pa
