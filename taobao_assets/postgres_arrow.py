@@ -43,7 +43,7 @@ def copy_in(cur: psycopg.Cursor, table: str, data: pa.Table) -> None:
 class _CopyReader(io.RawIOBase):
     """The output of a ``COPY ... TO STDOUT`` as a readable file, pulled block by block."""
 
-    def __init__(self, blocks: Iterator[memoryview]) -> None:
+    def __init__(self, blocks: Iterator[bytes | bytearray | memoryview]) -> None:
         self._blocks = blocks
         self._pending = memoryview(b"")
 
