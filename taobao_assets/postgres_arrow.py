@@ -30,10 +30,22 @@ def exact_session(cur: psycopg.Cursor) -> None:
     cur.execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1; SET DateStyle = 'ISO, YMD'")
 
 
+def table_name(name: str) -> sql.Identifier:
+    """A table name as SQL: ``schema.table`` or ``table``, each part quoted."""
+    return sql.Identifier(*name.split("."))
+
+
 def copy_in(cur: psycopg.Cursor, table: str, data: pa.Table) -> None:
-    """Append ``data`` to ``table`` (columns by name); timestamps with a zone keep their instant."""
+    """Append ``data`` to ``table`` (``[schema.]name``; columns by name).
+
+    Timestamps keep their instant (a naive one is read in the session's zone, UTC under
+    :func:`exact_session`); they are written to the microsecond, Postgres's precision.
+    """
+    data = pa.Table.from_arrays(
+        [pc.cast(c, pa.timestamp("us", c.type.tz), safe=False) if pa.types.is_timestamp(c.type) else c
+         for c in data.columns], names=data.column_names)
     columns = sql.SQL(", ").join(sql.Identifier(name) for name in data.column_names)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(sql.Identifier(table), columns)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(table_name(table), columns)
     buffer = io.BytesIO()
     pa_csv.write_csv(data, buffer, pa_csv.WriteOptions(include_header=False))
     with cur.copy(statement) as copy:

@@ -118,9 +118,8 @@ class Postgres(Service):
         db = self.settings.postgres_db
         if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") != "1":
             self.psql(f'CREATE DATABASE "{db}"')
-        # Feast's point-in-time SQL filters each view by a time range computed from the entity
-        # table, which the planner estimates at a few rows; it then joins Feast's per-view CTEs in
-        # nested loops, quadratic in the entity rows (20k rows: 88 s instead of 0.6 s; a day of the
-        # demo's training set is 40k+). Without nested loops it picks hash joins. The database is
-        # the analytical offline store, so the setting is the platform's role's default there.
-        self.psql(f'ALTER ROLE "{self.settings.postgres_user}" IN DATABASE "{db}" SET enable_nestloop = off')
+        # Earlier versions turned nested loops off for the platform's role, against the plans
+        # Postgres picked for Feast's stock point-in-time SQL. The offline store now probes the
+        # tables' indexes (taobao_assets/offline_store.py), which needs nested loops: an existing
+        # installation gets the default back.
+        self.psql(f'ALTER ROLE "{self.settings.postgres_user}" IN DATABASE "{db}" RESET enable_nestloop')

@@ -33,6 +33,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import PrivateAttr
 
+from taobao_assets.offline_store import STORE_TYPE
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import REPO_ROOT, Settings
@@ -135,7 +136,8 @@ class FeastResource(ConfigurableResource):
                 "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
             },
             "offline_store": {
-                "type": "postgres", "host": pg.host, "port": pg.port, "database": pg.database,
+                # Feast's Postgres store with index-probing point-in-time reads and push.
+                "type": STORE_TYPE, "host": pg.host, "port": pg.port, "database": pg.database,
                 "user": pg.user, "password": pg.password,
                 # Feast's own default is "require"; "prefer" also accepts the loopback server without TLS.
                 "sslmode": "prefer",
@@ -149,17 +151,29 @@ class FeastResource(ConfigurableResource):
             "entity_key_serialization_version": ENTITY_KEY_VERSION,
         }
 
-    def repo_config(self) -> RepoConfig:
-        config = RepoConfig(**self.config_dict())
+    def repo_config(self, **sections: dict[str, Any]) -> RepoConfig:
+        """The configuration; each keyword updates the settings of one section (``online_store=...``)."""
+        settings = self.config_dict()
+        for section, changes in sections.items():
+            settings[section] = {**settings[section], **changes}
+        config = RepoConfig(**settings)
         config.repo_path = Path(self.repo_path)
         return config
 
     def store(self) -> FeatureStore:
         """The feature store, made once per resource instance (it caches the registry and connections)."""
         if self._store is None:
-            _separate_entity_keys_in_point_in_time_ids()
-            self._store = FeatureStore(repo_path=self.repo_path, config=self.repo_config())
+            self._store = self.store_with()
         return self._store
+
+    def store_with(self, **sections: dict[str, Any]) -> FeatureStore:
+        """A new feature store on the same registry whose configuration differs by ``sections``.
+
+        For the writers and readers that need another setting than the platform's default (the
+        streaming run's ``skip_dedup``, the tests' and benchmarks' stock offline store).
+        """
+        _separate_entity_keys_in_point_in_time_ids()
+        return FeatureStore(repo_path=self.repo_path, config=self.repo_config(**sections))
 
     def _in_project(self, contents: RepoContents) -> RepoContents:
         """``contents`` in this project, as ``feast apply`` adds it when the repo declares none."""

@@ -28,10 +28,9 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg2
-from feast import FeatureStore, RepoConfig
+from feast import FeatureStore
 from feast.errors import ProjectNotFoundException, ProjectObjectNotFoundException
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, get_online_store_from_config
@@ -111,11 +110,7 @@ def missing_views(store: FeatureStore, tables: Sequence[RealtimeTable] = REALTIM
 
 def streaming_store(feast: FeastResource) -> FeatureStore:
     """The project's feature store with the Redis timestamp check off (see the module docstring)."""
-    config = feast.config_dict()
-    config["online_store"] = {**config["online_store"], "skip_dedup": True}
-    repo_config = RepoConfig(**config)
-    repo_config.repo_path = Path(feast.repo_path)
-    return FeatureStore(repo_path=feast.repo_path, config=repo_config)
+    return feast.store_with(online_store={"skip_dedup": True})
 
 
 def _check_features(table: RealtimeTable) -> None:

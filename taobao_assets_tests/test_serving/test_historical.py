@@ -3,6 +3,8 @@
 The reference is pandas ``merge_asof`` per view (latest row at or before the entity's time, at
 most the TTL older), written here without Feast; the entity times probe the edges: just before a
 day's rows become valid, exactly when they do, inside the day, exactly at the TTL, and just past it.
+The platform's offline store (:mod:`taobao_assets.offline_store`) must also return exactly what
+Feast's stock Postgres store returns, and take pushed rows.
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
+from feast.data_source import PushMode
 
 from taobao_assets.assets.serving import TRAINING_SERVICE, entity_frame, join_keys
 from taobao_assets.checks.serving import point_in_time_rows
 from taobao_assets.feast_repo import FeastRepo
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
+from taobao_assets.io_managers.postgres import create_table_sql
+from taobao_assets.offline_store import IndexedRetrievalJob
 from taobao_assets.partitions import end_of_day
+from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.settings import Settings
@@ -125,3 +132,57 @@ def test_sql_reference_of_the_training_check_agrees_with_merge_asof(
     names = [f.name for f in view.features]
     pd.testing.assert_frame_equal(found[names], expected[[f"{view.name}__{n}" for n in names]].set_axis(names, axis=1),
                                   check_dtype=False)
+
+
+def test_the_store_returns_the_stock_stores_training_set_cell_for_cell(
+    applied: FeastResource, entity_rows: pd.DataFrame
+) -> None:
+    """Same columns, types and values as Feast's own Postgres store; ours keeps the entity rows' order."""
+    ours = applied.store()
+    job = ours.get_historical_features(entity_df=entity_rows, features=ours.get_feature_service(TRAINING_SERVICE),
+                                       full_feature_names=True)
+    assert isinstance(job, IndexedRetrievalJob), "the training service is read with the index probes"
+    found = job.to_arrow()
+    stock = applied.store_with(offline_store={"type": "postgres"})
+    expected = stock.get_historical_features(
+        entity_df=entity_rows, features=stock.get_feature_service(TRAINING_SERVICE), full_feature_names=True,
+    ).to_arrow()
+    expected = expected.take(pc.sort_indices(expected.column("row")))
+    assert found.schema == expected.schema
+    assert found.column("row").to_pylist() == list(range(len(entity_rows)))
+    for name in expected.column_names:
+        assert found.column(name).equals(expected.column(name)), name
+
+
+def test_pushed_rows_reach_point_in_time_retrieval(applied: FeastResource, serving_settings: Settings) -> None:
+    """A push to the offline store lands in the view's table; a push of the same keys and time replaces it."""
+    table = next(t for t in REALTIME_TABLES if t.key_names == ["user_id"])
+    with PostgresResource.from_settings(serving_settings).connect() as conn, conn.cursor() as cur:
+        cur.execute(create_table_sql(table), (table.description,))
+        cur.execute(f"TRUNCATE {table.qualified_name}")
+    day = pd.Timestamp(end_of_day(DAYS[0]))
+    t1, t2 = day + pd.Timedelta(hours=3), day + pd.Timedelta(hours=5)
+
+    def pushed(rows: list[tuple[int, pd.Timestamp, int]]) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=["user_id", TIMESTAMP_FIELD, "impressions_today"])
+        for column in table.features:
+            if column.name != "impressions_today":
+                frame[column.name] = frame["impressions_today"] * (0.5 if column.dtype == "float64" else 2)
+        return frame
+
+    store = applied.store()
+    store.push(f"{table.name}_push", pushed([(1, t1, 10), (2, t1, 20)]), to=PushMode.OFFLINE)
+    store.push(f"{table.name}_push", pushed([(1, t1, 11), (1, t2, 30)]), to=PushMode.OFFLINE)
+    probes = pd.DataFrame({"user_id": [1, 1, 1, 2, 3, 1], TIMESTAMP_FIELD: [
+        t1 - pd.Timedelta(microseconds=1), t1, t2, t2, t2, t2 + pd.Timedelta(days=2)]})
+    found = store.get_historical_features(
+        entity_df=probes, features=[f"{table.name}:impressions_today", f"{table.name}:ctr_today"],
+        full_feature_names=True).to_df()
+    # Before the first push, the replaced value, the newer row, another user, no row, older than the TTL.
+    nan = float("nan")
+    np.testing.assert_array_equal(found[f"{table.name}__impressions_today"], [nan, 11, 30, 20, nan, nan])
+    np.testing.assert_array_equal(found[f"{table.name}__ctr_today"], [nan, 5.5, 15.0, 10.0, nan, nan])
+    with PostgresResource.from_settings(serving_settings).connect() as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT user_id, {TIMESTAMP_FIELD}, impressions_today FROM {table.qualified_name} ORDER BY 1, 2")
+        stored = cur.fetchall()
+    assert stored == [(1, t1.to_pydatetime(), 11), (1, t2.to_pydatetime(), 30), (2, t1.to_pydatetime(), 20)]
