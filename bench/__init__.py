@@ -10,7 +10,9 @@ import json
 import os
 import platform
 import resource
+import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,23 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median, min and max of repeated measurements: the figure and how far the runs strayed."""
+
+    median: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        return cls(statistics.median(values), min(values), max(values))
+
+    def text(self, form: str) -> str:
+        """``median (min-max)`` in ``form`` (a format spec such as ``.2f``)."""
+        return f"{self.median:{form}} ({self.min:{form}}-{self.max:{form}})"
 
 
 def machine() -> dict[str, Any]:

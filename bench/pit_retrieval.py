@@ -1,34 +1,34 @@
-"""Point-in-time training set: Feast ``get_historical_features`` against a DuckDB ASOF join (docs/architecture.md).
+"""Point-in-time training set: the platform's offline store against a DuckDB ASOF join (docs/architecture.md).
 
-``python -m bench.pit_retrieval [--rows 1000000] [--days 7]`` draws ``rows`` impressions as the
-synthetic generator does (sessions of Zipf-popular users, items partly from the user's preferred
-categories, labels from the click model, the simulated event time spread over ``days`` days), and
-writes, into its own database ``<db>_pit`` and Feast project ``pit``, the gold rows of the
-``ctr_model_v1`` views at the end of each day: random values (of the declared contracts) for every
-user, item, category and user x category seen in the impressions of the 7-day window up to that
-day, as gold holds them. It applies the generated Feast repository and then builds the training
-set of all impressions two ways, same data, same run:
+``python -m bench.pit_retrieval [--rows 1000000] [--days 7] [--repeat 3]`` draws ``rows``
+impressions as the synthetic generator does (sessions of Zipf-popular users, items partly from the
+user's preferred categories, labels from the click model, the simulated event time spread over
+``days`` days), and writes, into its own database ``<db>_pit`` and Feast project ``pit``, the gold
+rows of the ``ctr_model_v1`` views at the end of each day: random values (of the declared
+contracts) for every user, item, category and user x category seen in the impressions of the
+7-day window up to that day, as gold holds them. It applies the generated Feast repository and
+then builds the training set of all impressions two ways, ``--repeat`` times each, alternating
+which goes first:
 
-- ``feast``: ``get_historical_features(entity rows as a DataFrame, feature service).to_df()`` on
-  the Postgres offline store, as the ``training_set`` asset does (:func:`entity_frame`);
-- ``duckdb``: the reference, ``ASOF LEFT JOIN`` of the same entity rows with each view's gold rows
-  loaded from Postgres (the load is timed apart), keeping a row's features only within the view's
-  TTL, i.e. Feast's rule: the latest row with ``event_timestamp <= t`` and ``>= t - ttl``.
+- ``platform``: ``get_historical_features(entity rows as a DataFrame, feature service).to_df()``
+  with the platform's offline store (:mod:`taobao_assets.offline_store`), as the ``training_set``
+  asset does: entity rows copied to Postgres, one index probe per view and row, result copied out;
+- ``duckdb``: the reference. The same gold rows are copied out of Postgres and loaded into DuckDB
+  with the entity rows, then one ``ASOF LEFT JOIN`` per view keeps a row's features only within
+  the view's TTL (Feast's rule: the latest row with ``event_timestamp <= t`` and ``>= t - ttl``),
+  to pandas.
 
-The two frames are compared cell by cell (every feature of every row, nulls equal); whether they
-agree is a result, not an assertion.
+Both timers include the loads (entity rows in, gold rows or results out) and end with a pandas
+frame. The two frames are compared cell by cell (every feature of every row, nulls equal); whether
+they agree is a result, not an assertion. Peak RSS is measured per side as the growth of the
+process's high-water mark during the call.
 
-Postgres plans Feast's point-in-time SQL badly: each view's rows are filtered by the entity time
-range through sub-selects, which the planner estimates at a handful of rows, so it joins the
-per-entity-row CTEs with nested loops, quadratic in the entity rows (20 000 rows: minutes; 1 M:
-days). The full run is therefore made with nested loops turned off for the benchmark's database
-(``ALTER DATABASE ... SET enable_nestloop = off``; hash and merge joins instead), and Feast with
-the default planner is timed on a sample of ``--default-planner-rows`` entity rows, so both are on
-record. To show where Feast's time goes, the entity rows are then uploaded alone with Feast's own
-``df_to_postgres_table``, Postgres executes Feast's SQL on them under ``EXPLAIN ANALYZE`` (server
-time, no transfer), and Feast is timed once more with the entity rows given as SQL (already in
-Postgres, nothing uploaded). The target is Feast's seconds <= 2x DuckDB's join; results go to
-``bench/results/pit_retrieval.json`` and ``.md``.
+Feast's stock Postgres store is timed for context on a sample of ``--stock-rows`` entity rows, with
+nested loops turned off for the benchmark's database (without that, Postgres plans its SQL in
+nested loops, quadratic in the entity rows) and, on ``--default-planner-rows``, with the default
+planner; the platform's store runs on the same samples, and its results are compared with the
+stock store's. The headline is the platform's seconds over DuckDB's (medians), target
+:data:`TARGET_RATIO`; results go to ``bench/results/pit_retrieval.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,10 +46,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 from feast import FeatureService, FeatureStore
-from feast.infra.offline_stores.contrib.postgres_offline_store.postgres import EntitySelectMode
-from feast.infra.utils.postgres.connection_utils import df_to_postgres_table
 
-from bench import machine, markdown_table, peak_rss_mb, write_results
+from bench import Spread, machine, markdown_table, peak_rss_mb, write_results
 from bench.online_lookup import bench_settings, create_database, write_gold
 from taobao_assets.assets.gold import LONGEST_WINDOW
 from taobao_assets.assets.serving import LABELS, TRAINING_SERVICE, entity_frame, join_keys
@@ -60,9 +60,10 @@ from taobao_assets.settings import get_settings
 from taobao_assets.source.event_time import EventTimeConfig, Timeline
 from taobao_assets.source.generate import GeneratorConfig, _Sessions, _sigmoid, _World
 
-TARGET_RATIO = 2.0
-#: Where the breakdown uploads the entity rows (the offline store's ``db_schema``).
-ENTITY_TABLE = "pit_entity_rows"
+TARGET_RATIO = 1.5
+#: Peak RSS growth of the platform's call over DuckDB's.
+TARGET_RSS_RATIO = 2.0
+SIDES = ("platform", "duckdb")
 ROW_ID = "sample_id"
 #: The planner setting the full run turns off (see the module docstring).
 NESTLOOP = "enable_nestloop"
@@ -145,13 +146,13 @@ def feature_names(service: FeatureService) -> list[str]:
     return [f"{p.name}__{f.name}" for p in service.feature_view_projections for f in p.features]
 
 
-def compare(feast_frame: pd.DataFrame, duck_frame: pd.DataFrame, service: FeatureService) -> dict[str, Any]:
+def compare(found: pd.DataFrame, reference: pd.DataFrame, service: FeatureService) -> dict[str, Any]:
     """Whether both training sets hold the same rows and, cell by cell, the same features (nulls equal).
 
-    Only DuckDB's rows of the entity rows Feast was given count (Feast may have had a sample).
+    Only the reference's rows of the entity rows ``found`` has count (it may be of a sample).
     """
-    a = feast_frame.sort_values(ROW_ID, ignore_index=True)
-    b = duck_frame[duck_frame[ROW_ID].isin(a[ROW_ID])].sort_values(ROW_ID, ignore_index=True)
+    a = found.sort_values(ROW_ID, ignore_index=True)
+    b = reference[reference[ROW_ID].isin(a[ROW_ID])].sort_values(ROW_ID, ignore_index=True)
     same_rows = len(a) == len(b) and bool(np.array_equal(a[ROW_ID].to_numpy(), b[ROW_ID].to_numpy()))
     differing: dict[str, int] = {}
     if same_rows:
@@ -161,45 +162,16 @@ def compare(feast_frame: pd.DataFrame, duck_frame: pd.DataFrame, service: Featur
             count = int((~((x == y) | (np.isnan(x) & np.isnan(y)))).sum())
             if count:
                 differing[name] = count
-    coverage = {p.name: {"feast": int(a[f"{p.name}__{p.features[0].name}"].notna().sum()),
-                         "duckdb": int(b[f"{p.name}__{p.features[0].name}"].notna().sum())}
+    coverage = {p.name: {"found": int(a[f"{p.name}__{p.features[0].name}"].notna().sum()),
+                         "reference": int(b[f"{p.name}__{p.features[0].name}"].notna().sum())}
                 for p in service.feature_view_projections}
     return {
-        "rows_feast": len(a), "rows_duckdb": len(b), "same_rows": same_rows,
+        "rows_found": len(a), "rows_reference": len(b), "same_rows": same_rows,
         "cells_compared": len(a) * len(feature_names(service)) if same_rows else 0,
         "cells_differing": sum(differing.values()), "columns_differing": differing,
         "rows_with_features": coverage,
         "agree": same_rows and not differing,
     }
-
-
-def feast_breakdown(feast: FeastResource, store: FeatureStore, service: FeatureService,
-                    entities: pd.DataFrame) -> dict[str, float]:
-    """Feast's time in parts: entity upload, Postgres executing the point-in-time SQL, and the
-    whole call with the entity rows given as SQL (nothing to upload)."""
-    postgres = feast.postgres
-    with postgres.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {ENTITY_TABLE}")
-    t0 = time.perf_counter()
-    df_to_postgres_table(store.config.offline_store, entities, ENTITY_TABLE)
-    upload_s = time.perf_counter() - t0
-    entity_sql = f"SELECT * FROM {ENTITY_TABLE}"
-    # Embedded, the SQL reads the uploaded table itself (no temporary copy) and can be run on its own.
-    config = feast.repo_config()
-    config.offline_store.entity_select_mode = EntitySelectMode.embed_query
-    pit_sql = FeatureStore(repo_path=feast.repo_path, config=config).get_historical_features(
-        entity_df=entity_sql, features=service, full_feature_names=True).to_sql()
-    with postgres.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) {pit_sql}")
-        query_s = cur.fetchone()[0][0]["Execution Time"] / 1000
-    sql_entities_s, frame = timed_feast(store, service, entity_sql)
-    rows = len(frame)
-    with postgres.connect() as conn, conn.cursor() as cur:
-        cur.execute(f"DROP TABLE {ENTITY_TABLE}")
-    if rows != len(entities):
-        raise RuntimeError(f"Feast with entity rows as SQL returned {rows} rows for {len(entities)} entity rows")
-    return {"entity_upload_s": round(upload_s, 2), "postgres_pit_query_s": round(query_s, 2),
-            "sql_entity_rows_s": round(sql_entities_s, 2)}
 
 
 def restart_peak_rss() -> float:
@@ -209,11 +181,7 @@ def restart_peak_rss() -> float:
     """
     if CLEAR_REFS.exists():
         CLEAR_REFS.write_text("5")
-    return round(peak_rss_mb(), 1)
-
-
-def _timing(seconds: float, rows: int) -> dict[str, float]:
-    return {"seconds": round(seconds, 3), "rows_per_s": round(rows / seconds)}
+    return peak_rss_mb()
 
 
 def set_planner(postgres: PostgresResource, fixed: bool) -> None:
@@ -224,15 +192,65 @@ def set_planner(postgres: PostgresResource, fixed: bool) -> None:
         cur.execute(f'ALTER DATABASE "{postgres.database}" {change}')
 
 
-def timed_feast(store: FeatureStore, service: FeatureService, entities: pd.DataFrame | str
-                ) -> tuple[float, pd.DataFrame]:
-    """Seconds of ``get_historical_features(...).to_df()`` for ``entities`` (a DataFrame or SQL), and the frame."""
+@dataclass(frozen=True)
+class Timed:
+    """One call: wall seconds and the growth of the process's peak RSS during it (MB)."""
+
+    seconds: float
+    rss_growth_mb: float
+
+
+def timed(call: Callable[[], pd.DataFrame]) -> tuple[Timed, pd.DataFrame]:
+    start_mb = restart_peak_rss()
     t0 = time.perf_counter()
-    frame = store.get_historical_features(entity_df=entities, features=service, full_feature_names=True).to_df()
-    return time.perf_counter() - t0, frame
+    frame = call()
+    seconds = time.perf_counter() - t0
+    return Timed(seconds, peak_rss_mb() - start_mb), frame
 
 
-def run(rows: int, days: int, seed: int, default_planner_rows: int) -> dict[str, Any]:
+def feast_frame(store: FeatureStore, service: FeatureService, entities: pd.DataFrame) -> pd.DataFrame:
+    return store.get_historical_features(entity_df=entities, features=service, full_feature_names=True).to_df()
+
+
+def duckdb_frame(postgres: PostgresResource, service: FeatureService, entities: pd.DataFrame, repo: FeastRepo,
+                 folder: Path) -> pd.DataFrame:
+    """The reference, loads included: gold rows copied out of Postgres into DuckDB, then the ASOF join."""
+    con = duckdb.connect()
+    try:
+        load_duckdb(con, postgres, service, entities, folder)
+        return con.execute(asof_sql(repo, service)).df()
+    finally:
+        con.close()
+
+
+def summary(runs: list[Timed], rows: int) -> dict[str, Any]:
+    seconds = Spread.of([r.seconds for r in runs])
+    return {"runs": [asdict(r) for r in runs], "seconds": asdict(seconds), "rows_per_s": rows / seconds.median,
+            "rss_growth_mb": asdict(Spread.of([r.rss_growth_mb for r in runs]))}
+
+
+def stock_context(feast: FeastResource, platform: FeatureStore, service: FeatureService, entities: pd.DataFrame,
+                  rows: int, nested_loops: bool, repeat: int) -> dict[str, Any]:
+    """Feast's stock store and the platform's on a sample of ``rows`` entity rows spread over the time line."""
+    sample = entities.iloc[::max(1, len(entities) // rows)].head(rows)
+    stock = feast.store_with(offline_store={"type": "postgres"})
+    stock_service = stock.get_feature_service(TRAINING_SERVICE)
+    set_planner(feast.postgres, fixed=not nested_loops)
+    try:
+        stock_runs, platform_runs = [], []
+        for _ in range(repeat):
+            run, stock_result = timed(lambda: feast_frame(stock, stock_service, sample))
+            stock_runs.append(run)
+            run, platform_result = timed(lambda: feast_frame(platform, service, sample))
+            platform_runs.append(run)
+    finally:
+        set_planner(feast.postgres, fixed=False)
+    return {"entity_rows": len(sample), "planner": "default" if nested_loops else f"{NESTLOOP} = off",
+            "stock": summary(stock_runs, len(sample)), "platform": summary(platform_runs, len(sample)),
+            "agreement": compare(platform_result, stock_result, service)}
+
+
+def run(rows: int, days: int, seed: int, repeat: int, stock_rows: int, default_planner_rows: int) -> dict[str, Any]:
     settings = bench_settings(get_settings(), "pit")
     create_database(settings)
     feast = FeastResource.from_settings(settings)
@@ -243,102 +261,98 @@ def run(rows: int, days: int, seed: int, default_planner_rows: int) -> dict[str,
     gold_rows = write_gold(feast.postgres, gold_keys(drawn, repo), np.random.default_rng(seed))
     feast.apply(repo.contents())
     setup_s = time.perf_counter() - t0
-    rss: dict[str, float] = {"setup_peak": round(peak_rss_mb(), 1), "duckdb_start": restart_peak_rss()}
+    setup_rss = round(peak_rss_mb(), 1)
     keys = join_keys(repo, TRAINING_SERVICE)
     entities = entity_frame(drawn[[ROW_ID, *keys, TIMESTAMP_FIELD, *LABELS]], keys)
+    del drawn
     store = feast.store()
     service = store.get_feature_service(TRAINING_SERVICE)
 
-    con = duckdb.connect()
+    runs: dict[str, list[Timed]] = {"platform": [], "duckdb": []}
+    agreement: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=settings.state_dir) as folder:
-        t0 = time.perf_counter()
-        load_duckdb(con, feast.postgres, service, entities, Path(folder))
-        load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    duck_frame = con.execute(asof_sql(repo, service)).df()
-    join_s = time.perf_counter() - t0
-    con.close()
-    rss["duckdb_peak"] = round(peak_rss_mb(), 1)
-
-    # A sample spread over the whole time line (the first rows would all precede the first gold day).
-    sample = entities.iloc[::max(1, rows // default_planner_rows)].head(default_planner_rows)
-    default_s, default_frame = timed_feast(store, service, sample)
-    default_agreement = compare(default_frame, duck_frame, service)
-    del default_frame
-    try:
-        set_planner(feast.postgres, fixed=True)
-        rss["feast_start"] = restart_peak_rss()
-        feast_s, feast_frame = timed_feast(store, service, entities)
-        rss["feast_peak"] = round(peak_rss_mb(), 1)
-        agreement = compare(feast_frame, duck_frame, service)
-        del feast_frame, duck_frame
-        breakdown = feast_breakdown(feast, store, service, entities)
-    finally:
-        set_planner(feast.postgres, fixed=False)
-    ratio = feast_s / join_s
+        sides: dict[str, Callable[[], pd.DataFrame]] = {
+            "platform": lambda: feast_frame(store, service, entities),
+            "duckdb": lambda: duckdb_frame(feast.postgres, service, entities, repo, Path(folder)),
+        }
+        for i in range(repeat):
+            frames = {}
+            for side in (SIDES if i % 2 == 0 else SIDES[::-1]):
+                timing, frames[side] = timed(sides[side])
+                runs[side].append(timing)
+            agreement = compare(frames["platform"], frames["duckdb"], service)
+            del frames
+    figures = {side: summary(side_runs, rows) for side, side_runs in runs.items()}
+    ratio = figures["platform"]["seconds"]["median"] / figures["duckdb"]["seconds"]["median"]
+    rss_ratio = figures["platform"]["rss_growth_mb"]["median"] / figures["duckdb"]["rss_growth_mb"]["median"]
+    context = [stock_context(feast, store, service, entities, stock_rows, nested_loops=False, repeat=repeat),
+               stock_context(feast, store, service, entities, default_planner_rows, nested_loops=True,
+                             repeat=repeat)] if stock_rows else []
     return {
         "benchmark": "pit_retrieval",
         "service": TRAINING_SERVICE,
         "entity_rows": rows,
         "days": days,
+        "repeat": repeat,
         "features": len(feature_names(service)),
         "views": len(service.feature_view_projections),
-        "distinct_entities": {k: int(drawn[k].nunique()) for k in keys},
+        "distinct_entities": {k: int(entities[k].nunique()) for k in keys},
         "gold_rows": {name: count for name, count in gold_rows.items() if count},
-        "setup_s": round(setup_s, 1),
-        "feast": {**_timing(feast_s, rows), "postgres_setting": f"{NESTLOOP} = off", "breakdown": breakdown},
-        "feast_default_planner": {**_timing(default_s, len(sample)), "entity_rows": len(sample),
-                                  "agree": default_agreement["agree"]},
-        "duckdb": {**_timing(join_s, rows), "load_s": round(load_s, 2)},
-        "ratio_feast_vs_duckdb": round(ratio, 2),
+        "setup": {"seconds": round(setup_s, 1), "peak_rss_mb": setup_rss},
+        **figures,
+        "ratio_platform_vs_duckdb": ratio,
         "target_ratio": TARGET_RATIO,
         "met": ratio <= TARGET_RATIO,
+        "rss_ratio_platform_vs_duckdb": rss_ratio,
+        "target_rss_ratio": TARGET_RSS_RATIO,
+        "rss_met": rss_ratio <= TARGET_RSS_RATIO,
         "agreement": agreement,
-        "peak_rss_mb": rss,
+        "stock_feast": context,
         "machine": machine(),
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
-    feast, duck, parts = result["feast"], result["duckdb"], result["feast"]["breakdown"]
-    default = result["feast_default_planner"]
     rows = result["entity_rows"]
-    fetch_s = feast["seconds"] - parts["entity_upload_s"] - parts["postgres_pit_query_s"]
-    table = markdown_table(["path", "entity rows", "seconds", "entity rows/s"], [
-        ["DuckDB ASOF LEFT JOIN to pandas (reference)", rows, duck["seconds"], duck["rows_per_s"]],
-        [f"Feast get_historical_features(DataFrame).to_df(), {feast['postgres_setting']}", rows,
-         feast["seconds"], feast["rows_per_s"]],
-        ["- of which entity upload (Feast's df_to_postgres_table, alone)", rows, parts["entity_upload_s"], ""],
-        ["- of which Postgres runs Feast's PIT SQL (EXPLAIN ANALYZE)", rows, parts["postgres_pit_query_s"], ""],
-        ["- rest: transfer, row-by-row Python to Arrow to pandas", rows, round(fetch_s, 2), ""],
-        ["Feast, entity rows as SQL (already in Postgres)", rows, parts["sql_entity_rows_s"],
-         round(rows / parts["sql_entity_rows_s"])],
-        ["Feast, Postgres default planner (sample; quadratic)", default["entity_rows"], default["seconds"],
-         default["rows_per_s"]],
-        ["DuckDB load: gold COPY from Postgres + entity rows (not in the ratio)", rows, duck["load_s"], ""],
-    ])
+
+    def line(name: str, side: dict[str, Any], entity_rows: int) -> list[Any]:
+        seconds, rss = Spread(**side["seconds"]), Spread(**side["rss_growth_mb"])
+        return [name, f"{entity_rows:,}", seconds.text(".2f"), f"{side['rows_per_s']:,.0f}", rss.text(",.0f")]
+
+    lines = [line("DuckDB: gold COPY out of Postgres, load, ASOF LEFT JOIN, to pandas (reference)", result["duckdb"],
+                  rows),
+             line("platform store: get_historical_features(DataFrame).to_df()", result["platform"], rows)]
+    for context in result["stock_feast"]:
+        n = context["entity_rows"]
+        lines += [line(f"Feast's stock Postgres store, {context['planner']} (sample)", context["stock"], n),
+                  line("platform store, same sample", context["platform"], n)]
+    table = markdown_table(["path", "entity rows", "seconds, median (min-max)", "entity rows/s",
+                            "peak RSS growth MB, median (min-max)"], lines)
     agreement = result["agreement"]
     verdict = ("agree: same rows, every feature equal" if agreement["agree"] else
                f"DISAGREE: same rows {agreement['same_rows']}, {agreement['cells_differing']} cells differ "
                f"({agreement['columns_differing']})")
-    rss = result["peak_rss_mb"]
-    coverage = {k: v["feast"] for k, v in agreement["rows_with_features"].items()}
+    coverage = {k: v["found"] for k, v in agreement["rows_with_features"].items()}
+    stock = "; ".join(
+        f"on the {c['entity_rows']:,}-row sample ({c['planner']}) the stock store and the platform's "
+        f"{'agree' if c['agreement']['agree'] else 'DISAGREE'}, stock / platform = "
+        f"{c['stock']['seconds']['median'] / c['platform']['seconds']['median']:.1f}x"
+        for c in result["stock_feast"])
+    machine_ = result["machine"]
     return (
         "## Point-in-time training set (bench/pit_retrieval.py)\n\n"
         f"`{result['service']}`: {result['features']} features from {result['views']} views for {rows:,} "
         f"impressions over {result['days']} days (distinct {result['distinct_entities']}); gold rows "
-        f"{result['gold_rows']}.\n\n" + table
-        + f"\nFeast / DuckDB join = **{result['ratio_feast_vs_duckdb']}** (target <= {result['target_ratio']}, "
-        f"{'met' if result['met'] else 'missed'}). Feast and DuckDB {verdict} "
-        f"({agreement['cells_compared']:,} cells compared; rows with features per view {coverage}); "
-        f"on the default-planner sample they {'agree' if default['agree'] else 'DISAGREE'}. "
-        f"With Postgres' default planner Feast's SQL joins its per-row CTEs in nested loops (the views' "
-        f"time-range filters are estimated at a few rows), so its time grows with the square of the "
-        f"entity rows; the full run sets `{feast['postgres_setting']}` on the benchmark's database. "
-        f"Peak RSS of the process: setup {rss['setup_peak']} MB; DuckDB load and join {rss['duckdb_peak']} MB "
-        f"(from {rss['duckdb_start']} MB); Feast {rss['feast_peak']} MB (from {rss['feast_start']} MB, "
-        f"DuckDB's result held for the comparison). "
-        f"Machine: {result['machine']['cpus']} CPUs, load average {result['machine']['load_average']}.\n"
+        f"{result['gold_rows']}. {result['repeat']} runs per side, alternating which goes first; both timers "
+        f"include the loads and end with a pandas frame.\n\n" + table
+        + f"\nPlatform / DuckDB = **{result['ratio_platform_vs_duckdb']:.3f}** in seconds (target <= "
+        f"{result['target_ratio']}, {'met' if result['met'] else 'missed'}) and "
+        f"**{result['rss_ratio_platform_vs_duckdb']:.3f}** in peak RSS growth (target <= "
+        f"{result['target_rss_ratio']}, {'met' if result['rss_met'] else 'missed'}). The platform's store and "
+        f"DuckDB {verdict} ({agreement['cells_compared']:,} cells compared; rows with features per view "
+        f"{coverage}). {stock}. Setup (drawing the impressions, writing gold, applying the registry) "
+        f"{result['setup']['seconds']} s, not timed. "
+        f"Machine: {machine_['cpus']} CPUs, load average {machine_['load_average']}.\n"
     )
 
 
@@ -346,11 +360,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pit_retrieval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="entity rows (impressions)")
     parser.add_argument("--days", type=int, default=7, help="days the impressions and gold snapshots span")
-    parser.add_argument("--default-planner-rows", type=int, default=10_000,
-                        help="entity rows Feast is timed on with Postgres' default planner (quadratic)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per side (the figures are medians)")
+    parser.add_argument("--stock-rows", type=int, default=100_000,
+                        help="entity rows Feast's stock store is timed on, nested loops off (0: skip the stock runs)")
+    parser.add_argument("--default-planner-rows", type=int, default=5_000,
+                        help="entity rows Feast's stock store is timed on with Postgres' default planner (quadratic)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    result = run(args.rows, args.days, args.seed, args.default_planner_rows)
+    if args.repeat < 3:
+        parser.error("--repeat must be at least 3: the figures are medians")
+    result = run(args.rows, args.days, args.seed, args.repeat, args.stock_rows, args.default_planner_rows)
     json_path, md_path = write_results("pit_retrieval", result, markdown(result))
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ import pyarrow.feather as feather
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from bench import gold_duckdb, machine, markdown_table, peak_rss_mb, write_results
+from bench import Spread, gold_duckdb, machine, markdown_table, peak_rss_mb, write_results
 from bench.gold_compare import REL_TOL, Agreement, GoldMismatch, compare
 from taobao_assets.assets.gold import gold_frames
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
@@ -224,19 +223,6 @@ def duckdb_child(rows: int, out: Path) -> tuple[Run, dict[str, pa.Table], float]
 
 
 # --- figures ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Spread:
-    """Median, min and max of repeated measurements: the figure and how far the runs strayed."""
-
-    median: float
-    min: float
-    max: float
-
-    @classmethod
-    def of(cls, values: list[float]) -> Spread:
-        return cls(statistics.median(values), min(values), max(values))
-
 
 def summary(runs: list[Run], rows: int, mb: float) -> dict[str, Any]:
     seconds = Spread.of([r.seconds for r in runs])

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +54,7 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.infra.utils.postgres.connection_utils import _get_conn
 from feast.type_map import arrow_to_pg_type, pg_type_code_to_arrow
 from psycopg import sql
+from pydantic import Field
 
 from taobao_assets.postgres_arrow import copy_in, copy_out, exact_session, table_name
 
@@ -64,10 +66,15 @@ ENTITY_TABLE = "entity_rows"
 
 
 class IndexedPostgreSQLOfflineStoreConfig(PostgreSQLOfflineStoreConfig):
-    """The stock store's settings; only ``type`` differs (Feast validates it against the class)."""
+    """The stock store's settings, its ``type`` (Feast validates it against the class) and ``readers``."""
 
     type: Literal["taobao_assets.offline_store.IndexedPostgreSQLOfflineStore"] = (
         "taobao_assets.offline_store.IndexedPostgreSQLOfflineStore")  # type: ignore[assignment]
+    #: Connections a training set is read over at once, each taking a part of the entity rows:
+    #: about the cores Postgres and this process have.
+    readers: int = Field(default=2, ge=1)
+    #: Fewest entity rows worth a connection of their own.
+    reader_min_rows: int = Field(default=50_000, ge=1)
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,13 @@ def _entity_table(entity_df: pd.DataFrame) -> pa.Table:
 
 
 class IndexedRetrievalJob(PostgreSQLRetrievalJob):
-    """A training set read with one connection: entity rows copied in, the LATERAL query copied out."""
+    """A training set read in parts: each part's entity rows copied in, the LATERAL query copied out.
+
+    The parts run at once on their own connections (``readers`` of the store's settings): the
+    probes, Postgres's formatting of the result and Arrow's parsing of it each use a core.
+    Only the row numbers and features come back; the entity columns are the caller's own, typed
+    as the stock store types them after their trip through Postgres.
+    """
 
     def __init__(self, config: RepoConfig, entity_df: pd.DataFrame, probes: list[_ViewProbe], entity_time: str,
                  filter_by_created: bool, full_feature_names: bool,
@@ -159,8 +172,8 @@ class IndexedRetrievalJob(PostgreSQLRetrievalJob):
         super().__init__(query=self._query_text, config=config, full_feature_names=full_feature_names,
                          on_demand_feature_views=on_demand_feature_views, metadata=metadata)
 
-    def _select(self) -> sql.Composable:
-        outputs = [sql.SQL("e.{}").format(sql.Identifier(c)) for c in [*self._entity_df.columns, ROW]]
+    def _select(self, entity_columns: list[str]) -> sql.Composable:
+        outputs = [sql.SQL("e.{}").format(sql.Identifier(c)) for c in entity_columns]
         outputs += [sql.SQL("{}.{}").format(sql.Identifier(f"v{i}"), sql.Identifier(name))
                     for i, probe in enumerate(self._probes) for _, name in probe.features]
         joins = [probe.lateral(f"v{i}", self._entity_time, self._filter_by_created)
@@ -171,28 +184,44 @@ class IndexedRetrievalJob(PostgreSQLRetrievalJob):
     @contextlib.contextmanager
     def _query_text(self) -> Iterator[str]:
         """The query as text (what ``to_sql`` shows); it reads the temporary table ``entity_rows``."""
-        yield self._select().as_string(None)
+        yield self._select([*map(str, self._entity_df.columns)]).as_string(None)
 
-    def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
-        entities = _entity_table(self._entity_df)
+    def _read_part(self, entities: pa.Table) -> tuple[pa.Schema, pa.Table]:
+        """The result's schema as the stock store derives it (from the Postgres types), and the row
+        numbers and features of ``entities`` (in their order)."""
         columns = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(arrow_to_pg_type(str(f.type))))
             for f in entities.schema)
-        select = self._select()
         with _get_conn(self.config.offline_store) as conn, conn.cursor() as cur:
             exact_session(cur)
+            # Index probes are nested loops by nature; a role or database default that turns them
+            # off (earlier versions of the platform did, for the stock SQL) must not apply here.
+            cur.execute("SET enable_nestloop = on")
             cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP").format(
                 sql.Identifier(ENTITY_TABLE), columns))
             copy_in(cur, ENTITY_TABLE, entities)
             cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ENTITY_TABLE)))
-            # The schema as the stock store derives it: from the result's Postgres types.
-            cur.execute(sql.SQL("{} LIMIT 0").format(select))
+            cur.execute(sql.SQL("{} LIMIT 0").format(self._select(entities.column_names)))
             schema = pa.schema([(c.name, pg_type_code_to_arrow(c.type_code)) for c in cur.description or []])
-            table = copy_out(cur, select, schema)
+            features = pa.schema([schema.field(ROW), *(schema.field(n) for n in schema.names[entities.num_columns:])])
+            table = copy_out(cur, self._select([ROW]), features)
         order = table.column(ROW)
         if len(order) and not pc.all(pc.greater(order[1:], order[:-1])).as_py():
             table = table.take(pc.sort_indices(order))
-        return table.drop_columns([ROW])
+        return schema, table.drop_columns([ROW])
+
+    def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
+        entities = _entity_table(self._entity_df)
+        settings = self.config.offline_store
+        size = max(settings.reader_min_rows, -(-entities.num_rows // settings.readers))
+        parts = [entities.slice(start, size) for start in range(0, max(entities.num_rows, 1), size)]
+        with ThreadPoolExecutor(len(parts), thread_name_prefix="pit-reader") as pool:
+            results = list(pool.map(self._read_part, parts))
+        schema = results[0][0]
+        features = pa.concat_tables([table for _, table in results])
+        own = [pc.cast(entities.column(name), schema.field(name).type, safe=False) for name in self._entity_df.columns]
+        return pa.Table.from_arrays([*own, *features.columns], schema=pa.schema(
+            [*(schema.field(name) for name in self._entity_df.columns), *features.schema]))
 
 
 class IndexedPostgreSQLOfflineStore(PostgreSQLOfflineStore):

@@ -5,9 +5,9 @@ features, description, TTL), declared once here and carried as the
 metadata of the streaming assets, from which the Feast repository generates a push source and a
 feature view per table. What differs is where a row lives and what its timestamp means:
 
-- rows are pushed straight to the online store (Redis); ``streaming.<table>`` in Postgres is the
-  push source's batch source, created empty, so historical retrieval of these views returns nulls
-  rather than failing (the Postgres offline store cannot take pushes);
+- rows are written by the streaming run to the online store (Redis) and to ``streaming.<table>``
+  in Postgres, the push source's batch source, where every row the run writes is kept (one per
+  entity and ``event_timestamp``), so point-in-time retrieval sees the values as of each time;
 - ``event_timestamp`` is the event time of the latest impression counted, not a day's end;
 - ``ttl_seconds`` is also how long the streaming state behind a row lives in Redis after the last
   batch that touched the entity (:mod:`taobao_assets.streaming.state`), so it must be at least a day.

@@ -77,6 +77,14 @@ realtime_assets = [
 CONTRACT_KEYS = [*GOLD_KEYS, *(spec.key for spec in realtime_assets)]
 
 
+def create_push_tables(postgres: PostgresResource, repo: FeastRepo) -> None:
+    """The push sources' batch tables, where the streaming run keeps its rows for point-in-time reads."""
+    with postgres.connect() as conn, conn.cursor() as cur:
+        for source in repo.tables:
+            if source.pushed:
+                cur.execute(create_table_sql(source.table), (source.table.description,))
+
+
 def training_set_key(day: str) -> str:
     return f"{TRAINING_PREFIX}/day={day}/training_set.parquet"
 
@@ -88,11 +96,7 @@ def training_set_key(day: str) -> str:
 )
 def feast_registry(feast: FeastResource, postgres: PostgresResource) -> MaterializeResult:
     repo = generated_repo()
-    # The push sources' batch tables: empty logs, so historical reads of real-time views return nulls.
-    with postgres.connect() as conn, conn.cursor() as cur:
-        for source in repo.tables:
-            if source.pushed:
-                cur.execute(create_table_sql(source.table), (source.table.description,))
+    create_push_tables(postgres, repo)
     changes = feast.apply(repo.contents())
     return MaterializeResult(metadata={
         "project": feast.project,

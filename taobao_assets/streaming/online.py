@@ -14,7 +14,10 @@ running CTR over everything applied so far. The source is reported with every ru
 Writes go through Feast's online store interface (``OnlineStore.online_write_batch`` of the
 project's configured store, where a push to the view's push source ends up), given rows already
 built as Feast protos: the generic DataFrame -> Arrow -> proto conversion of a push was half the
-write time. The Redis store's timestamp check is off (``skip_dedup``): it skips a row whose
+write time. The same rows also go to the view's Postgres table (``write_to_offline_store``, an
+upsert in the platform's offline store), so point-in-time training sets can use them.
+
+The Redis store's timestamp check is off (``skip_dedup``): it skips a row whose
 ``event_timestamp`` is not newer than the stored one, and a real-time row can change without its
 timestamp moving (late events of a slower partition add to the counters of an entity whose
 latest event is already counted), so the check would silently keep stale counters. Rows are
@@ -28,7 +31,9 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pandas as pd
 import psycopg2
 from feast import FeatureStore
 from feast.errors import ProjectNotFoundException, ProjectObjectNotFoundException
@@ -155,8 +160,27 @@ class OnlineWriter:
             key_names = table.key_names
             rows = [row(key_names, state.key[len(prefix):], state, prior) for state in table_states]
             self.online_store.online_write_batch(self.store.config, view, rows, None)
+            # The same rows to the view's Postgres table, so that training sets see the real-time
+            # values as of each impression. An upsert: a rewrite after a crash changes nothing.
+            self.store.write_to_offline_store(table.name, offline_frame(key_names, rows))
             written[table.name] = len(rows)
         return written
+
+
+def offline_frame(key_names: list[str], rows: Sequence[OnlineRow]) -> pd.DataFrame:
+    """``rows`` as the view's table holds them: keys, ``event_timestamp``, then the features."""
+    frame: dict[str, list[Any]] = {
+        name: [entity_key.entity_values[i].int64_val for entity_key, _, _, _ in rows]
+        for i, name in enumerate(key_names)}
+    frame[TIMESTAMP_FIELD] = [stamp for _, _, stamp, _ in rows]
+    for name in FEATURES:
+        frame[name] = [_number(values[name]) for _, values, _, _ in rows]
+    return pd.DataFrame(frame)
+
+
+def _number(value: ValueProto) -> int | float:
+    """A value of :func:`row` (every feature is an int64 count or a double rate) as Python's."""
+    return value.int64_val if value.HasField("int64_val") else value.double_val
 
 
 def row(key_names: list[str], ids: str, state: EntityState, prior: float) -> OnlineRow:

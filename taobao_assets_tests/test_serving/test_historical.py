@@ -134,11 +134,13 @@ def test_sql_reference_of_the_training_check_agrees_with_merge_asof(
                                   check_dtype=False)
 
 
+@pytest.mark.parametrize("readers", [{}, {"readers": 3, "reader_min_rows": 100}], ids=["one part", "three parts"])
 def test_the_store_returns_the_stock_stores_training_set_cell_for_cell(
-    applied: FeastResource, entity_rows: pd.DataFrame
+    applied: FeastResource, entity_rows: pd.DataFrame, readers: dict[str, int]
 ) -> None:
-    """Same columns, types and values as Feast's own Postgres store; ours keeps the entity rows' order."""
-    ours = applied.store()
+    """Same columns, types and values as Feast's own Postgres store; ours keeps the entity rows' order,
+    also when the rows are read in parts over several connections."""
+    ours = applied.store_with(offline_store=readers)
     job = ours.get_historical_features(entity_df=entity_rows, features=ours.get_feature_service(TRAINING_SERVICE),
                                        full_feature_names=True)
     assert isinstance(job, IndexedRetrievalJob), "the training service is read with the index probes"

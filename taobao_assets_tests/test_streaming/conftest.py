@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from deploy.service import Service
+from taobao_assets.assets.serving import create_push_tables
 from taobao_assets.feast_repo import generated_repo
 from taobao_assets.partitions import event_time_config
+from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.resources.postgres import PostgresResource
@@ -48,7 +50,12 @@ def stream_feast(settings: Settings, postgres_service: Service, redis_service: S
     feast = FeastResource(postgres=PostgresResource.from_settings(settings),
                           redis=RedisResource.from_settings(settings),
                           project=f"stream_{uuid.uuid4().hex[:8]}")
-    feast.apply(generated_repo().contents())
+    repo = generated_repo()
+    # The real-time views' Postgres tables are shared by every project of the database: emptied.
+    create_push_tables(feast.postgres, repo)
+    with feast.postgres.connect() as conn, conn.cursor() as cur:
+        cur.execute(f"TRUNCATE {', '.join(t.qualified_name for t in REALTIME_TABLES)}")
+    feast.apply(repo.contents())
     yield feast
     drop_project(feast)
 

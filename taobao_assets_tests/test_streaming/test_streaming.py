@@ -14,9 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, RunRequest, SensorResult, build_sensor_context
 
+from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.features import smoothed_ctr
 from taobao_assets.jobs import streaming_job
 from taobao_assets.realtime_tables import REALTIME_TABLES
@@ -148,6 +150,28 @@ def assert_online_matches(stream: StreamingResource, expected: Expected, per_vie
                 assert online[f"ctr_{span}"][i] == pytest.approx(smoothed_ctr(clicks, impressions, PRIOR))
 
 
+def assert_offline_matches(stream: StreamingResource, expected: Expected, per_view: int = 200) -> None:
+    """A point-in-time retrieval at each sampled entity's latest event gets the recomputed counters:
+    the streaming run's rows reached the offline store too."""
+    store = stream.feast.store()
+    prefix = stream.state().entity_prefix
+    rng = random.Random(2)
+    for table in REALTIME_TABLES:
+        kind_prefix = f"{prefix}{KINDS[tuple(table.key_names)]}:"
+        keys = sorted(k for k in expected.counters if k.startswith(kind_prefix))
+        keys = rng.sample(keys, min(per_view, len(keys)))
+        rows = pd.DataFrame([dict(zip(table.key_names, map(int, k[len(kind_prefix):].split(":")), strict=True))
+                             for k in keys])
+        rows[TIMESTAMP_FIELD] = pd.to_datetime([expected.counters[k][0] for k in keys], unit="ms", utc=True)
+        found = store.get_historical_features(
+            entity_df=rows, features=[f"{table.name}:{c.name}" for c in table.features]).to_df()
+        for i, key in enumerate(keys):
+            _, today, hour = expected.counters[key]
+            for span, counters in (("today", today), ("1h", hour)):
+                assert tuple(found[f"{what}_{span}"][i] for what in ("impressions", "clicks", "conversions")) == (
+                    counters), (table.name, key, span)
+
+
 def dead_letters(stream: StreamingResource) -> list[Any]:
     kafka, topic = stream.kafka, stream.topics.dead_letter.name
 
@@ -186,6 +210,7 @@ def test_sensor_runs_apply_every_event_once_and_match_a_recomputation(
     expected = recompute(events, stream.state().entity_prefix)
     assert_state_matches(stream, expected)
     assert_online_matches(stream, expected)
+    assert_offline_matches(stream, expected)
     metadata = [run_metadata(run) for run in runs]
     assert sum(m["records_committed"] for m in metadata) == samples_in(events)
     assert all(m["freshness_p99_ms"] is not None and m["ctr_prior_source"] == "pinned" for m in metadata)
