@@ -83,7 +83,9 @@ def _gathered(parts: Sequence[Part], rows: int) -> tuple[np.ndarray, np.ndarray]
     cells = [Cells.fixed(np.broadcast_to(np.frombuffer(p, np.uint8), (rows, len(p)))) if isinstance(p, bytes)
              else p for p in merged]
     data = np.concatenate([c.data for c in cells], axis=1)
-    mask = np.concatenate([np.arange(c.data.shape[1]) < c.lengths[:, None] for c in cells], axis=1)
+    mask = np.concatenate([np.ones(c.data.shape, bool) if isinstance(p, bytes) else
+                           np.arange(c.data.shape[1]) < c.lengths[:, None] for p, c in zip(merged, cells, strict=True)],
+                          axis=1)
     return data[mask], sum((c.lengths for c in cells), np.zeros(rows, np.int64))
 
 

@@ -40,8 +40,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import hiredis
 import numpy as np
 import pyarrow as pa
+import redis
 from feast import FeatureView
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from feast.infra.compute_engines.local.compute import LocalComputeEngine
@@ -79,6 +81,8 @@ logger = logging.getLogger(__name__)
 _ARROW_TYPES = {ValueType.INT64: pa.int64(), ValueType.INT32: pa.int32(), ValueType.DOUBLE: pa.float64(),
                 ValueType.FLOAT: pa.float64(), ValueType.STRING: pa.string(), ValueType.BOOL: pa.bool_()}
 _TIMESTAMP = pa.timestamp("us", "UTC")
+#: Bytes read from Redis' socket at a time.
+_RECEIVE = 1 << 20
 
 
 def with_engine(config: dict[str, Any]) -> dict[str, Any]:
@@ -182,24 +186,43 @@ class _ViewPlan:
 
 class _Pipeline:
     """One connection of the client's pool used as a raw pipeline: batches of packed commands are
-    sent as they are ready and their replies read later, so Redis executes one batch while the
-    next is encoded."""
+    sent as soon as they are ready and their replies read later, so Redis executes a batch while
+    the next one is encoded. Replies are parsed by hiredis straight from the connection's socket:
+    redis-py's per-reply Python (about a microsecond each) would cost as much as Redis itself."""
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
-        self.unread: deque[int] = deque()
+        self.reader = hiredis.Reader()
+        self.unread: deque[tuple[int, int]] = deque()
+        self.sent = 0
 
-    def send(self, payload: bytes, replies: int) -> None:
+    def send(self, payload: bytes, replies: int) -> int:
+        """Send a batch of ``replies`` commands; returns its number, for :meth:`receive`."""
         self.connection.send_packed_command([payload], check_health=False)
-        self.unread.append(replies)
+        self.sent += 1
+        self.unread.append((self.sent, replies))
+        return self.sent
 
-    def receive(self, in_flight: int = 0) -> list[Any]:
-        """Read replies until ``in_flight`` batches are unread; the replies of the last batch read
-        (an error reply raises)."""
+    def receive(self, batch: int | None = None) -> list[Any]:
+        """Read the replies of the batches sent up to ``batch`` (every one by default); returns those
+        of ``batch``. An error reply raises."""
         replies: list[Any] = []
-        while len(self.unread) > in_flight:
-            replies = [self.connection.read_response() for _ in range(self.unread.popleft())]
+        while self.unread and (batch is None or self.unread[0][0] <= batch):
+            _, count = self.unread.popleft()
+            replies = [self._reply() for _ in range(count)]
         return replies
+
+    def _reply(self) -> Any:
+        reply = self.reader.gets()
+        while reply is False:
+            data = self.connection._sock.recv(_RECEIVE)
+            if not data:
+                raise redis.ConnectionError("Redis closed the connection during materialization")
+            self.reader.feed(data)
+            reply = self.reader.gets()
+        if isinstance(reply, hiredis.ReplyError):
+            raise redis.ResponseError(str(reply))
+        return reply
 
 
 @contextmanager
@@ -263,21 +286,33 @@ class PostgresRedisEngine(LocalComputeEngine):
                   for us in distinct.tolist()]
         nanos = (distinct * 1000)[which]
         with _pipeline(self.online_store._get_client(store)) as pipeline:
-            for start in range(0, table.num_rows, self.write_batch):
+            # The marks of batch k+1 are asked for before batch k is written, so Redis answers them
+            # while batch k is encoded. Each entity has one row (DISTINCT ON), so no batch reads a
+            # key another batch writes, and the order changes nothing.
+            asked: tuple[int, int, pa.Table, Cells] | None = None
+            for start in [*range(0, table.num_rows, self.write_batch), table.num_rows]:
                 batch = table.slice(start, self.write_batch)
                 rows = batch.num_rows
-                keys = entity_keys(config.project, {c.name: batch.column(c.source).combine_chunks() for c in plan.keys},
-                                   {c.name: c.value_type for c in plan.keys})
-                newer = np.arange(rows)
-                if not store.skip_dedup:
-                    pipeline.send(wire(command(rows, b"HGET", keys, timestamp_field(plan.view)), rows), rows)
-                    stored = _nanos(pipeline.receive())
-                    newer = np.flatnonzero((stored == 0) | (nanos[start:start + rows] > stored))
-                chosen = batch.take(pa.array(newer))
-                if chosen.num_rows:
-                    pipeline.send(*self._writes(plan, chosen, Cells(keys.data[newer], keys.lengths[newer]),
-                                                Cells.of(stamps, which[start:start + rows][newer])))
-                pipeline.receive(in_flight=1)
+                ask = None
+                if rows:
+                    keys = entity_keys(config.project, {c.name: batch.column(c.source).combine_chunks()
+                                                        for c in plan.keys},
+                                       {c.name: c.value_type for c in plan.keys})
+                    ticket = 0 if store.skip_dedup else pipeline.send(
+                        wire(command(rows, b"HGET", keys, timestamp_field(plan.view)), rows), rows)
+                    ask = (ticket, start, batch, keys)
+                if asked is not None:
+                    ticket, first, chosen, chosen_keys = asked
+                    newer = np.arange(chosen.num_rows)
+                    if ticket:
+                        stored = _nanos(pipeline.receive(ticket))
+                        newer = np.flatnonzero((stored == 0) | (nanos[first:first + chosen.num_rows] > stored))
+                    if len(newer):
+                        pipeline.send(*self._writes(
+                            plan, chosen.take(pa.array(newer)), Cells(chosen_keys.data[newer],
+                                                                      chosen_keys.lengths[newer]),
+                            Cells.of(stamps, which[first:first + chosen.num_rows][newer])))
+                asked = ask
 
     def _writes(self, plan: _ViewPlan, rows: pa.Table, keys: Cells, stamps: Cells) -> tuple[bytes, int]:
         """The commands writing ``rows`` (of Redis ``keys``, event times ``stamps``), and their replies."""
