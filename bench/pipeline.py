@@ -52,6 +52,7 @@ RATIOS = [
     ("silver_gold", "Spark silver+gold vs DuckDB", ("ratio",), ">= 1.0"),
     ("online_lookup", "Feast SDK p99 / raw Redis p99", ("ratio_sdk_p99_vs_redis_p99",), "<= 3"),
     ("pit_retrieval", "Feast PIT 1M rows / DuckDB ASOF", ("ratio_feast_vs_duckdb",), "<= 2"),
+    ("materialize", "engine rows/s / raw pipelined HSET rows/s", ("ratio_engine_to_raw",), "-"),
     ("streaming", "streaming run vs bare aiokafka loop", ("ratio_streaming_to_consume_loop",), ">= 0.5"),
     ("trino_scan", "Trino scan vs DuckDB on the same files", ("ratio", "aggregate", "trino_vs_duckdb"), "-"),
 ]

@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feast import FeatureStore
-from feast.infra.online_stores.helpers import _mmh3, _redis_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 
-from taobao_assets.resources.feast import ENTITY_KEY_VERSION, _value
+from taobao_assets.online_layout import DOUBLE_TAG, INT64_TAG, feature_field, redis_key
 
 
 @dataclass(frozen=True)
@@ -59,30 +57,28 @@ class ServicePlan:
             for key in keys:
                 needs.setdefault(key, []).append(view.name)
             fields.setdefault(keys, []).extend(
-                (_mmh3(f"{view.name}:{feature.name}"), f"{projection.name_to_use()}__{feature.name}")
+                (feature_field(view.name, feature.name), f"{projection.name_to_use()}__{feature.name}")
                 for feature in projection.features)
         groups = tuple(_KeyGroup(keys, tuple(f for f, _ in wanted), tuple(n for _, n in wanted))
                        for keys, wanted in fields.items())
         return cls(needs, groups, time.monotonic())
 
 
-#: The first byte of a serialized ``ValueProto`` holding a double (field 5, fixed 64-bit) or an
-#: int64 (field 4, varint): the types of every gold and real-time feature.
-_DOUBLE_TAG, _INT64_TAG = 0x29, 0x20
 _DOUBLE = struct.Struct("<d")
 
 
 def _python(raw: bytes | None) -> Any:
     """A stored value as ``to_dict`` gives it: None for a missing field or a null.
 
-    Doubles and int64s are read straight from their bytes (a tenth of the cost of parsing the
-    protobuf); any other value goes through Feast's own conversion.
+    Doubles and int64s (the types of every gold and real-time feature) are read straight from their
+    bytes (a tenth of the cost of parsing the protobuf); any other value goes through Feast's own
+    conversion.
     """
     if not raw:
         return None
-    if raw[0] == _DOUBLE_TAG and len(raw) == 9:
+    if raw[0] == DOUBLE_TAG and len(raw) == 9:
         return _DOUBLE.unpack_from(raw, 1)[0]
-    if raw[0] == _INT64_TAG and len(raw) <= 11 and raw[-1] < 0x80:
+    if raw[0] == INT64_TAG and len(raw) <= 11 and raw[-1] < 0x80:
         value = 0
         for shift, byte in enumerate(raw[1:]):
             value |= (byte & 0x7F) << (7 * shift)
@@ -107,9 +103,7 @@ class OnlineReader:
         return plan
 
     def _key(self, group: _KeyGroup, row: Mapping[str, Any]) -> bytes:
-        values = [_value(row[k]) for k in group.join_keys]
-        entity = EntityKeyProto(join_keys=list(group.join_keys), entity_values=values)
-        return _redis_key(self.store.project, entity, entity_key_serialization_version=ENTITY_KEY_VERSION)
+        return redis_key(self.store.project, group.join_keys, [row[k] for k in group.join_keys])
 
     def read(self, service: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
         """The service's features for ``rows`` (each a mapping of join key -> value), column-wise and
