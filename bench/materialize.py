@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from feast import FeatureStore, RepoConfig
+from feast import FeatureStore
 from feast.infra.common.materialization_job import MaterializationTask
 
 from bench import machine, markdown_table, peak_rss_mb, write_results
@@ -45,7 +45,7 @@ from bench.online_lookup import bench_settings, create_database, write_gold
 from bench.pit_retrieval import gold_keys, impressions
 from taobao_assets.assets.serving import TRAINING_SERVICE
 from taobao_assets.feast_repo import generated_repo
-from taobao_assets.online_materialization import PostgresRedisEngine, _ViewPlan, with_engine
+from taobao_assets.online_materialization import PostgresRedisEngine, _ViewPlan
 from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import REDIS_BATCH, FeastResource
 from taobao_assets.settings import get_settings
@@ -54,8 +54,8 @@ TARGET_ROWS_PER_S = 200_000
 
 
 def _store(feast: FeastResource, engine: bool) -> FeatureStore:
-    config = RepoConfig(**(with_engine(feast.config_dict()) if engine else feast.config_dict()))
-    return FeatureStore(repo_path=feast.repo_path, config=config)
+    """The platform's store (its engine), or one that materializes with Feast's local engine."""
+    return feast.store_with() if engine else feast.store_with(batch_engine={"type": "local"})
 
 
 def clear(feast: FeastResource) -> int:

@@ -16,8 +16,10 @@ from typing import Any
 
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from taobao_assets.resources.feast import ENTITY_KEY_VERSION, _value
+#: The entity key serialization the project's ``feature_store.yaml`` names (Feast's newest).
+ENTITY_KEY_VERSION = 3
 
 #: The first byte of a serialized ``ValueProto`` per scalar type: the field's number and wire type
 #: (``Value.proto``: string 2, int32 3, int64 4, double 5, float 6, bool 7).
@@ -32,6 +34,11 @@ def feature_field(view: str, feature: str) -> bytes:
 def timestamp_field(view: str) -> bytes:
     """The hash field holding the event time of ``view``'s row."""
     return f"_ts:{view}".encode()
+
+
+def _value(value: Any) -> ValueProto:
+    """An entity key value as Feast encodes it (the generated entities are INT64 or STRING)."""
+    return ValueProto(string_val=value) if isinstance(value, str) else ValueProto(int64_val=int(value))
 
 
 def redis_key(project: str, join_keys: Sequence[str], values: Sequence[Any]) -> bytes:

@@ -26,8 +26,8 @@ feature type other than those of :data:`~taobao_assets.online_encoding.KEY_TYPES
 keeps every row (``only_latest`` false), a Redis cluster or sentinel, or a field mapping Feast
 itself could not resolve.
 
-Enable it with ``batch_engine: {"type": ENGINE_TYPE}`` in the repository config
-(:func:`with_engine`).
+Enabled by ``batch_engine: {"type": ENGINE_TYPE}`` in the repository config, which
+:mod:`taobao_assets.resources.feast` sets.
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ from taobao_assets.online_encoding import (
 )
 from taobao_assets.online_layout import feature_field, timestamp_field
 from taobao_assets.postgres_arrow import copy_out, exact_session
-from taobao_assets.resources.feast import REDIS_BATCH
 
 ENGINE_TYPE = "taobao_assets.online_materialization.PostgresRedisEngine"
+#: Rows per pipelined batch of commands, by default.
+WRITE_BATCH = 10_000
 logger = logging.getLogger(__name__)
 
 #: The Arrow type each Feast value type is read as; a float is read as a double and rounded by
@@ -85,11 +86,6 @@ _TIMESTAMP = pa.timestamp("us", "UTC")
 _RECEIVE = 1 << 20
 
 
-def with_engine(config: dict[str, Any]) -> dict[str, Any]:
-    """A ``feature_store.yaml`` content (as a dictionary) that materializes with this engine."""
-    return {**config, "batch_engine": {"type": ENGINE_TYPE}}
-
-
 class PostgresRedisEngineConfig(FeastConfigBaseModel):
     """The engine's configuration: Feast resolves ``<type>Config`` next to the engine class."""
 
@@ -97,7 +93,7 @@ class PostgresRedisEngineConfig(FeastConfigBaseModel):
     #: Feast's local engine's option, for the views left to it.
     backend: str | None = None
     #: Rows per pipelined batch of commands (bounds the memory of a batch's encoded commands).
-    write_batch: int = REDIS_BATCH
+    write_batch: int = WRITE_BATCH
 
 
 @dataclass(frozen=True)
@@ -253,7 +249,7 @@ def _nanos(stored: list[bytes | None]) -> np.ndarray:
 class PostgresRedisEngine(LocalComputeEngine):
     """Feast's local engine with the materialization of a Postgres view into Redis replaced."""
 
-    def __init__(self, *, write_batch: int = REDIS_BATCH, **kwargs: Any) -> None:
+    def __init__(self, *, write_batch: int = WRITE_BATCH, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.write_batch = write_batch
 

@@ -22,10 +22,7 @@ from dagster import ConfigurableResource
 from feast import FeatureStore, Project, RepoConfig
 from feast.feature_view import DUMMY_ENTITY_NAME
 from feast.infra.offline_stores.contrib.postgres_offline_store import postgres as postgres_offline
-from feast.infra.online_stores.helpers import _redis_key
 from feast.infra.online_stores.redis import RedisOnlineStore
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete
 from google.protobuf import text_format
@@ -34,22 +31,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import PrivateAttr
 
 from taobao_assets.offline_store import STORE_TYPE
+from taobao_assets.online_layout import ENTITY_KEY_VERSION, redis_key
+from taobao_assets.online_materialization import ENGINE_TYPE
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import REPO_ROOT, Settings
 
 #: How long a process trusts its copy of the registry before reading Postgres again.
 REGISTRY_CACHE_SECONDS = 60
-ENTITY_KEY_VERSION = 3
 #: Keys per Redis pipeline round trip.
 REDIS_BATCH = 10_000
 #: Rows per online-store write during materialization (bounds the memory of the proto conversion).
 ONLINE_WRITE_BATCH = 10_000
-
-
-def _value(value: Any) -> ValueProto:
-    """An entity key value as Feast encodes it (the generated entities are INT64 or STRING)."""
-    return ValueProto(string_val=value) if isinstance(value, str) else ValueProto(int64_val=int(value))
 
 
 def _separate_entity_keys_in_point_in_time_ids() -> None:
@@ -145,8 +138,11 @@ class FeastResource(ConfigurableResource):
                 "db_schema": "public",
             },
             "online_store": {"type": "redis", "connection_string": self.redis.connection_string},
+            # Materialization: COPY out of Postgres, values encoded a column at a time, pipelined
+            # HSETs (the same bytes as Feast's local engine, which keeps what this one cannot do).
+            "batch_engine": {"type": ENGINE_TYPE},
             # Feast turns a whole view's rows into protobuf values at once unless told a batch size:
-            # gigabytes for a day of user x category rows.
+            # gigabytes for a day of user x category rows (for the views left to its local engine).
             "materialization_config": {"online_write_batch_size": ONLINE_WRITE_BATCH},
             "entity_key_serialization_version": ENTITY_KEY_VERSION,
         }
@@ -219,8 +215,7 @@ class FeastResource(ConfigurableResource):
         mark = f"_ts:{view}"
         expected = Timestamp()
         expected.FromDatetime(stamp)
-        keys = [_redis_key(self.project, EntityKeyProto(join_keys=join_keys, entity_values=[_value(v) for v in row]),
-                           entity_key_serialization_version=ENTITY_KEY_VERSION) for row in rows]
+        keys = [redis_key(self.project, join_keys, row) for row in rows]
         # redis-py's stubs type keys and fields as str; Feast's keys are bytes, which redis-py accepts.
         client: Any = self.redis.client()
         reopened = 0

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from feast import FeatureStore, RepoConfig
+from feast import FeatureStore
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from psycopg2.extras import execute_values
 
@@ -28,7 +28,7 @@ from taobao_assets.feast_repo import FeastRepo, generated_repo
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.gold_tables import GOLD_TABLES, GoldTable
 from taobao_assets.io_managers.postgres import create_table_sql
-from taobao_assets.online_materialization import PostgresRedisEngine, _ViewPlan, with_engine
+from taobao_assets.online_materialization import PostgresRedisEngine, _ViewPlan
 from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.settings import Settings
@@ -90,8 +90,8 @@ def _write(resource: FeastResource, frames: dict[str, pd.DataFrame], truncate: b
 
 
 def _store(resource: FeastResource, engine: bool) -> FeatureStore:
-    config = RepoConfig(**(with_engine(resource.config_dict()) if engine else resource.config_dict()))
-    return FeatureStore(repo_path=resource.repo_path, config=config)
+    """The platform's store (its engine), or one that materializes with Feast's local engine."""
+    return resource.store_with() if engine else resource.store_with(batch_engine={"type": "local"})
 
 
 def _hashes(resource: FeastResource) -> Hashes:
