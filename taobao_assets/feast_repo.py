@@ -132,6 +132,11 @@ class FeastRepo:
         (service,) = [s for s in self.feature_services if s.name == name]
         return service
 
+    def feature_refs(self, service: str) -> list[str]:
+        """The service's features as ``view:feature`` references (a request may name them instead)."""
+        return [f"{p.name_to_use()}:{f.name}" for p in self.service(service).feature_view_projections
+                for f in p.features]
+
 
 def _entities(tables: Sequence[SourceTable]) -> dict[str, Entity]:
     keys: dict[str, Column] = {}

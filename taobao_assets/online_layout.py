@@ -11,15 +11,23 @@ they cannot drift apart; the tests compare both with Feast's own reads and write
 
 from __future__ import annotations
 
+import functools
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.value_type import ValueType
 
 #: The entity key serialization the project's ``feature_store.yaml`` names (Feast's newest).
 ENTITY_KEY_VERSION = 3
+
+_HEADER = struct.Struct("<I")
+#: A key name's or value's type and length.
+_TYPED = struct.Struct("<II")
+_INT64 = struct.Struct("<IIq")
 
 #: The first byte of a serialized ``ValueProto`` per scalar type: the field's number and wire type
 #: (``Value.proto``: string 2, int32 3, int64 4, double 5, float 6, bool 7).
@@ -41,7 +49,39 @@ def _value(value: Any) -> ValueProto:
     return ValueProto(string_val=value) if isinstance(value, str) else ValueProto(int64_val=int(value))
 
 
-def redis_key(project: str, join_keys: Sequence[str], values: Sequence[Any]) -> bytes:
-    """The Redis key of the entity ``join_keys`` = ``values`` (INT64 or STRING keys) in ``project``."""
+def feast_redis_key(project: str, join_keys: Sequence[str], values: Sequence[Any]) -> bytes:
+    """:func:`redis_key` through Feast's own serialization: the reference it is tested against."""
     entity = EntityKeyProto(join_keys=list(join_keys), entity_values=[_value(v) for v in values])
     return _redis_key(project, entity, entity_key_serialization_version=ENTITY_KEY_VERSION)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_layout(project: str, join_keys: tuple[str, ...]) -> tuple[bytes, tuple[int, ...], bytes]:
+    """What the keys of ``join_keys`` share: the count and names (sorted), the values' order, the project."""
+    order = tuple(sorted(range(len(join_keys)), key=join_keys.__getitem__))
+    header = [_HEADER.pack(len(join_keys))]
+    for i in order:
+        name = join_keys[i].encode()
+        header.append(_TYPED.pack(ValueType.STRING.value, len(name)) + name)
+    return b"".join(header), order, project.encode()
+
+
+def redis_key(project: str, join_keys: Sequence[str], values: Sequence[Any]) -> bytes:
+    """The Redis key of the entity ``join_keys`` = ``values`` (INT64 or STRING keys) in ``project``.
+
+    Feast's serialization (version 3): the number of keys, each key's name (sorted by name), each
+    value (type, length, bytes) in the same order, then the project. Built here from the parts
+    that do not change (cached per project and keys) and packed values: a lookup makes one key per
+    view, and Feast's way (protobuf objects per value) was a tenth of the lean reader's time.
+    """
+    header, order, suffix = _key_layout(project, tuple(join_keys))
+    parts = [header]
+    for i in order:
+        value = values[i]
+        if isinstance(value, str):
+            encoded = value.encode()
+            parts.append(_TYPED.pack(ValueType.STRING.value, len(encoded)) + encoded)
+        else:
+            parts.append(_INT64.pack(ValueType.INT64.value, 8, int(value)))
+    parts.append(suffix)
+    return b"".join(parts)

@@ -3,6 +3,7 @@ serve what the Python API returns."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from deploy.service import free_port
+from taobao_assets.feast_repo import FeastRepo
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.retrieval import OnlineFeatures, feature_server, http_lookup, lookup_over_http, lookup_server
 from taobao_assets.settings import Settings
@@ -22,13 +24,16 @@ Servers = dict[str, tuple[str, Lookup]]
 
 
 @pytest.fixture(scope="module")
-def servers(feature_repo: Path, serving_settings: Settings, materialized: dict) -> Iterator[Servers]:
+def servers(feature_repo: Path, serving_settings: Settings, materialized: dict, generated: FeastRepo
+            ) -> Iterator[Servers]:
     env = serving_env(serving_settings)
+    by_refs = functools.partial(http_lookup, features=generated.feature_refs("ctr_model_v1"))
     with feature_server(feature_repo, free_port(), env) as feast, lookup_server(free_port(), env) as lean:
-        yield {"feast serve": (feast, http_lookup), "lookup server": (lean, lookup_over_http)}
+        yield {"feast serve": (feast, http_lookup), "feast serve, features named": (feast, by_refs),
+               "lookup server": (lean, lookup_over_http)}
 
 
-@pytest.mark.parametrize("server", ["feast serve", "lookup server"])
+@pytest.mark.parametrize("server", ["feast serve", "feast serve, features named", "lookup server"])
 @pytest.mark.parametrize("user, category", COLLIDING_PAIRS)
 def test_http_server_returns_the_python_apis_values(
     servers: Servers, server: str, applied: FeastResource, user: int, category: int
