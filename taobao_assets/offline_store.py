@@ -199,7 +199,9 @@ class IndexedRetrievalJob(PostgreSQLRetrievalJob):
             cur.execute("SET enable_nestloop = on")
             cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP").format(
                 sql.Identifier(ENTITY_TABLE), columns))
-            copy_in(cur, ENTITY_TABLE, entities)
+            # Only what the probes read goes over the wire; the other columns stay null there.
+            probed = {ROW, self._entity_time, *(key for probe in self._probes for _, key in probe.keys)}
+            copy_in(cur, ENTITY_TABLE, entities.select([c for c in entities.column_names if c in probed]))
             cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ENTITY_TABLE)))
             cur.execute(sql.SQL("{} LIMIT 0").format(self._select(entities.column_names)))
             schema = pa.schema([(c.name, pg_type_code_to_arrow(c.type_code)) for c in cur.description or []])

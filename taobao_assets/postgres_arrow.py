@@ -2,8 +2,10 @@
 
 Feast's Postgres offline store inserts an entity frame row by row (``executemany``) and fetches
 results as tuples that it transposes cell by cell in Python: at a million rows that is most of the
-time and several copies of the data in memory. Here both directions stream CSV through ``COPY``
-and let Arrow's CSV reader and writer (C++) do the conversions.
+time and several copies of the data in memory. Here both directions go through ``COPY``: in as CSV
+written by Arrow (C++); out in Postgres's binary form, decoded into Arrow buffers by the compiled
+core (``CopyDecoder``; printing and parsing a decimal per double was most of a training set's CPU),
+or as CSV read by Arrow for a type the decoder does not know.
 
 CSV is exact for the types the feature tables use: Postgres prints doubles in their shortest form
 that reads back to the same value (``extra_float_digits = 1``, set by :func:`exact_session`), and
@@ -20,9 +22,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import sql
+from taobao_parser_core import CopyDecoder
 
-#: Bytes of CSV Arrow parses at a time on the way out: bounds the memory next to the result.
+from taobao_assets.source.parser import core_array
+
+#: Bytes of ``COPY`` output converted at a time: bounds the memory next to the result.
 READ_BLOCK = 16 << 20
+#: Postgres type name -> what the compiled binary decoder calls its wire format.
+_WIRES = {"int2": "int2", "int4": "int4", "int8": "int8", "float4": "float4", "float8": "float8", "bool": "bool",
+          "text": "text", "varchar": "text", "bpchar": "text", "name": "text", "timestamp": "timestamp",
+          "timestamptz": "timestamp", "date": "date"}
+#: The Arrow type of the decoder's buffers per wire format (cast to the caller's types after).
+_DECODED = {"int2": pa.int32(), "bool": pa.int32(), "int4": pa.int32(), "date": pa.date32(), "int8": pa.int64(),
+            "timestamp": pa.timestamp("us", "UTC"), "float4": pa.float64(), "float8": pa.float64(),
+            "text": pa.string()}
 
 
 def exact_session(cur: psycopg.Cursor) -> None:
@@ -52,48 +65,70 @@ def copy_in(cur: psycopg.Cursor, table: str, data: pa.Table) -> None:
         copy.write(buffer.getbuffer())
 
 
-class _CopyReader(io.RawIOBase):
-    """The output of a ``COPY ... TO STDOUT`` as a readable file, pulled block by block."""
+def _chunks(copy: psycopg.Copy) -> Iterator[bytearray]:
+    """The output of a ``COPY ... TO STDOUT`` in chunks of about :data:`READ_BLOCK` bytes of whole rows.
 
-    def __init__(self, blocks: Iterator[bytes | bytearray | memoryview]) -> None:
-        self._blocks = blocks
-        self._pending = memoryview(b"")
+    Postgres sends one message per row, so blocks end at row ends and a chunk of whole blocks is
+    whole rows: each is converted on its own (memory: the result and one chunk). Each block is
+    copied into the chunk at once: keeping psycopg's blocks alive until a join cost twice the CPU.
+    """
+    chunk = bytearray()
+    for block in copy:
+        chunk += block
+        if len(chunk) >= READ_BLOCK:
+            yield chunk
+            chunk = bytearray()
+    if chunk:
+        yield chunk
 
-    def readable(self) -> bool:
-        return True
 
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            block = next(self._blocks, None)
-            if block is None:
-                return 0
-            self._pending = memoryview(block)
-        size = min(len(target), len(self._pending))
-        target[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
+def _type_names(cur: psycopg.Cursor, query: sql.Composable) -> list[str]:
+    """The Postgres type name of each result column of ``query``."""
+    cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(query))
+    infos = [cur.adapters.types.get(column.type_code) for column in cur.description or []]
+    return [info.name if info else "" for info in infos]
+
+
+def _binary(cur: psycopg.Cursor, query: sql.Composable, wires: list[str], names: list[str]) -> pa.Table:
+    decoder = CopyDecoder(wires)
+    with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)) as copy:
+        for chunk in _chunks(copy):
+            decoder.feed(chunk)
+    rows, buffers = decoder.finish()
+    return pa.Table.from_arrays(
+        [core_array(_DECODED[wire], rows, validity, values) for wire, (validity, values) in zip(wires, buffers,
+                                                                                               strict=True)],
+        names=names)
+
+
+def _csv(cur: psycopg.Cursor, query: sql.Composable, schema: pa.Schema, types: list[str]) -> pa.Table:
+    # Postgres prints a timestamptz with its offset, a timestamp without: each is read as what it is.
+    read_types = {f.name: pa.timestamp(f.type.unit, "UTC" if kind == "timestamptz" else None)
+                  if pa.types.is_timestamp(f.type) else f.type for f, kind in zip(schema, types, strict=True)}
+    options = {
+        "read_options": pa_csv.ReadOptions(column_names=schema.names),
+        "parse_options": pa_csv.ParseOptions(newlines_in_values=True),
+        "convert_options": pa_csv.ConvertOptions(
+            column_types=read_types, null_values=[""], strings_can_be_null=True,
+            quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
+    }
+    with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query)) as copy:
+        parts = [pa_csv.read_csv(pa.py_buffer(chunk), **options) for chunk in _chunks(copy)]
+    return pa.concat_tables(parts) if parts else pa.schema(list(read_types.items())).empty_table()
 
 
 def copy_out(cur: psycopg.Cursor, query: sql.Composable | str, schema: pa.Schema) -> pa.Table:
     """The rows of ``query`` as an Arrow table of ``schema`` (its names and types, in its order).
 
-    A naive timestamp column of ``schema`` receives a ``timestamptz`` column as its UTC time, as
-    Feast's offline store returns it.
+    Postgres's binary form where the compiled decoder knows every column's type (numbers, booleans,
+    text, timestamps, dates), CSV otherwise. A naive timestamp column of ``schema`` receives a
+    ``timestamptz`` column as its UTC time, as Feast's offline store returns it.
     """
-    read_types = {f.name: pa.timestamp(f.type.unit, "UTC") if pa.types.is_timestamp(f.type) else f.type
-                  for f in schema}
-    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(
-        sql.SQL(query) if isinstance(query, str) else query)
-    with cur.copy(statement) as copy:
-        reader = pa_csv.open_csv(
-            io.BufferedReader(_CopyReader(iter(copy)), READ_BLOCK),
-            read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=READ_BLOCK),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=read_types, null_values=[""], strings_can_be_null=True,
-                quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
-        )
-        table = reader.read_all()
-    columns = [pc.cast(table.column(f.name), f.type) if table.schema.field(f.name).type != f.type
-               else table.column(f.name) for f in schema]
+    composed = sql.SQL(query) if isinstance(query, str) else query
+    types = _type_names(cur, composed)
+    wires = [_WIRES.get(kind) for kind in types]
+    table = (_binary(cur, composed, [w for w in wires if w], schema.names) if all(wires)
+             else _csv(cur, composed, schema, types))
+    columns = [pc.cast(table.column(i), f.type) if table.schema.field(i).type != f.type else table.column(i)
+               for i, f in enumerate(schema)]
     return pa.Table.from_arrays(columns, schema=schema)

@@ -27,11 +27,11 @@ pub struct Validity {
 }
 
 impl Validity {
-    fn with_capacity(rows: usize) -> Validity {
+    pub(crate) fn with_capacity(rows: usize) -> Validity {
         Validity { rows: Vec::with_capacity(rows) }
     }
 
-    fn push(&mut self, valid: bool) {
+    pub(crate) fn push(&mut self, valid: bool) {
         self.rows.push(u8::from(valid));
     }
 
@@ -82,11 +82,11 @@ impl Values {
         }
     }
 
-    fn bytes() -> Values {
+    pub(crate) fn bytes() -> Values {
         Values::Bytes { offsets: vec![0], data: Vec::new() }
     }
 
-    fn push_bytes(&mut self, token: &[u8]) {
+    pub(crate) fn push_bytes(&mut self, token: &[u8]) {
         if let Values::Bytes { offsets, data } = self {
             data.extend_from_slice(token);
             offsets.push(data.len() as i32);
@@ -100,7 +100,7 @@ pub struct Column {
 }
 
 impl Column {
-    fn new(values: Values) -> Column {
+    pub(crate) fn new(values: Values) -> Column {
         let rows = match &values {
             Values::Int64(v) => v.capacity(),
             Values::Int32(v) => v.capacity(),

@@ -3,12 +3,14 @@
 //! Python's `taobao_assets.source.parser` is the API; this module does the byte work behind it:
 //! [`Parser::parse_line`] gives one line's typed values (the Python side makes the record), and
 //! [`Parser::parse_batch`] parses many records at once into Arrow column buffers, with the GIL
-//! released, so that no per-record Python object is made.
+//! released, so that no per-record Python object is made. [`CopyDecoder`] does the same for
+//! Postgres's binary `COPY` output (the offline store's training sets).
 
 mod arrow;
 mod buffer;
 mod contract;
 mod line;
+mod pgcopy;
 mod text;
 
 use pyo3::buffer::PyBuffer;
@@ -23,6 +25,7 @@ use crate::buffer::{Buffer, Owned};
 type BatchColumn = (Option<Py<Buffer>>, Vec<Py<Buffer>>);
 use crate::contract::{byte_class, pack, Contract, Field, FieldTable, Kind};
 use crate::line::{Reason, Scanner, MAX_COLUMNS};
+use crate::pgcopy::{Decoder, Wire};
 
 /// The parser, made once per process from the format contract.
 #[pyclass(frozen, module = "taobao_parser_core")]
@@ -207,16 +210,7 @@ impl Parser {
         ends: Option<&[u8]>,
     ) -> PyResult<(usize, Vec<BatchColumn>)> {
         let kind = kind_of(kind)?;
-        if !data.is_c_contiguous() {
-            return Err(PyValueError::new_err("data must be a contiguous buffer of bytes"));
-        }
-        let data: &[u8] = if data.len_bytes() == 0 {
-            &[]
-        } else {
-            // SAFETY: a contiguous buffer of len_bytes bytes, kept alive by `data` until the end
-            // of this call (the caller must not resize it meanwhile: bytes and mmap cannot be).
-            unsafe { std::slice::from_raw_parts(data.buf_ptr() as *const u8, data.len_bytes()) }
-        };
+        let data = contiguous(&data)?;
         let sources = layout
             .iter()
             .map(|(what, field_id)| arrow::source(&self.contract, kind, what, field_id))
@@ -249,6 +243,56 @@ impl Parser {
     }
 }
 
+/// The bytes of a contiguous buffer, borrowed for as long as `buffer` lives.
+fn contiguous(buffer: &PyBuffer<u8>) -> PyResult<&[u8]> {
+    if !buffer.is_c_contiguous() {
+        return Err(PyValueError::new_err("data must be a contiguous buffer of bytes"));
+    }
+    Ok(if buffer.len_bytes() == 0 {
+        &[]
+    } else {
+        // SAFETY: a contiguous buffer of len_bytes bytes, kept alive by `buffer` (the caller must
+        // not resize it meanwhile: bytes and mmap cannot be).
+        unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) }
+    })
+}
+
+/// A Postgres binary `COPY` stream decoded into Arrow column buffers (see `pgcopy.rs`): made with
+/// each column's Postgres type name, fed the stream's bytes in any cuts, finished once.
+#[pyclass(module = "taobao_parser_core")]
+struct CopyDecoder {
+    decoder: Option<Decoder>,
+}
+
+#[pymethods]
+impl CopyDecoder {
+    #[new]
+    fn new(types: Vec<String>) -> PyResult<Self> {
+        let wires = types
+            .iter()
+            .map(|t| Wire::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PyValueError::new_err)?;
+        Ok(CopyDecoder { decoder: Some(Decoder::new(wires)) })
+    }
+
+    /// Decode the complete rows of what was fed so far and `data` (the GIL released).
+    fn feed(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<()> {
+        let decoder =
+            self.decoder.as_mut().ok_or_else(|| PyValueError::new_err("the decoder is finished"))?;
+        let bytes = contiguous(&data)?;
+        py.detach(|| decoder.feed(bytes)).map_err(PyValueError::new_err)
+    }
+
+    /// The row count and, per column, its validity bitmap (`None` when no row is null) and buffers.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<(usize, Vec<BatchColumn>)> {
+        let decoder = self.decoder.take().ok_or_else(|| PyValueError::new_err("the decoder is finished"))?;
+        let (rows, columns) = decoder.finish().map_err(PyValueError::new_err)?;
+        let columns = columns.into_iter().map(|column| column_buffers(py, column));
+        Ok((rows, columns.collect::<PyResult<_>>()?))
+    }
+}
+
 /// The end offset of each line of `data` (after its newline; the bytes after the last newline are
 /// a final line without one).
 fn line_ends(data: &[u8]) -> Vec<usize> {
@@ -262,5 +306,6 @@ fn line_ends(data: &[u8]) -> Vec<usize> {
 #[pymodule]
 fn taobao_parser_core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Parser>()?;
+    module.add_class::<CopyDecoder>()?;
     module.add_class::<Buffer>()
 }

@@ -209,11 +209,11 @@ def parse_batch(kind: FileKind, layout: Sequence[BatchColumn], data: Buffer, end
     cut = None if ends is None else np.ascontiguousarray(ends, dtype=np.int64).tobytes()
     rows, buffers = core().parse_batch(_KIND[kind], [(c.what, c.field_id) for c in layout], data, cut)
     schema = batch_schema(layout)
-    arrays = [_array(f.type, rows, validity, values) for f, (validity, values) in zip(schema, buffers, strict=True)]
+    arrays = [core_array(f.type, rows, validity, values) for f, (validity, values) in zip(schema, buffers, strict=True)]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _array(kind: pa.DataType, rows: int, validity: Buffer | None, values: Sequence[Buffer]) -> pa.Array:
+def core_array(kind: pa.DataType, rows: int, validity: Buffer | None, values: Sequence[Buffer]) -> pa.Array:
     """An Arrow array over the core's buffers, wrapped where they lie (no copy)."""
     mask = None if validity is None else pa.py_buffer(validity)
     if kind == HISTORY_TYPE:
