@@ -333,8 +333,8 @@ def markdown(result: dict[str, Any]) -> str:
                f"DISAGREE: same rows {agreement['same_rows']}, {agreement['cells_differing']} cells differ "
                f"({agreement['columns_differing']})")
     coverage = {k: v["found"] for k, v in agreement["rows_with_features"].items()}
-    stock = "; ".join(
-        f"on the {c['entity_rows']:,}-row sample ({c['planner']}) the stock store and the platform's "
+    stock = ". ".join(
+        f"On the {c['entity_rows']:,}-row sample ({c['planner']}) the stock store and the platform's "
         f"{'agree' if c['agreement']['agree'] else 'DISAGREE'}, stock / platform = "
         f"{c['stock']['seconds']['median'] / c['platform']['seconds']['median']:.1f}x"
         for c in result["stock_feast"])
