@@ -250,27 +250,44 @@ def stock_context(feast: FeastResource, platform: FeatureStore, service: Feature
             "agreement": compare(platform_result, stock_result, service)}
 
 
+@dataclass(frozen=True)
+class Setup:
+    """A benchmark's own database and Feast project with the gold of ``rows`` impressions, and the
+    entity rows of those impressions."""
+
+    feast: FeastResource
+    repo: FeastRepo
+    entities: pd.DataFrame
+    gold_rows: dict[str, int]
+    seconds: float
+
+    @classmethod
+    def make(cls, name: str, rows: int, days: int, seed: int) -> Setup:
+        settings = bench_settings(get_settings(), name)
+        create_database(settings)
+        feast = FeastResource.from_settings(settings)
+        set_planner(feast.postgres, fixed=False)
+        repo = generated_repo()
+        t0 = time.perf_counter()
+        drawn = impressions(rows, days, seed)
+        gold_rows = write_gold(feast.postgres, gold_keys(drawn, repo), np.random.default_rng(seed))
+        feast.apply(repo.contents())
+        keys = join_keys(repo, TRAINING_SERVICE)
+        entities = entity_frame(drawn[[ROW_ID, *keys, TIMESTAMP_FIELD, *LABELS]], keys)
+        return cls(feast, repo, entities, {k: v for k, v in gold_rows.items() if v}, time.perf_counter() - t0)
+
+
 def run(rows: int, days: int, seed: int, repeat: int, stock_rows: int, default_planner_rows: int) -> dict[str, Any]:
-    settings = bench_settings(get_settings(), "pit")
-    create_database(settings)
-    feast = FeastResource.from_settings(settings)
-    set_planner(feast.postgres, fixed=False)
-    repo = generated_repo()
-    t0 = time.perf_counter()
-    drawn = impressions(rows, days, seed)
-    gold_rows = write_gold(feast.postgres, gold_keys(drawn, repo), np.random.default_rng(seed))
-    feast.apply(repo.contents())
-    setup_s = time.perf_counter() - t0
+    setup = Setup.make("pit", rows, days, seed)
     setup_rss = round(peak_rss_mb(), 1)
+    feast, repo, entities = setup.feast, setup.repo, setup.entities
     keys = join_keys(repo, TRAINING_SERVICE)
-    entities = entity_frame(drawn[[ROW_ID, *keys, TIMESTAMP_FIELD, *LABELS]], keys)
-    del drawn
     store = feast.store()
     service = store.get_feature_service(TRAINING_SERVICE)
 
     runs: dict[str, list[Timed]] = {"platform": [], "duckdb": []}
     agreement: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(dir=settings.state_dir) as folder:
+    with tempfile.TemporaryDirectory(dir=get_settings().state_dir) as folder:
         sides: dict[str, Callable[[], pd.DataFrame]] = {
             "platform": lambda: feast_frame(store, service, entities),
             "duckdb": lambda: duckdb_frame(feast.postgres, service, entities, repo, Path(folder)),
@@ -297,8 +314,8 @@ def run(rows: int, days: int, seed: int, repeat: int, stock_rows: int, default_p
         "features": len(feature_names(service)),
         "views": len(service.feature_view_projections),
         "distinct_entities": {k: int(entities[k].nunique()) for k in keys},
-        "gold_rows": {name: count for name, count in gold_rows.items() if count},
-        "setup": {"seconds": round(setup_s, 1), "peak_rss_mb": setup_rss},
+        "gold_rows": setup.gold_rows,
+        "setup": {"seconds": round(setup.seconds, 1), "peak_rss_mb": setup_rss},
         **figures,
         "ratio_platform_vs_duckdb": ratio,
         "target_ratio": TARGET_RATIO,

@@ -12,36 +12,18 @@ has at 10 M. Results go to ``bench/results/pit_scale.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
-import numpy as np
-
 from bench import Spread, machine, markdown_table, write_results
-from bench.online_lookup import bench_settings, create_database, write_gold
-from bench.pit_retrieval import ROW_ID, feast_frame, gold_keys, impressions, summary, timed
-from taobao_assets.assets.serving import LABELS, TRAINING_SERVICE, entity_frame, join_keys
-from taobao_assets.feast_repo import generated_repo
-from taobao_assets.feature_tables import TIMESTAMP_FIELD
-from taobao_assets.resources.feast import FeastResource
-from taobao_assets.settings import get_settings
+from bench.pit_retrieval import Setup, feast_frame, summary, timed
+from taobao_assets.assets.serving import TRAINING_SERVICE
 
 
 def run(rows: int, days: int, seed: int, repeat: int) -> dict[str, Any]:
-    settings = bench_settings(get_settings(), "pit_scale")
-    create_database(settings)
-    feast = FeastResource.from_settings(settings)
-    repo = generated_repo()
-    t0 = time.perf_counter()
-    drawn = impressions(rows, days, seed)
-    gold_rows = write_gold(feast.postgres, gold_keys(drawn, repo), np.random.default_rng(seed))
-    feast.apply(repo.contents())
-    setup_s = time.perf_counter() - t0
-    keys = join_keys(repo, TRAINING_SERVICE)
-    entities = entity_frame(drawn[[ROW_ID, *keys, TIMESTAMP_FIELD, *LABELS]], keys)
-    del drawn
-    store = feast.store()
+    setup = Setup.make("pit_scale", rows, days, seed)
+    store = setup.feast.store()
     service = store.get_feature_service(TRAINING_SERVICE)
+    entities = setup.entities
     runs = []
     for _ in range(repeat):
         timing, frame = timed(lambda: feast_frame(store, service, entities))
@@ -50,8 +32,8 @@ def run(rows: int, days: int, seed: int, repeat: int) -> dict[str, Any]:
         del frame
         runs.append(timing)
     return {"benchmark": "pit_scale", "service": TRAINING_SERVICE, "entity_rows": rows, "days": days,
-            "repeat": repeat, "gold_rows": {k: v for k, v in gold_rows.items() if v},
-            "setup_s": round(setup_s, 1), "platform": summary(runs, rows), "machine": machine()}
+            "repeat": repeat, "gold_rows": setup.gold_rows, "setup_s": round(setup.seconds, 1),
+            "platform": summary(runs, rows), "machine": machine()}
 
 
 def markdown(result: dict[str, Any]) -> str:

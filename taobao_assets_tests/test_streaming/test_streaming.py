@@ -21,7 +21,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult, RunRequest, SensorR
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.features import smoothed_ctr
 from taobao_assets.jobs import streaming_job
-from taobao_assets.realtime_tables import REALTIME_TABLES
+from taobao_assets.realtime_tables import REALTIME_TABLES, RealtimeTable
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.sensors.streaming import streaming_sensor
@@ -127,18 +127,22 @@ def assert_state_expires(state: StreamState) -> None:
     assert not wrong, f"{len(wrong)} keys without a TTL within the declared one, e.g. {list(wrong.items())[:3]}"
 
 
+def sampled_entities(stream: StreamingResource, expected: Expected, table: RealtimeTable, per_view: int,
+                     rng: random.Random) -> tuple[list[str], list[dict[str, int]]]:
+    """Up to ``per_view`` of ``table``'s entities in the recomputation: state keys and entity rows."""
+    kind_prefix = f"{stream.state().entity_prefix}{KINDS[tuple(table.key_names)]}:"
+    keys = sorted(k for k in expected.counters if k.startswith(kind_prefix))
+    assert keys, f"no {table.name} entity in the events"
+    keys = rng.sample(keys, min(per_view, len(keys)))
+    return keys, [dict(zip(table.key_names, map(int, k[len(kind_prefix):].split(":")), strict=True)) for k in keys]
+
+
 def assert_online_matches(stream: StreamingResource, expected: Expected, per_view: int = 200) -> None:
     """A sample of each real-time view read back through Feast equals the recomputation."""
     store = stream.feast.store()
-    prefix = stream.state().entity_prefix
     rng = random.Random(1)
     for table in REALTIME_TABLES:
-        kind_prefix = f"{prefix}{KINDS[tuple(table.key_names)]}:"
-        keys = sorted(k for k in expected.counters if k.startswith(kind_prefix))
-        assert keys, f"no {table.name} entity in the events"
-        keys = rng.sample(keys, min(per_view, len(keys)))
-        rows = [dict(zip(table.key_names, map(int, k[len(kind_prefix):].split(":")), strict=True))
-                for k in keys]
+        keys, rows = sampled_entities(stream, expected, table, per_view, rng)
         online = store.get_online_features(features=[f"{table.name}:{c.name}" for c in table.features],
                                            entity_rows=rows).to_dict()
         for i, key in enumerate(keys):
@@ -154,14 +158,10 @@ def assert_offline_matches(stream: StreamingResource, expected: Expected, per_vi
     """A point-in-time retrieval at each sampled entity's latest event gets the recomputed counters:
     the streaming run's rows reached the offline store too."""
     store = stream.feast.store()
-    prefix = stream.state().entity_prefix
     rng = random.Random(2)
     for table in REALTIME_TABLES:
-        kind_prefix = f"{prefix}{KINDS[tuple(table.key_names)]}:"
-        keys = sorted(k for k in expected.counters if k.startswith(kind_prefix))
-        keys = rng.sample(keys, min(per_view, len(keys)))
-        rows = pd.DataFrame([dict(zip(table.key_names, map(int, k[len(kind_prefix):].split(":")), strict=True))
-                             for k in keys])
+        keys, entities = sampled_entities(stream, expected, table, per_view, rng)
+        rows = pd.DataFrame(entities)
         rows[TIMESTAMP_FIELD] = pd.to_datetime([expected.counters[k][0] for k in keys], unit="ms", utc=True)
         found = store.get_historical_features(
             entity_df=rows, features=[f"{table.name}:{c.name}" for c in table.features]).to_df()
