@@ -257,7 +257,7 @@ class Applier:
         parsed = parse_contexts(list(chain.from_iterable(records.values())))
         await (await send_dead_letters(self.producer, self.topics.dead_letter.name, parsed.dead_letters))
         moves = [OffsetMove(p, positions[p], messages[-1].offset + 1) for p, messages in records.items()]
-        commit = self.state.apply_contexts(moves, parsed.users, parsed.totals)
+        commit = self.state.apply_contexts(moves, parsed.users, parsed.totals, parsed.deleted)
         if not commit.applied:
             self._resume_from(self.contexts, self.topics.common_features.name, commit.stored, positions)
             return 0

@@ -1,7 +1,8 @@
 """The dead-letter topic: records the parser rejected, byte-exact, with why and where they came from.
 
-A dead letter's value is the original record value (the raw line, terminator included); its
-headers say the reason code (:class:`~taobao_assets.source.format.Reason`), the parser's message,
+A dead letter's value is the original record value (the raw line, terminator included; empty for a
+record without one); its headers say the reason code (the parser's
+:class:`~taobao_assets.source.format.Reason`, or a :class:`RecordFault` the parser never saw), the message,
 the file and line the replay recorded, and the topic, partition and offset it was read from.
 
 Its key is that origin (``<topic>/<partition>/<offset>``). A run that dies after sending a batch's
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
@@ -23,6 +25,16 @@ from taobao_assets.resources.kafka_client import TopicSpec
 from taobao_assets.source.format import Reason
 from taobao_assets.source.parser import QuarantineRecord
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
+
+
+class RecordFault(StrEnum):
+    """Why a record is dead-lettered before the parser sees it (the parser's reasons are ``Reason``)."""
+
+    #: A sample record without a value (a tombstone; on ``common_features`` one deletes a context).
+    NULL_VALUE = "null_value"
+    #: A ``source`` header that is not UTF-8, or a ``line`` or ``produced_at`` header that is not an integer.
+    BAD_HEADER = "bad_header"
+
 
 REASON_HEADER = "reason"
 MESSAGE_HEADER = "message"
@@ -42,13 +54,20 @@ class DeadLetter:
     raw: bytes
     source: str
     line: int
-    reason: Reason
+    reason: Reason | RecordFault
     message: str
 
     @classmethod
     def of(cls, record: ConsumerRecord, rejected: QuarantineRecord) -> DeadLetter:
         return cls(record.topic, record.partition, record.offset, rejected.raw, rejected.source,
                    rejected.line_number, rejected.reason, rejected.message)
+
+    @classmethod
+    def fault(cls, record: ConsumerRecord, reason: RecordFault, message: str, source: str = "", line: int = 0
+              ) -> DeadLetter:
+        """A record the parser never saw; its value is kept as it was (empty for a null one)."""
+        return cls(record.topic, record.partition, record.offset, record.value or b"", source, line, reason,
+                   message)
 
     @property
     def key(self) -> bytes:

@@ -26,7 +26,7 @@ from taobao_assets.source.format import FileKind, Reason
 from taobao_assets.source.parser import BatchColumn, QuarantineRecord, parse_batch, record_ends
 from taobao_assets.source.replay import PRODUCED_AT_HEADER
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
-from taobao_assets.streaming.dead_letter import DeadLetter
+from taobao_assets.streaming.dead_letter import DeadLetter, RecordFault
 from taobao_assets.streaming.state import EntityDelta
 
 USER_FIELD = "101"
@@ -37,21 +37,58 @@ KINDS = {("user_id",): "u", ("item_id",): "i", ("user_id", "category_id"): "uc"}
 MINUTE_MS = 60_000
 
 
+class BadHeader(ValueError):
+    """A header that is not what the replay writes (the message names it and its bytes)."""
+
+
 def _where(record: ConsumerRecord) -> tuple[str, int, int | None]:
     """File, line and produce time from the record headers (absent: empty file, line 0, no time).
 
     Freshness is measured on the records that carry a produce time: the replay sets it on every
-    record; another producer may leave it out.
+    record; another producer may leave it out. Raises :class:`BadHeader` for a ``source`` that is
+    not UTF-8 or a ``line`` or ``produced_at`` that is not an integer.
     """
     source, line, produced = "", 0, None
     for name, value in record.headers:
-        if name == SOURCE_HEADER:
-            source = value.decode()
-        elif name == LINE_HEADER:
-            line = int(value)
-        elif name == PRODUCED_AT_HEADER:
-            produced = int(value)
+        try:
+            if name == SOURCE_HEADER:
+                source = value.decode()
+            elif name == LINE_HEADER:
+                line = int(value)
+            elif name == PRODUCED_AT_HEADER:
+                produced = int(value)
+        except (AttributeError, TypeError, ValueError) as error:
+            wanted = "UTF-8 text" if name == SOURCE_HEADER else "an integer"
+            raise BadHeader(f"header {name} is {value!r}, not {wanted}") from error
     return source, line, produced
+
+
+@dataclass
+class _Screened:
+    """The records of a poll the parser can take (with their produce times), and the others' dead letters."""
+
+    usable: list[ConsumerRecord] = field(default_factory=list)
+    produced_at: list[int] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def _screen(records: Sequence[ConsumerRecord], kind: FileKind) -> _Screened:
+    """Split off the records that cannot be parsed: bad headers, or no value at all."""
+    screened = _Screened()
+    for record in records:
+        try:
+            source, line, produced = _where(record)
+        except BadHeader as error:
+            screened.dead_letters.append(DeadLetter.fault(record, RecordFault.BAD_HEADER, str(error)))
+            continue
+        if record.value is None:
+            screened.dead_letters.append(DeadLetter.fault(
+                record, RecordFault.NULL_VALUE, f"a {kind.value} record without a value", source, line))
+            continue
+        screened.usable.append(record)
+        if produced is not None:
+            screened.produced_at.append(produced)
+    return screened
 
 
 def dead_letter_total(kind: FileKind, letter: DeadLetter) -> str:
@@ -60,9 +97,11 @@ def dead_letter_total(kind: FileKind, letter: DeadLetter) -> str:
 
 @dataclass
 class ParsedContexts:
-    """Common-features records of a batch: the user of each context (last row wins) and the rejects."""
+    """Common-features records of a batch: the user of each context and the contexts deleted (by a
+    tombstone; the last record of an index wins), and the rejects."""
 
     users: dict[str, int | None] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
 
@@ -99,12 +138,34 @@ def _good(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch if reasons.null_count == len(reasons) else batch.filter(reasons.is_null())
 
 
+def _tombstone_index(record: ConsumerRecord) -> str | None:
+    """The context a tombstone deletes: the key of a record without a value (the compacted topic's
+    deletion), if it is text."""
+    if record.value is not None or record.key is None:
+        return None
+    try:
+        return str(record.key.decode())
+    except UnicodeDecodeError:
+        return None
+
+
 def parse_contexts(records: Sequence[ConsumerRecord]) -> ParsedContexts:
-    batch, letters = _parse(records, FileKind.COMMON_FEATURES, _CONTEXT_LAYOUT)
-    good = _good(batch)
-    parsed = ParsedContexts(dict(zip(good.column("common_feature_index").to_pylist(),
-                                     good.column("user_id").to_pylist(), strict=True)), letters)
-    for letter in letters:
+    deletions = {id(record): index for record in records if (index := _tombstone_index(record)) is not None}
+    screened = _screen([record for record in records if id(record) not in deletions], FileKind.COMMON_FEATURES)
+    batch, letters = _parse(screened.usable, FileKind.COMMON_FEATURES, _CONTEXT_LAYOUT)
+    reasons = batch.column("reason")
+    users = zip(batch.column("common_feature_index").to_pylist(), batch.column("user_id").to_pylist(), strict=True)
+    good = {id(record): user for record, user, reason in zip(screened.usable, users, reasons.is_null().to_pylist(),
+                                                             strict=True) if reason}
+    parsed = ParsedContexts(dead_letters=[*screened.dead_letters, *letters])
+    for record in records:  # in order: the last record of an index wins
+        if (index := deletions.get(id(record))) is not None:
+            parsed.users.pop(index, None)
+            parsed.deleted.add(index)
+        elif (row := good.get(id(record))) is not None:
+            parsed.users[row[0]] = row[1]
+            parsed.deleted.discard(row[0])
+    for letter in parsed.dead_letters:
         total = dead_letter_total(FileKind.COMMON_FEATURES, letter)
         parsed.totals[total] = parsed.totals.get(total, 0) + 1
     return parsed
@@ -130,16 +191,16 @@ class ParsedSamples:
 
 
 def parse_samples(records: Sequence[ConsumerRecord]) -> ParsedSamples:
-    batch, letters = _parse(records, FileKind.SAMPLE_SKELETON, _SAMPLE_LAYOUT)
-    event_ms = pa.array([record.timestamp for record in records], pa.int64())
+    screened = _screen(records, FileKind.SAMPLE_SKELETON)
+    batch, letters = _parse(screened.usable, FileKind.SAMPLE_SKELETON, _SAMPLE_LAYOUT)
+    event_ms = pa.array([record.timestamp for record in screened.usable], pa.int64())
     reasons = batch.column("reason")
     if reasons.null_count < len(reasons):
         event_ms = event_ms.filter(reasons.is_null())
     good = _good(batch)
-    produced_at = [int(value) for record in records for name, value in record.headers
-                   if name == PRODUCED_AT_HEADER]
     click, conversion, context, item, category = (good.column(c.name).to_pylist() for c in _SAMPLE_LAYOUT)
-    return ParsedSamples(event_ms.to_pylist(), click, conversion, context, item, category, letters, produced_at)
+    return ParsedSamples(event_ms.to_pylist(), click, conversion, context, item, category,
+                         [*screened.dead_letters, *letters], screened.produced_at)
 
 
 def aggregate(parsed: ParsedSamples, users: Mapping[str, int | None], entity_prefix: str

@@ -39,7 +39,8 @@ expire: they are the record of what was applied.
 
 The context map holds one key per ``common_feature_index`` (``ctx:<index>``: the user id, or
 empty when the row has none), which expires the longest entity ``ttl`` after the row was last
-applied. A context is needed only until the samples of its session are applied: the replay sends
+applied, or is deleted by a tombstone (a record of the index without a value, the compacted
+topic's deletion). A context is needed only until the samples of its session are applied: the replay sends
 it just before the first of them and an Ali-CCP session is one page view, so its samples follow
 within seconds, and an applier applies contexts just before the samples that need them. A sample
 whose context expired before it was applied (an applier more than a day behind on samples but not
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -91,15 +92,19 @@ local function add_totals(totals, a)
 end
 """
 
-#: KEYS: offsets, totals, then one key per context. ARGV: offset moves, totals, the contexts' TTL
-#: in ms, then the user of each context key ("" when the row has no user id).
+#: KEYS: offsets, totals, then one key per context set, then one per context deleted. ARGV: offset
+#: moves, totals, the contexts' TTL in ms, how many are set, then the user of each context set
+#: ("" when the row has no user id).
 _APPLY_CONTEXTS = _OFFSET_CHECK + """
 local conflict, stored, moves, a = check_offsets(KEYS[1], 1)
 if conflict then return {0, stored} end
 local b = add_totals(KEYS[2], a)
-local ttl = ARGV[b]
-for k = 3, #KEYS do
-  redis.call('SET', KEYS[k], ARGV[b + k - 2], 'PX', ttl)
+local ttl, sets = ARGV[b], tonumber(ARGV[b + 1])
+for k = 3, 2 + sets do
+  redis.call('SET', KEYS[k], ARGV[b + k - 1], 'PX', ttl)
+end
+for k = 3 + sets, #KEYS do
+  redis.call('DEL', KEYS[k])
 end
 advance_offsets(KEYS[1], 1, moves)
 return {1, stored}
@@ -313,13 +318,15 @@ class StreamState:
         return Commit(bool(reply[0]), {m.partition: int(o) for m, o in zip(moves, reply[1], strict=True)})
 
     def apply_contexts(self, moves: Sequence[OffsetMove], users: Mapping[str, int | None],
-                       totals: Mapping[str, int]) -> Commit:
-        """Record the user of each common_feature_index (``None``: the row has no user id) and advance."""
-        args = [*self._moves_args(moves), *self._totals_args(totals), self.context_ttl_ms]
+                       totals: Mapping[str, int], deleted: Iterable[str] = ()) -> Commit:
+        """Record the user of each common_feature_index (``None``: the row has no user id), forget the
+        ``deleted`` ones (tombstones), and advance."""
+        args = [*self._moves_args(moves), *self._totals_args(totals), self.context_ttl_ms, len(users)]
         keys = [self.context_offsets_key, self.totals_key]
         for index, user in users.items():
             keys.append(self.context_prefix + index)
             args.append("" if user is None else str(user))
+        keys += [self.context_prefix + index for index in deleted]
         reply = self._apply_contexts(keys=keys, args=args)
         return self._commit(reply, moves)
 

@@ -120,3 +120,12 @@ def test_state_refuses_a_ttl_shorter_than_the_today_span(settings: Settings, red
     client = RedisResource.from_settings(settings).client()
     with pytest.raises(ValueError, match="at least 86400 s"):
         StreamState(client, "test.state.short", {**STATE_TTL_SECONDS, "i": 3_600})
+
+
+def test_a_tombstone_deletes_a_context_in_the_same_commit(state: StreamState) -> None:
+    assert state.apply_contexts([OffsetMove(0, 0, 2)], {"a": 3, "b": None}, {}).applied
+    assert state.apply_contexts([OffsetMove(0, 2, 4)], {"c": 5}, {}, deleted={"a", "never-set"}).applied
+    assert state.users_of(["a", "b", "c", "never-set"]) == {"b": None, "c": 5}
+    # A replay of the batch changes nothing, the deletion included.
+    assert not state.apply_contexts([OffsetMove(0, 2, 4)], {"c": 5}, {}, deleted={"a"}).applied
+    assert state.users_of(["a", "b", "c"]) == {"b": None, "c": 5}

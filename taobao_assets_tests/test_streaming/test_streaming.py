@@ -26,9 +26,10 @@ from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.sensors.streaming import streaming_sensor
 from taobao_assets.settings import Settings
-from taobao_assets.source.replay import ReplayRecord
+from taobao_assets.source.replay import PRODUCED_AT_HEADER, ReplayRecord
+from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
 from taobao_assets.streaming.applier import FAILPOINT_ENV, Applier
-from taobao_assets.streaming.dead_letter import MESSAGE_HEADER, REASON_HEADER
+from taobao_assets.streaming.dead_letter import MESSAGE_HEADER, REASON_HEADER, RecordFault
 from taobao_assets.streaming.join import KINDS
 from taobao_assets.streaming.online import drop_project
 from taobao_assets.streaming.resource import StreamingResource
@@ -92,9 +93,10 @@ def dirty_entities(stream: StreamingResource) -> int:
     return sum(len(chunk) for chunk in stream.state().dirty_chunks())
 
 
-def assert_state_matches(stream: StreamingResource, expected: Expected) -> None:
+def assert_state_matches(stream: StreamingResource, expected: Expected, poison: int = 0) -> None:
     """Every entity's committed counters equal the recomputation, and no other entity exists; every
-    entity and context key expires within its declared TTL."""
+    entity and context key expires within its declared TTL; the dead letters are the rejected lines
+    and ``poison`` records more."""
     state = stream.state()
     keys = {k.decode() for k in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000)
             if not k.endswith(b":m")}
@@ -106,7 +108,7 @@ def assert_state_matches(stream: StreamingResource, expected: Expected) -> None:
     totals = state.totals()
     assert (totals["impressions"], totals.get("clicks", 0), totals.get("conversions", 0)) == (
         expected.impressions, expected.clicks, expected.conversions)
-    assert sum(v for k, v in totals.items() if k.startswith("dead_letter.")) == len(expected.rejected)
+    assert sum(v for k, v in totals.items() if k.startswith("dead_letter.")) == len(expected.rejected) + poison
     assert dirty_entities(stream) == 0, "every committed entity should have been written online"
 
 
@@ -231,6 +233,50 @@ def test_sensor_runs_apply_every_event_once_and_match_a_recomputation(
     assert {s.key: s for s in stream.state().read_states(sorted(expected.counters))} == before
 
 
+def send_poison(stream: StreamingResource, sample: ReplayRecord) -> dict[tuple[str, int, int], str]:
+    """Records no replay writes, after the stream's own: (topic, partition, offset) -> the reason
+    each must be dead-lettered with. A tombstone of an unknown context deletes nothing and is no
+    dead letter."""
+    samples, contexts = stream.topics.samples.name, stream.topics.common_features.name
+    good = dict(sample.headers())
+    poison = [
+        (samples, b"poison", None, good, RecordFault.NULL_VALUE),
+        (samples, b"poison", sample.value, {**good, SOURCE_HEADER: b"\xff\xfe"}, RecordFault.BAD_HEADER),
+        (samples, b"poison", sample.value, {**good, LINE_HEADER: b"three"}, RecordFault.BAD_HEADER),
+        (samples, b"poison", sample.value, {**good, PRODUCED_AT_HEADER: b"soon"}, RecordFault.BAD_HEADER),
+        # The topic is compacted, so every record has a key; one that names no context is a dead letter.
+        (contexts, b"\xff\xfe", None, good, RecordFault.NULL_VALUE),
+        (contexts, b"poison-context", None, good, None),
+    ]
+
+    async def send() -> dict[tuple[str, int, int], str]:
+        sent = {}
+        async with stream.kafka.producer() as producer:
+            for i, (topic, key, value, headers, reason) in enumerate(poison):
+                meta = await (await producer.send(topic, value, key=key, headers=list(headers.items()),
+                                                  timestamp_ms=sample.timestamp_ms + i))
+                if reason is not None:
+                    sent[(topic, meta.partition, meta.offset)] = reason.value
+        return sent
+
+    return asyncio.run(send())
+
+
+def test_poison_records_are_dead_lettered_and_the_stream_goes_on(
+        stream: StreamingResource, events: list[ReplayRecord]) -> None:
+    produce(stream, events)
+    poison = send_poison(stream, next(r for r in events if r.topic == TOPICS.samples.name))
+    instance = DagsterInstance.ephemeral()
+    _, cursor = catch_up(stream, instance, None)
+    again = tick(stream, instance, cursor)
+    assert not again.run_requests, "every range is applied once: nothing is requested again"
+    assert_state_matches(stream, recompute(events, stream.state().entity_prefix), poison=len(poison))
+    assert stream.state().users_of(["poison-context"]) == {}
+    found = {(h["topic"].decode(), int(h["partition"]), int(h["offset"])): h[REASON_HEADER].decode()
+             for h in (dict(m.headers) for m in dead_letters(stream))}
+    assert {origin: found.get(origin) for origin in poison} == poison
+
+
 def test_runs_over_what_the_replay_wrote_report_the_freshness_of_every_record(
         replayed_stream: StreamingResource, events: list[ReplayRecord], dataset: Path) -> None:
     instance = DagsterInstance.ephemeral()
@@ -334,6 +380,15 @@ def test_two_appliers_at_once_after_a_lost_lease_never_double_count(
     stalled = stream.model_copy(update={"lease_seconds": 600.0, "run_flush_seconds": 600.0,
                                         "batch_records": 50})
     first = Applier(stalled, "first", flush_seconds=stalled.run_flush_seconds, ctr_prior=PRIOR)
+    # Each of its commits takes 20 ms more, so that it is still committing (300 batches: 6 s) when
+    # the second has connected and taken the lease over, however fast the machine.
+    commit = first.state.apply_samples
+
+    def slow_commit(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.02)
+        return commit(*args, **kwargs)
+
+    first.state.apply_samples = slow_commit  # type: ignore[method-assign]
     everything = [OffsetRange(p, 0, end) for p, end in ends.items()]
     outcomes: dict[str, BaseException | RangeRun | None] = {}
 
