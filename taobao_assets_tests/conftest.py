@@ -60,6 +60,8 @@ SERVICE_FIXTURES = {"postgres_service", "redis_service", "kafka_service", "minio
 
 #: The tests' days and topics, as the definitions built from their settings have them.
 DAILY = daily_partitions(get_settings())
+#: Small files in the raw Ali-CCP format (see the folder's README).
+EXAMPLES = Path(__file__).resolve().parent / "data" / "aliccp"
 TOPICS = RawTopics.of(get_settings().topic_prefix)
 
 REPO = Path(__file__).resolve().parent.parent

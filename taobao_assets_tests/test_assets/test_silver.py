@@ -47,9 +47,8 @@ from taobao_assets.silver_tables import (
 from taobao_assets.source.event_time import Timeline
 from taobao_assets.source.format import COLUMNS, FIELDS, FileKind
 from taobao_assets.source.generate import MALFORMED_FILE
-from taobao_assets_tests.conftest import DAILY, TOPICS, materialize_silver, silver_resources
+from taobao_assets_tests.conftest import DAILY, EXAMPLES, TOPICS, materialize_silver, silver_resources
 
-EXAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "aliccp"
 Key = tuple[str, int]
 
 
@@ -237,12 +236,10 @@ def _upload_as_bronze_part(s3: S3Resource, prefix: str, path: Path, day: date) -
 
 
 @pytest.mark.parametrize("kind", list(FileKind))
-def test_spark_parse_agrees_with_the_python_parser_on_the_shared_examples(
+def test_spark_parse_agrees_with_the_python_parser_on_the_format_examples(
     kind: FileKind, spark: SparkResource, settings: Settings, minio_service: Any,
 ) -> None:
     path = EXAMPLES / f"{kind.value}_example.csv"
-    if not path.exists():
-        pytest.skip(f"the shared Ali-CCP format examples are not at {EXAMPLES.resolve()}")
     s3 = S3Resource.from_settings(settings)
     day = DAILY.get_partition_keys()[0]
     prefix = f"tests/examples/{kind.value}/"

@@ -7,15 +7,11 @@ from pathlib import Path
 import pytest
 
 from taobao_assets.source.generate import GeneratedDataset, GeneratorConfig, generate
-
-#: The format examples shared with the project (``../shared/aliccp`` beside the checkout).
-EXAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "aliccp"
+from taobao_assets_tests.conftest import EXAMPLES
 
 
 @pytest.fixture(scope="session")
 def examples() -> Path:
-    if not (EXAMPLES / "sample_skeleton_example.csv").exists():
-        pytest.skip(f"the shared Ali-CCP format examples are not at {EXAMPLES.resolve()}")
     return EXAMPLES
 
 

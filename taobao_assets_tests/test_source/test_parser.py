@@ -20,7 +20,7 @@ COMMON = b"abc123,4,101\x025\x031.0\x01121\x026\x031.0\x01109_14\x027\x032.0\x01
 
 
 @pytest.mark.parametrize("name", ["sample_skeleton_example.csv", "common_features_example.csv"])
-def test_shared_examples_parse_and_reencode_byte_for_byte(examples: Path, name: str):
+def test_format_examples_parse_and_reencode_byte_for_byte(examples: Path, name: str):
     raw_lines = (examples / name).read_bytes().splitlines(keepends=True)
     records = list(parse_file(examples / name))
     assert len(records) == len(raw_lines) > 0
