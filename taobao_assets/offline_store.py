@@ -157,7 +157,8 @@ class IndexedRetrievalJob(PostgreSQLRetrievalJob):
     """A training set read in parts: each part's entity rows copied in, the LATERAL query copied out.
 
     The parts run at once on their own connections (``readers`` of the store's settings): the
-    probes, Postgres's formatting of the result and Arrow's parsing of it each use a core.
+    probes and Postgres's output of the result on one side, the decoding on the other, each part
+    keeps a core busy.
     Only the row numbers and features come back; the entity columns are the caller's own, typed
     as the stock store types them after their trip through Postgres.
     """
