@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import io
 import os
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +39,7 @@ import numpy as np
 from feast import FeatureStore
 from feast.infra.common.materialization_job import MaterializationTask
 
-from bench import machine, markdown_table, peak_rss_mb, write_results
+from bench import Spread, machine, markdown_table, peak_rss_mb, write_results
 from bench.online_lookup import bench_settings, create_database, write_gold
 from bench.pit_retrieval import gold_keys, impressions
 from taobao_assets.assets.serving import TRAINING_SERVICE
@@ -111,9 +110,9 @@ def timed(action: Callable[[], Any]) -> float:
 
 
 def summary(seconds: list[float], rows: int) -> dict[str, Any]:
-    rates = sorted(rows / s for s in seconds)
-    return {"seconds": [round(s, 3) for s in seconds], "rows_per_s_median": round(statistics.median(rates)),
-            "rows_per_s_min": round(rates[0]), "rows_per_s_max": round(rates[-1])}
+    rates = Spread.of([rows / s for s in seconds])
+    return {"seconds": [round(s, 3) for s in seconds], "rows_per_s_median": round(rates.median),
+            "rows_per_s_min": round(rates.min), "rows_per_s_max": round(rates.max)}
 
 
 def run(rows: int, days: int, runs: int, seed: int) -> dict[str, Any]:
