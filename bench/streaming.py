@@ -75,6 +75,8 @@ from dagster._core.scheduler.instigation import InstigatorType
 
 from bench import machine, markdown_table, peak_rss_mb, write_results
 from deploy.service import stop_process_group
+from taobao_assets.assets.serving import create_push_tables
+from taobao_assets.feast_repo import generated_repo
 from taobao_assets.instance import prepare_home
 from taobao_assets.jobs import OBSERVED_AT_TAG, streaming_job
 from taobao_assets.partitions import event_time_config
@@ -120,6 +122,14 @@ def _stream(settings: Settings, feast: FeastResource, **pacing: Any) -> Streamin
     topics = streaming.topics
     asyncio.run(streaming.kafka.create_topics([topics.samples, topics.common_features]))
     return streaming
+
+
+def _register(feast: FeastResource) -> None:
+    """The project's views in the bench's Feast project, with the tables the streaming run writes
+    its rows to offline (what the ``feast_registry`` asset does)."""
+    repo = generated_repo()
+    create_push_tables(feast.postgres, repo)
+    feast.apply(repo.contents())
 
 
 def _drop(streaming: StreamingResource) -> None:
@@ -428,11 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     folder, records = _dataset(args.rows, settings)
-    from taobao_assets.feast_repo import generated_repo
-
     feast = FeastResource(postgres=PostgresResource.from_settings(settings),
                           redis=RedisResource.from_settings(settings), project=FEAST_PROJECT)
-    feast.apply(generated_repo().contents())
+    _register(feast)
     try:
         load_before = machine()["load_average"]
         speed = throughput(settings, feast, records, args.repeats, args.profile)

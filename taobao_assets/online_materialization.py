@@ -9,7 +9,8 @@ records the interval in the registry) and replaces the per-view work:
 - read: Postgres ``COPY`` into Arrow (:mod:`taobao_assets.postgres_arrow`) of each entity's latest
   row in ``[start, end]``, the rows Feast's filter and dedup nodes keep: ``DISTINCT ON`` the join
   keys, newest event time first, then newest created time (nulls last, where pandas puts them);
-- encode: every key, value and command a column at a time (:mod:`taobao_assets.online_encoding`);
+- encode: every key, value and command a column at a time (:mod:`taobao_assets.online_encoding`,
+  :mod:`taobao_assets.online_writes`);
 - write: batches of pipelined ``HSET`` commands on one connection, one batch in flight while the
   next is encoded, keeping Feast's rule that a row is written only if its event time is newer
   than the view's ``_ts`` mark stored for the entity (read by a pipelined ``HGET`` per key), unless
@@ -33,17 +34,12 @@ Enabled by ``batch_engine: {"type": ENGINE_TYPE}`` in the repository config, whi
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import hiredis
 import numpy as np
 import pyarrow as pa
-import redis
 from feast import FeatureView
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from feast.infra.compute_engines.local.compute import LocalComputeEngine
@@ -59,17 +55,9 @@ from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg import sql
 
-from taobao_assets.online_encoding import (
-    FEATURE_TYPES,
-    KEY_TYPES,
-    Cells,
-    Part,
-    command,
-    entity_keys,
-    proto_values,
-    wire,
-)
-from taobao_assets.online_layout import feature_field, timestamp_field
+from taobao_assets.online_encoding import FEATURE_TYPES, KEY_TYPES, Cells, command, entity_keys, wire
+from taobao_assets.online_layout import timestamp_field
+from taobao_assets.online_writes import hset_commands, raw_pipeline
 from taobao_assets.postgres_arrow import copy_out, exact_session
 
 ENGINE_TYPE = "taobao_assets.online_materialization.PostgresRedisEngine"
@@ -82,8 +70,6 @@ logger = logging.getLogger(__name__)
 _ARROW_TYPES = {ValueType.INT64: pa.int64(), ValueType.INT32: pa.int32(), ValueType.DOUBLE: pa.float64(),
                 ValueType.FLOAT: pa.float64(), ValueType.STRING: pa.string(), ValueType.BOOL: pa.bool_()}
 _TIMESTAMP = pa.timestamp("us", "UTC")
-#: Bytes read from Redis' socket at a time.
-_RECEIVE = 1 << 20
 
 
 class PostgresRedisEngineConfig(FeastConfigBaseModel):
@@ -180,62 +166,6 @@ class _ViewPlan:
             order=sql.SQL(", ").join(order))
 
 
-class _Pipeline:
-    """One connection of the client's pool used as a raw pipeline: batches of packed commands are
-    sent as soon as they are ready and their replies read later, so Redis executes a batch while
-    the next one is encoded. Replies are parsed by hiredis straight from the connection's socket:
-    redis-py's per-reply Python (about a microsecond each) would cost as much as Redis itself."""
-
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-        self.reader = hiredis.Reader()
-        self.unread: deque[tuple[int, int]] = deque()
-        self.sent = 0
-
-    def send(self, payload: bytes, replies: int) -> int:
-        """Send a batch of ``replies`` commands; returns its number, for :meth:`receive`."""
-        self.connection.send_packed_command([payload], check_health=False)
-        self.sent += 1
-        self.unread.append((self.sent, replies))
-        return self.sent
-
-    def receive(self, batch: int | None = None) -> list[Any]:
-        """Read the replies of the batches sent up to ``batch`` (every one by default); returns those
-        of ``batch``. An error reply raises."""
-        replies: list[Any] = []
-        while self.unread and (batch is None or self.unread[0][0] <= batch):
-            _, count = self.unread.popleft()
-            replies = [self._reply() for _ in range(count)]
-        return replies
-
-    def _reply(self) -> Any:
-        reply = self.reader.gets()
-        while reply is False:
-            data = self.connection._sock.recv(_RECEIVE)
-            if not data:
-                raise redis.ConnectionError("Redis closed the connection during materialization")
-            self.reader.feed(data)
-            reply = self.reader.gets()
-        if isinstance(reply, hiredis.ReplyError):
-            raise redis.ResponseError(str(reply))
-        return reply
-
-
-@contextmanager
-def _pipeline(client: Any) -> Iterator[_Pipeline]:
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    pipeline = _Pipeline(connection)
-    try:
-        yield pipeline
-        pipeline.receive()
-    except BaseException:
-        connection.disconnect()  # replies may be pending: the connection must not be reused
-        raise
-    finally:
-        pool.release(connection)
-
-
 def _nanos(stored: list[bytes | None]) -> np.ndarray:
     """The event times (ns) of stored ``_ts`` marks; 0 for none, as Feast reads a missing mark."""
     parsed: dict[bytes | None, int] = {None: 0, b"": 0}
@@ -281,7 +211,7 @@ class PostgresRedisEngine(LocalComputeEngine):
         stamps = [Timestamp(seconds=int(us // 1_000_000), nanos=int(us % 1_000_000) * 1000).SerializeToString()
                   for us in distinct.tolist()]
         nanos = (distinct * 1000)[which]
-        with _pipeline(self.online_store._get_client(store)) as pipeline:
+        with raw_pipeline(self.online_store._get_client(store)) as pipeline:
             # The marks of batch k+1 are asked for before batch k is written, so Redis answers them
             # while batch k is encoded. Each entity has one row (DISTINCT ON), so no batch reads a
             # key another batch writes, and the order changes nothing.
@@ -313,13 +243,5 @@ class PostgresRedisEngine(LocalComputeEngine):
     def _writes(self, plan: _ViewPlan, rows: pa.Table, keys: Cells, stamps: Cells) -> tuple[bytes, int]:
         """The commands writing ``rows`` (of Redis ``keys``, event times ``stamps``), and their replies."""
         store: RedisOnlineStoreConfig = self.repo_config.online_store
-        count = rows.num_rows
-        values: list[Part] = []
-        for column in plan.features:
-            values += [feature_field(plan.view, column.name),
-                       proto_values(rows.column(column.source).combine_chunks(), column.value_type)]
-        parts = command(count, b"HSET", keys, timestamp_field(plan.view), stamps, *values)
-        if not store.key_ttl_seconds:
-            return wire(parts, count), count
-        parts += command(count, b"EXPIRE", keys, str(store.key_ttl_seconds).encode())
-        return wire(parts, count), 2 * count
+        features = [(c.name, rows.column(c.source).combine_chunks(), c.value_type) for c in plan.features]
+        return hset_commands(plan.view, keys, stamps, features, store.key_ttl_seconds)

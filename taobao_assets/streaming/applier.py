@@ -45,7 +45,7 @@ from taobao_assets.streaming.dead_letter import send_dead_letters
 from taobao_assets.streaming.join import aggregate, parse_contexts, parse_samples
 from taobao_assets.streaming.online import CtrPrior, OnlineWriter, Prior, streaming_store
 from taobao_assets.streaming.resource import StreamingResource
-from taobao_assets.streaming.state import Commit, EntityDelta, OffsetMove, StreamState
+from taobao_assets.streaming.state import Commit, Deltas, OffsetMove, StreamState
 
 FAILPOINT_ENV = "TFP_STREAMING_FAILPOINT"
 #: A bounded read that gets nothing for this long means the broker lost the records or is down.
@@ -75,7 +75,7 @@ def _failpoint_from_env() -> tuple[FailPoint, int] | None:
 
 @dataclass(frozen=True)
 class _Prepared:
-    deltas: dict[str, EntityDelta]
+    deltas: Deltas
     totals: dict[str, int]
     produced_at: list[int]
     #: Completes once the broker has the batch's dead letters: the batch is committed only then.

@@ -7,9 +7,10 @@ The join is by ``common_feature_index`` against the context map of the state sto
 context is unknown (or has no user id) still counts for its item, and is counted as such, as
 gold's left join does.
 
-A batch becomes one :class:`~taobao_assets.streaming.state.EntityDelta` per entity it touches:
-the user, the item (field 205) and the user x item category (field 206), each with the batch's
-impressions, clicks and conversions per minute of event time (the Kafka record timestamp).
+A batch becomes :class:`~taobao_assets.streaming.state.Deltas`: for every entity it touches (the
+user, the item (field 205) and the user x item category (field 206)) the batch's impressions,
+clicks and conversions per minute of event time (the Kafka record timestamp), grouped by numpy
+over the whole batch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from taobao_assets.source.parser import BatchColumn, QuarantineRecord, parse_bat
 from taobao_assets.source.replay import PRODUCED_AT_HEADER
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
 from taobao_assets.streaming.dead_letter import DeadLetter, RecordFault
-from taobao_assets.streaming.state import EntityDelta
+from taobao_assets.streaming.state import Deltas
 
 USER_FIELD = "101"
 ITEM_FIELD = "205"
@@ -35,6 +36,8 @@ CATEGORY_FIELD = "206"
 #: Entity kinds of the state store, by the key columns of the real-time table they feed.
 KINDS = {("user_id",): "u", ("item_id",): "i", ("user_id", "category_id"): "uc"}
 MINUTE_MS = 60_000
+#: What the context map says of a context it does not know (a user may be ``None``: the row has none).
+_UNKNOWN = object()
 
 
 class BadHeader(ValueError):
@@ -173,15 +176,17 @@ def parse_contexts(records: Sequence[ConsumerRecord]) -> ParsedContexts:
 
 @dataclass
 class ParsedSamples:
-    """A batch's good sample records as columns (event ms, labels, context, item and category ids),
-    the rejects, and the produce times."""
+    """A batch's good sample records as columns (event ms, labels, context, item and category ids
+    with their validity), the rejects, and the produce times."""
 
-    event_ms: list[int] = field(default_factory=list)
-    click: list[int] = field(default_factory=list)
-    conversion: list[int] = field(default_factory=list)
-    context: list[str] = field(default_factory=list)
-    item: list[int | None] = field(default_factory=list)
-    category: list[int | None] = field(default_factory=list)
+    event_ms: np.ndarray
+    click: np.ndarray
+    conversion: np.ndarray
+    context: list[str]
+    item: np.ndarray
+    has_item: np.ndarray
+    category: np.ndarray
+    has_category: np.ndarray
     dead_letters: list[DeadLetter] = field(default_factory=list)
     produced_at: list[int] = field(default_factory=list)
 
@@ -190,61 +195,71 @@ class ParsedSamples:
         return list(set(self.context))
 
 
+def _numbers(column: pa.Array) -> np.ndarray:
+    """An integer column as int64 (0 where null)."""
+    return np.asarray(pc.fill_null(column, 0).to_numpy(zero_copy_only=False), np.int64)
+
+
+def _valid(column: pa.Array) -> np.ndarray:
+    return np.asarray(column.is_valid().to_numpy(zero_copy_only=False), bool)
+
+
 def parse_samples(records: Sequence[ConsumerRecord]) -> ParsedSamples:
     screened = _screen(records, FileKind.SAMPLE_SKELETON)
     batch, letters = _parse(screened.usable, FileKind.SAMPLE_SKELETON, _SAMPLE_LAYOUT)
-    event_ms = pa.array([record.timestamp for record in screened.usable], pa.int64())
+    event_ms = np.fromiter((record.timestamp for record in screened.usable), np.int64, len(screened.usable))
     reasons = batch.column("reason")
     if reasons.null_count < len(reasons):
-        event_ms = event_ms.filter(reasons.is_null())
+        event_ms = event_ms[~_valid(reasons)]
     good = _good(batch)
-    click, conversion, context, item, category = (good.column(c.name).to_pylist() for c in _SAMPLE_LAYOUT)
-    return ParsedSamples(event_ms.to_pylist(), click, conversion, context, item, category,
-                         [*screened.dead_letters, *letters], screened.produced_at)
+    item, category = good.column("item_id"), good.column("category_id")
+    return ParsedSamples(event_ms, _numbers(good.column("click")), _numbers(good.column("conversion")),
+                         good.column("common_feature_index").to_pylist(), _numbers(item), _valid(item),
+                         _numbers(category), _valid(category), [*screened.dead_letters, *letters],
+                         screened.produced_at)
+
+
+def _deltas(prefix: str, ids: Sequence[np.ndarray], event_ms: np.ndarray, click: np.ndarray,
+            conversion: np.ndarray) -> Deltas:
+    """The increments of one entity kind (keyed by ``ids``, one column per key), per minute."""
+    minute = event_ms // MINUTE_MS
+    order = np.lexsort((minute, *reversed(ids)))  # by the ids, then the minute
+    ids = [column[order] for column in ids]
+    minute, event_ms, click, conversion = minute[order], event_ms[order], click[order], conversion[order]
+    rows = len(order)
+    if not rows:
+        return Deltas([], np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 4), np.int64))
+    new_entity = np.ones(rows, bool)
+    new_entity[1:] = np.any([column[1:] != column[:-1] for column in ids], axis=0)
+    new_group = new_entity.copy()
+    new_group[1:] |= minute[1:] != minute[:-1]
+    entity_starts, group_starts = np.flatnonzero(new_entity), np.flatnonzero(new_group)
+    groups = np.stack([minute[group_starts], np.diff(np.append(group_starts, rows)),
+                       np.add.reduceat(click, group_starts), np.add.reduceat(conversion, group_starts)], axis=1)
+    counts = np.diff(np.append(np.searchsorted(group_starts, entity_starts), len(group_starts)))
+    key_ids = zip(*(column[entity_starts].tolist() for column in ids), strict=True)
+    return Deltas([prefix + ":".join(map(str, key)) for key in key_ids],
+                  np.maximum.reduceat(event_ms, entity_starts), counts, groups)
 
 
 def aggregate(parsed: ParsedSamples, users: Mapping[str, int | None], entity_prefix: str
-              ) -> tuple[dict[str, EntityDelta], dict[str, int]]:
+              ) -> tuple[Deltas, dict[str, int]]:
     """Per entity key, the batch's counts per minute; and the stream totals the batch adds."""
-    deltas: dict[str, EntityDelta] = {}
-
-    def count(key: str, event_ms: int, minute: int, click: int, conversion: int) -> None:
-        delta = deltas.get(key)
-        if delta is None:
-            deltas[key] = EntityDelta(event_ms, {minute: [1, click, conversion]})
-            return
-        if event_ms > delta.latest_ms:
-            delta.latest_ms = event_ms
-        counts = delta.minutes.get(minute)
-        if counts is None:
-            delta.minutes[minute] = [1, click, conversion]
-        else:
-            counts[0] += 1
-            counts[1] += click
-            counts[2] += conversion
-
+    found = [users.get(context, _UNKNOWN) for context in parsed.context]
+    rows = len(found)
+    resolved = np.fromiter((user is not _UNKNOWN for user in found), bool, rows)
+    has_user = np.fromiter((type(user) is int for user in found), bool, rows)
+    user = np.fromiter((user if type(user) is int else 0 for user in found), np.int64, rows)
     user_prefix, item_prefix, pair_prefix = (f"{entity_prefix}{kind}:" for kind in KINDS.values())
-    clicks = conversions = unresolved = without_user = 0
-    for event_ms, click, conversion, context, item, category in zip(
-            parsed.event_ms, parsed.click, parsed.conversion, parsed.context, parsed.item, parsed.category,
-            strict=True):
-        minute = event_ms // MINUTE_MS
-        clicks += click
-        conversions += conversion
-        if item is not None:
-            count(f"{item_prefix}{item}", event_ms, minute, click, conversion)
-        user = users.get(context, -1)
-        if user == -1:
-            unresolved += 1
-        elif user is None:
-            without_user += 1
-        else:
-            count(f"{user_prefix}{user}", event_ms, minute, click, conversion)
-            if category is not None:
-                count(f"{pair_prefix}{user}:{category}", event_ms, minute, click, conversion)
-    totals = {"impressions": len(parsed.event_ms), "clicks": clicks, "conversions": conversions,
-              "unresolved_context": unresolved, "context_without_user": without_user}
+    columns = parsed.event_ms, parsed.click, parsed.conversion
+    parts = []
+    for prefix, ids, rows_of in ((item_prefix, [parsed.item], parsed.has_item),
+                                 (user_prefix, [user], has_user),
+                                 (pair_prefix, [user, parsed.category], has_user & parsed.has_category)):
+        parts.append(_deltas(prefix, [column[rows_of] for column in ids], *(c[rows_of] for c in columns)))
+    totals = {"impressions": rows, "clicks": int(parsed.click.sum()), "conversions": int(parsed.conversion.sum()),
+              "unresolved_context": int((~resolved).sum()), "context_without_user": int((resolved & ~has_user).sum())}
     for letter in parsed.dead_letters:
         total = dead_letter_total(FileKind.SAMPLE_SKELETON, letter)
         totals[total] = totals.get(total, 0) + 1
-    return deltas, {name: n for name, n in totals.items() if n}
+    return Deltas.concat(parts), {name: n for name, n in totals.items() if n}

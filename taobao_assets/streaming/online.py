@@ -11,54 +11,53 @@ The prior of the smoothing is one global CTR, chosen in this order: a value pinn
 makes a real-time CTR comparable with gold's); else, before any gold day exists, the stream's own
 running CTR over everything applied so far. The source is reported with every run.
 
-Writes go through Feast's online store interface (``OnlineStore.online_write_batch`` of the
-project's configured store, where a push to the view's push source ends up), given rows already
-built as Feast protos: the generic DataFrame -> Arrow -> proto conversion of a push was half the
-write time. The same rows also go to the view's Postgres table (``write_to_offline_store``, an
-upsert in the platform's offline store), so point-in-time training sets can use them.
+Rows are written as Feast's Redis store writes a push to the view's push source
+(``online_write_batch`` with its timestamp check off), but built a column at a time by
+:mod:`taobao_assets.online_writes`: Feast's per-row protobuf objects, murmur hashes and redis-py
+commands were most of a streaming run's time. The same rows also go to the view's Postgres table
+(the provider's ``ingest_df_to_offline_store``: the offline store's upsert), so point-in-time
+training sets can use them.
 
-The Redis store's timestamp check is off (``skip_dedup``): it skips a row whose
-``event_timestamp`` is not newer than the stored one, and a real-time row can change without its
-timestamp moving (late events of a slower partition add to the counters of an entity whose
-latest event is already counted), so the check would silently keep stale counters. Rows are
-written in commit order by the one applier holding the lease, which keeps the latest state last.
+The timestamp check is off (``skip_dedup``): it skips a row whose ``event_timestamp`` is not
+newer than the stored one, and a real-time row can change without its timestamp moving (late
+events of a slower partition add to the counters of an entity whose latest event is already
+counted), so the check would silently keep stale counters. Rows are written in commit order by
+the one applier holding the lease, which keeps the latest state last.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pandas as pd
+import numpy as np
 import psycopg2
-from feast import FeatureStore
+import pyarrow as pa
+from feast import FeatureStore, FeatureView
 from feast.errors import ProjectNotFoundException, ProjectObjectNotFoundException
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import _mmh3, get_online_store_from_config
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType, _versioned_fv_name
+from feast.value_type import ValueType
 
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.features import global_rate, smoothed_ctr
 from taobao_assets.gold_tables import GOLD_TABLES
+from taobao_assets.online_encoding import entity_keys
+from taobao_assets.online_layout import feature_field, redis_key, timestamp_field
+from taobao_assets.online_writes import hset_commands, raw_pipeline, timestamp_protos
 from taobao_assets.realtime_tables import REALTIME_TABLES, RealtimeTable
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.streaming.join import KINDS
 from taobao_assets.streaming.state import EntityState, StreamState
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: A row as Feast's online stores take it: entity key, feature values, event time, creation time.
-OnlineRow = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 #: The gold table whose latest day gives the CTR prior: every impression with an item is in it.
 PRIOR_TABLE = next(t for t in GOLD_TABLES if t.key_names == ["item_id"])
-#: The spans of the contract, in the order :func:`row` reads them: ``EntityState.today``, ``.hour``.
+#: The spans of the contract, in the order of ``EntityState.today`` and ``.hour``.
 SPANS = ("today", "1h")
-#: Feature names in the order :func:`row` fills them: per span, the three counters and the CTR.
+#: Feature names, the offline tables' order: per span, the three counters and the CTR.
 FEATURES = tuple(f"{what}_{span}" for span in SPANS
                  for what in ("impressions", "clicks", "conversions", "ctr"))
 #: How long a resolved prior is used before the latest gold day is asked again.
@@ -129,7 +128,12 @@ def _check_features(table: RealtimeTable) -> None:
 
 
 class OnlineWriter:
-    """Writes the committed state of entities to the real-time feature views."""
+    """Writes the committed state of entities to the real-time feature views, a column at a time.
+
+    The rows go to Redis as Feast's ``online_write_batch`` writes them (the commands of
+    :mod:`taobao_assets.online_writes`; a test compares the bytes with Feast's own write), and to
+    the views' Postgres tables through the project's offline store, as an Arrow table.
+    """
 
     def __init__(self, store: FeatureStore, state: StreamState,
                  tables: Sequence[RealtimeTable] = REALTIME_TABLES) -> None:
@@ -138,15 +142,20 @@ class OnlineWriter:
             raise LookupError(f"Feast project {store.project!r} has no feature view {missing}: materialize "
                               f"the feast_registry asset first (it registers the real-time views)")
         self.store = store
-        self.online_store = get_online_store_from_config(store.config.online_store)
-        self.tables: dict[str, RealtimeTable] = {}
+        online = store.config.online_store
+        if not isinstance(online, RedisOnlineStoreConfig) or online.redis_type != RedisType.redis:
+            raise ValueError(f"the streaming run writes to a single Redis server; the Feast project "
+                             f"{store.project!r} has online store {online}")
+        self.client = RedisOnlineStore()._get_client(online)
+        self.provider = store._get_provider()
+        self.tables: dict[str, _View] = {}
         for table in tables:
             kind = KINDS.get(tuple(table.key_names))
             if kind is None:
                 raise ValueError(f"real-time table {table.name} has keys {table.key_names}; the streaming "
                                  f"run counts entities keyed by {sorted(KINDS)}")
             _check_features(table)
-            self.tables[f"{state.entity_prefix}{kind}:"] = table
+            self.tables[f"{state.entity_prefix}{kind}:"] = _View.of(store, table)
 
     def write(self, states: Sequence[EntityState], prior: float) -> dict[str, int]:
         """Write ``states`` with CTRs smoothed towards ``prior``; returns the rows written per table."""
@@ -154,52 +163,65 @@ class OnlineWriter:
         for state in states:
             by_table.setdefault(_kind_prefix(state.key, self.tables), []).append(state)
         written = {}
-        for prefix, table_states in by_table.items():
-            table = self.tables[prefix]
-            view = self.store.get_feature_view(table.name)
-            key_names = table.key_names
-            rows = [row(key_names, state.key[len(prefix):], state, prior) for state in table_states]
-            self.online_store.online_write_batch(self.store.config, view, rows, None)
-            # The same rows to the view's Postgres table, so that training sets see the real-time
-            # values as of each impression. An upsert: a rewrite after a crash changes nothing.
-            self.store.write_to_offline_store(table.name, offline_frame(key_names, rows))
-            written[table.name] = len(rows)
+        config = self.store.config
+        with raw_pipeline(self.client) as pipeline:
+            for prefix, table_states in by_table.items():
+                view = self.tables[prefix]
+                rows = view.rows(prefix, table_states, prior)
+                keys = entity_keys(config.project, {n: rows.column(n).combine_chunks() for n in view.key_types},
+                                   view.key_types)
+                stamps = timestamp_protos(rows.column(TIMESTAMP_FIELD).cast(pa.timestamp("ns", "UTC")).cast(pa.int64())
+                                          .to_numpy())
+                features = [(name, rows.column(name).combine_chunks(), value_type)
+                            for name, value_type in view.feature_types.items()]
+                pipeline.send(*hset_commands(view.online_name, keys, stamps, features,
+                                             config.online_store.key_ttl_seconds))
+                # The same rows to the view's Postgres table, so that training sets see the real-time
+                # values as of each impression. An upsert: a rewrite after a crash changes nothing.
+                self.provider.ingest_df_to_offline_store(view.view, rows)
+                written[view.table.name] = rows.num_rows
         return written
 
 
-def offline_frame(key_names: list[str], rows: Sequence[OnlineRow]) -> pd.DataFrame:
-    """``rows`` as the view's table holds them: keys, ``event_timestamp``, then the features."""
-    frame: dict[str, list[Any]] = {
-        name: [entity_key.entity_values[i].int64_val for entity_key, _, _, _ in rows]
-        for i, name in enumerate(key_names)}
-    frame[TIMESTAMP_FIELD] = [stamp for _, _, stamp, _ in rows]
-    for name in FEATURES:
-        frame[name] = [_number(values[name]) for _, values, _, _ in rows]
-    return pd.DataFrame(frame)
+@dataclass(frozen=True)
+class _View:
+    """A real-time table's registered view: its name in Redis and the Feast types of its columns."""
+
+    table: RealtimeTable
+    view: FeatureView
+    online_name: str
+    key_types: dict[str, ValueType]
+    feature_types: dict[str, ValueType]
+
+    @classmethod
+    def of(cls, store: FeatureStore, table: RealtimeTable) -> _View:
+        view = store.get_feature_view(table.name)
+        key_types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
+        if set(key_types.values()) != {ValueType.INT64}:
+            raise ValueError(f"feature view {view.name}: entity keys {key_types}; the streaming run's ids "
+                             f"are INT64")
+        feature_types = {f.name: f.dtype.to_value_type() for f in view.features}
+        return cls(table, view, _versioned_fv_name(view, store.config), key_types,
+                   {name: feature_types[name] for name in FEATURES})
+
+    def rows(self, prefix: str, states: Sequence[EntityState], prior: float) -> pa.Table:
+        """The rows of ``states`` as the view's table holds them: keys, ``event_timestamp``, then the
+        features (the contract's order, :data:`FEATURES`)."""
+        ids = np.array([state.key[len(prefix):].split(":") for state in states], np.int64).reshape(
+            len(states), len(self.key_types))
+        counts = np.array([(*state.today, *state.hour) for state in states], np.int64).reshape(len(states), 6)
+        columns: dict[str, Any] = {name: ids[:, i] for i, name in enumerate(self.table.key_names)}
+        columns[TIMESTAMP_FIELD] = pa.array(np.array([s.latest_ms for s in states], np.int64),
+                                            pa.timestamp("ms", "UTC"))
+        for span, (impressions, clicks, conversions) in zip(SPANS, ((0, 1, 2), (3, 4, 5)), strict=True):
+            columns[f"impressions_{span}"] = counts[:, impressions]
+            columns[f"clicks_{span}"] = counts[:, clicks]
+            columns[f"conversions_{span}"] = counts[:, conversions]
+            columns[f"ctr_{span}"] = smoothed_ctr(counts[:, clicks], counts[:, impressions], prior)
+        return pa.table({name: columns[name] for name in (*self.table.key_names, TIMESTAMP_FIELD, *FEATURES)})
 
 
-def _number(value: ValueProto) -> int | float:
-    """A value of :func:`row` (every feature is an int64 count or a double rate) as Python's."""
-    return value.int64_val if value.HasField("int64_val") else value.double_val
-
-
-def row(key_names: list[str], ids: str, state: EntityState, prior: float) -> OnlineRow:
-    """One online row as Feast writes it: entity key, feature values, event timestamp."""
-    entity_key = EntityKeyProto(join_keys=key_names,
-                                entity_values=[ValueProto(int64_val=int(i)) for i in ids.split(":")])
-    (di, dc, dv), (hi, hc, hv) = state.today, state.hour
-    values = (ValueProto(int64_val=di), ValueProto(int64_val=dc), ValueProto(int64_val=dv),
-              ValueProto(double_val=smoothed_ctr(dc, di, prior)),
-              ValueProto(int64_val=hi), ValueProto(int64_val=hc), ValueProto(int64_val=hv),
-              ValueProto(double_val=smoothed_ctr(hc, hi, prior)))
-    return entity_key, dict(zip(FEATURES, values, strict=True)), _timestamp(state.latest_ms), None
-
-
-def _timestamp(epoch_ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=epoch_ms)
-
-
-def _kind_prefix(key: str, prefixes: dict[str, RealtimeTable]) -> str:
+def _kind_prefix(key: str, prefixes: Mapping[str, Any]) -> str:
     for prefix in prefixes:
         if key.startswith(prefix):
             return prefix
@@ -209,15 +231,13 @@ def _kind_prefix(key: str, prefixes: dict[str, RealtimeTable]) -> str:
 def drop_online_rows(state: StreamState, feast: FeastResource) -> int:
     """Delete the real-time rows of every entity in ``state`` from ``feast``'s project; returns rows deleted.
 
-    Feast's Redis store keeps one hash per entity key and project (the serialized entity key
-    followed by the project name) holding the rows of every view of that entity, each feature a
-    field named by the murmur3 hash of ``<view>:<feature>`` plus a ``_ts:<view>`` timestamp. Only
-    the real-time views' fields are deleted: the gold views' rows of the same entity stay.
+    Feast's Redis store keeps one hash per entity key and project holding the rows of every view
+    of that entity (:mod:`taobao_assets.online_layout`). Only the real-time views' fields are
+    deleted: the gold views' rows of the same entity stay.
     """
     tables = {f"{state.entity_prefix}{KINDS[tuple(t.key_names)]}:": t for t in REALTIME_TABLES}
-    fields = {prefix: [f"_ts:{t.name}".encode(), *(_mmh3(f"{t.name}:{c.name}") for c in t.features)]
+    fields = {prefix: [timestamp_field(t.name), *(feature_field(t.name, c.name) for c in t.features)]
               for prefix, t in tables.items()}
-    project = feast.project.encode()
     deleted = 0
     with state.client.pipeline(transaction=False) as pipe:
         for raw in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000):
@@ -225,9 +245,8 @@ def drop_online_rows(state: StreamState, feast: FeastResource) -> int:
             prefix = next((p for p in tables if key.startswith(p)), None)
             if prefix is None or key.endswith(":m"):
                 continue
-            ids = [ValueProto(int64_val=int(i)) for i in key[len(prefix):].split(":")]
-            entity = EntityKeyProto(join_keys=tables[prefix].key_names, entity_values=ids)
-            online_key = serialize_entity_key(entity, entity_key_serialization_version=3) + project
+            online_key = redis_key(feast.project, tables[prefix].key_names,
+                                   [int(i) for i in key[len(prefix):].split(":")])
             pipe.hdel(online_key, *fields[prefix])  # type: ignore[arg-type]  # redis-py takes bytes keys
             deleted += 1
             if len(pipe) >= 10_000:

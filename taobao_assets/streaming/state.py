@@ -58,6 +58,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import redis
 
 #: The shortest TTL of entity state: the ``today`` span (see the module docstring).
@@ -141,13 +142,17 @@ for k = 4, #KEYS do
         redis.call('DEL', buckets)
         hi, hc, hv = 0, 0, 0
       else
-        for m = old_minute - HOUR + 1, minute - HOUR do
-          local b = redis.call('HMGET', buckets, m .. 'i', m .. 'c', m .. 'v')
-          if b[1] then
-            hi, hc, hv = hi - tonumber(b[1]), hc - (tonumber(b[2]) or 0), hv - (tonumber(b[3]) or 0)
-            redis.call('HDEL', buckets, m .. 'i', m .. 'c', m .. 'v')
+        -- The few buckets there are, rather than every minute that left the hour.
+        local fields, gone = redis.call('HGETALL', buckets), {}
+        for f = 1, #fields, 2 do
+          local name = fields[f]
+          if tonumber(string.sub(name, 1, -2)) <= minute - HOUR then
+            local n, which = tonumber(fields[f + 1]), string.sub(name, -1)
+            if which == 'i' then hi = hi - n elseif which == 'c' then hc = hc - n else hv = hv - n end
+            gone[#gone + 1] = name
           end
         end
+        if #gone > 0 then redis.call('HDEL', buckets, unpack(gone)) end
       end
     end
   end
@@ -330,20 +335,27 @@ class StreamState:
         reply = self._apply_contexts(keys=keys, args=args)
         return self._commit(reply, moves)
 
-    def apply_samples(self, moves: Sequence[OffsetMove], deltas: Mapping[str, EntityDelta],
-                      totals: Mapping[str, int]) -> Commit:
+    def apply_samples(self, moves: Sequence[OffsetMove], deltas: Deltas, totals: Mapping[str, int]) -> Commit:
         """Apply counter increments per entity and advance the sample offsets, all or nothing."""
-        args = self._moves_args(moves) + self._totals_args(totals)
         start = len(self.entity_prefix)
-        for key, delta in deltas.items():
-            kind = key[start:key.find(":", start)]
-            ttl_ms = self.entity_ttl_ms.get(kind)
-            if ttl_ms is None:
+        ttl_ms = np.empty(len(deltas.keys), np.int64)
+        for e, key in enumerate(deltas.keys):
+            ttl = self.entity_ttl_ms.get(key[start:key.find(":", start)])
+            if ttl is None:
                 raise ValueError(f"state key {key!r} is of no entity kind with a TTL ({sorted(self.entity_ttl_ms)})")
-            args += [delta.latest_ms, ttl_ms, len(delta.minutes)]
-            for minute, (i, c, v) in delta.minutes.items():
-                args += [minute, i, c, v]
-        keys = [self.sample_offsets_key, self.totals_key, self.dirty_key, *deltas]
+            ttl_ms[e] = ttl
+        # Per entity: latest, TTL, number of groups, then (minute, i, c, v) per group; laid out by numpy.
+        counts = deltas.group_counts
+        sizes = 3 + 4 * counts
+        firsts = np.cumsum(sizes) - sizes
+        flat = np.empty(int(sizes.sum()), np.int64)
+        flat[firsts], flat[firsts + 1], flat[firsts + 2] = deltas.latest_ms, ttl_ms, counts
+        group_firsts = np.cumsum(counts) - counts
+        within = np.arange(len(deltas.groups)) - np.repeat(group_firsts, counts)
+        at = np.repeat(firsts + 3, counts) + 4 * within
+        flat[at[:, None] + np.arange(4)] = deltas.groups
+        args = [*self._moves_args(moves), *self._totals_args(totals), *flat.tolist()]
+        keys = [self.sample_offsets_key, self.totals_key, self.dirty_key, *deltas.keys]
         return self._commit(self._apply_samples(keys=keys, args=args), moves)
 
     def users_of(self, indexes: Sequence[str]) -> dict[str, int | None]:
@@ -429,6 +441,35 @@ class EntityDelta:
 
     latest_ms: int
     minutes: dict[int, list[int]]
+
+
+@dataclass(frozen=True)
+class Deltas:
+    """A batch's increments, a column per field: entity ``e`` (``keys[e]``) has ``group_counts[e]``
+    consecutive rows of ``groups`` (epoch minute, impressions, clicks, conversions), and its latest
+    event time in the batch is ``latest_ms[e]``."""
+
+    keys: list[str]
+    latest_ms: np.ndarray
+    group_counts: np.ndarray
+    groups: np.ndarray
+
+    @classmethod
+    def of(cls, deltas: Mapping[str, EntityDelta]) -> Deltas:
+        """From one :class:`EntityDelta` per entity key (a few entities: the state tests)."""
+        rows = [[minute, *counts] for delta in deltas.values() for minute, counts in delta.minutes.items()]
+        return cls(list(deltas), np.array([d.latest_ms for d in deltas.values()], np.int64),
+                   np.array([len(d.minutes) for d in deltas.values()], np.int64),
+                   np.array(rows, np.int64).reshape(len(rows), 4))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Deltas]) -> Deltas:
+        return cls([key for part in parts for key in part.keys],
+                   np.concatenate([p.latest_ms for p in parts]), np.concatenate([p.group_counts for p in parts]),
+                   np.concatenate([p.groups for p in parts]).reshape(-1, 4))
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

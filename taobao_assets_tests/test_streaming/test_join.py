@@ -33,7 +33,8 @@ def test_null_values_and_bad_headers_are_dead_lettered_and_the_rest_is_parsed() 
         record(6, SAMPLE),
     ]
     parsed = parse_samples(records)
-    assert parsed.event_ms == [1_000, 1_006] and parsed.item == [11, 11] and parsed.category == [22, 22]
+    assert parsed.event_ms.tolist() == [1_000, 1_006] and parsed.item.tolist() == [11, 11]
+    assert parsed.category.tolist() == [22, 22] and parsed.has_item.all() and parsed.has_category.all()
     assert parsed.produced_at == [1700, 1700]
     letters = {letter.offset: letter for letter in parsed.dead_letters}
     assert sorted(letters) == [1, 2, 3, 4, 5]

@@ -15,7 +15,7 @@ from deploy.service import Service
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import Settings
 from taobao_assets.streaming.resource import STATE_TTL_SECONDS
-from taobao_assets.streaming.state import EntityDelta, OffsetMove, StreamState
+from taobao_assets.streaming.state import Deltas, EntityDelta, OffsetMove, StreamState
 
 DAY_MS, MINUTE_MS = 86_400_000, 60_000
 #: 23:10 UTC: the events below cross midnight, and the hour window crosses the day.
@@ -33,7 +33,7 @@ def state(settings: Settings, redis_service: Service) -> Iterator[StreamState]:
 def apply_one_by_one(state: StreamState, key: str, events: list[tuple[int, int, int]]) -> None:
     for i, (ms, click, conversion) in enumerate(events):
         delta = EntityDelta(ms, {ms // MINUTE_MS: [1, click, conversion]})
-        commit = state.apply_samples([OffsetMove(0, i, i + 1)], {key: delta}, {"impressions": 1})
+        commit = state.apply_samples([OffsetMove(0, i, i + 1)], Deltas.of({key: delta}), {"impressions": 1})
         assert commit.applied
 
 
@@ -65,7 +65,7 @@ def test_counters_depend_on_the_events_not_on_their_order(state: StreamState) ->
 
 def test_a_batch_whose_start_offset_is_not_the_stored_one_changes_nothing(state: StreamState) -> None:
     key = state.entity_prefix + "u:7"
-    delta = {key: EntityDelta(START, {START // MINUTE_MS: [2, 1, 0]})}
+    delta = Deltas.of({key: EntityDelta(START, {START // MINUTE_MS: [2, 1, 0]})})
     assert state.apply_samples([OffsetMove(0, 0, 10), OffsetMove(1, 0, 5)], delta, {"impressions": 2}).applied
     before = state.read_states([key]), state.totals(), state.sample_offsets()
     replayed = state.apply_samples([OffsetMove(0, 0, 10)], delta, {"impressions": 2})
@@ -77,9 +77,10 @@ def test_a_batch_whose_start_offset_is_not_the_stored_one_changes_nothing(state:
 
 def test_an_entity_is_unmarked_only_if_no_commit_touched_it_since_it_was_read(state: StreamState) -> None:
     key = state.entity_prefix + "i:9"
-    state.apply_samples([OffsetMove(0, 0, 1)], {key: EntityDelta(START, {START // MINUTE_MS: [1, 0, 0]})}, {})
+    one = Deltas.of({key: EntityDelta(START, {START // MINUTE_MS: [1, 0, 0]})})
+    state.apply_samples([OffsetMove(0, 0, 1)], one, {})
     (read,) = state.read_states([key])
-    state.apply_samples([OffsetMove(0, 1, 2)], {key: EntityDelta(START, {START // MINUTE_MS: [1, 0, 0]})}, {})
+    state.apply_samples([OffsetMove(0, 1, 2)], one, {})
     assert state.clear_dirty([read]) == 0
     assert list(state.dirty_chunks()) == [[key]]
     (fresh,) = state.read_states([key])
@@ -89,7 +90,7 @@ def test_an_entity_is_unmarked_only_if_no_commit_touched_it_since_it_was_read(st
 
 def test_state_expires_its_ttl_after_the_last_batch_and_restarts_from_nothing(state: StreamState) -> None:
     key = state.entity_prefix + "uc:3:4"
-    one = {key: EntityDelta(START, {START // MINUTE_MS: [1, 1, 0]})}
+    one = Deltas.of({key: EntityDelta(START, {START // MINUTE_MS: [1, 1, 0]})})
     assert state.apply_contexts([OffsetMove(0, 0, 2)], {"a": 3, "b": None}, {}).applied
     assert state.apply_samples([OffsetMove(0, 0, 1)], one, {"impressions": 1}).applied
     client, day_ms = state.client, STATE_TTL_SECONDS["uc"] * 1000
