@@ -17,10 +17,12 @@ An :class:`Applier` holds the stream's lease (one applier at a time; a run waits
 An applier never skips: a run asked for ``[start, end)`` starts from the stored offset when that
 is behind ``start`` (an earlier run failed) and skips what is already applied when it is ahead.
 
-Fault injection. ``TFP_STREAMING_FAILPOINT=<point>:<n>`` makes the n-th pass through
-``before_commit`` (dead letters sent, nothing committed) or ``after_commit`` (committed, not yet
-written online) raise :class:`InjectedFailure`; the tests use it to prove a replay after a crash
-at either point neither double counts nor skips.
+Fault injection. ``TFP_STREAMING_FAILPOINT=<point>:<n>[:kill]`` makes the n-th pass through
+``before_commit`` (dead letters sent, nothing committed), ``after_commit`` (committed, not yet
+written online) or ``after_write`` (written online, the entities not yet unmarked) raise
+:class:`InjectedFailure`, or with ``kill`` end the process with SIGKILL there (no ``finally``
+runs, no lease is released, as when the machine pulls the plug); the tests use it to prove that
+what comes after a crash at any of these points neither double counts nor skips.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import asyncio
 import enum
 import gc
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -56,21 +59,32 @@ CONTEXT_BATCH_RECORDS = 500
 class FailPoint(enum.StrEnum):
     BEFORE_COMMIT = "before_commit"
     AFTER_COMMIT = "after_commit"
+    AFTER_WRITE = "after_write"
+
+
+@dataclass(frozen=True)
+class _FailAt:
+    point: FailPoint
+    nth: int
+    kill: bool
 
 
 class InjectedFailure(RuntimeError):
     """Raised at a fail point named by ``TFP_STREAMING_FAILPOINT`` (tests only)."""
 
 
-def _failpoint_from_env() -> tuple[FailPoint, int] | None:
+def _failpoint_from_env() -> _FailAt | None:
     raw = os.environ.get(FAILPOINT_ENV, "")
     if not raw:
         return None
-    point, _, nth = raw.partition(":")
+    point, _, rest = raw.partition(":")
+    nth, _, action = rest.partition(":")
     try:
-        return FailPoint(point), int(nth or 1)
+        if action not in ("", "kill"):
+            raise ValueError(action)
+        return _FailAt(FailPoint(point), int(nth or 1), action == "kill")
     except ValueError:
-        raise ValueError(f"{FAILPOINT_ENV}={raw!r}: expected <{'|'.join(FailPoint)}>[:<n>]") from None
+        raise ValueError(f"{FAILPOINT_ENV}={raw!r}: expected <{'|'.join(FailPoint)}>[:<n>[:kill]]") from None
 
 
 @dataclass(frozen=True)
@@ -212,11 +226,13 @@ class Applier:
             self._renewed = time.monotonic()
 
     def _pass(self, point: FailPoint) -> None:
-        if self._failpoint is None or self._failpoint[0] is not point:
+        if self._failpoint is None or self._failpoint.point is not point:
             return
         self._failpoint_passes[point] += 1
-        if self._failpoint_passes[point] == self._failpoint[1]:
-            raise InjectedFailure(f"{FAILPOINT_ENV}: failing at pass {self._failpoint[1]} of {point}")
+        if self._failpoint_passes[point] == self._failpoint.nth:
+            if self._failpoint.kill:
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise InjectedFailure(f"{FAILPOINT_ENV}: failing at pass {self._failpoint.nth} of {point}")
 
     @staticmethod
     def _tp(topic: str, partition: int) -> TopicPartition:
@@ -397,6 +413,7 @@ class Applier:
             self._renewed = time.monotonic()
             states = self.state.read_states(keys)
             self.report.rows_written.update(self.writer.write(states, prior.ctr))
+            self._pass(FailPoint.AFTER_WRITE)
             found = {state.key for state in states}
             self.state.clear_dirty(states, expired=[key for key in keys if key not in found])
         now_ms = time.time() * 1000

@@ -321,20 +321,36 @@ def test_a_run_that_crashes_at_either_side_of_a_commit_is_replayed_without_doubl
     assert_online_matches(stream, expected)
 
 
-def test_a_killed_continuous_consumer_is_observed_then_caught_up_by_the_sensor(
-        stream: StreamingResource, events: list[ReplayRecord], settings: Settings) -> None:
-    env = dict(os.environ, TFP_TOPIC_PREFIX=stream.topic_prefix, TFP_FEAST_PROJECT=stream.feast.project)
+def start_follower(stream: StreamingResource, until_leased: bool = True, **env: str) -> subprocess.Popen[bytes]:
+    """``python -m taobao_assets.streaming follow`` on ``stream`` (a 5 s lease), returned once it holds
+    the lease (or at once)."""
+    env = dict(os.environ, TFP_TOPIC_PREFIX=stream.topic_prefix, TFP_FEAST_PROJECT=stream.feast.project, **env)
     follower = subprocess.Popen(
         [sys.executable, "-m", "taobao_assets.streaming", "follow", "--lease-seconds", "5",
          "--ctr-prior", str(PRIOR)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = stream.state()
+    deadline = time.monotonic() + 90
+    while until_leased and not (state.lease_holder() or "").startswith("follow:"):
+        if follower.poll() is not None:
+            raise AssertionError(follower.stderr.read().decode() if follower.stderr else "the follower exited")
+        assert time.monotonic() < deadline, "the follower did not start"
+        time.sleep(0.2)
+    return follower
+
+
+def wait_for_lease_expiry(state: StreamState, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while state.lease_holder() is not None:
+        assert time.monotonic() < deadline, f"the lease of {state.lease_holder()!r} did not expire"
+        time.sleep(0.2)
+
+
+def test_a_killed_continuous_consumer_is_observed_then_caught_up_by_the_sensor(
+        stream: StreamingResource, events: list[ReplayRecord], settings: Settings) -> None:
+    follower = start_follower(stream)
+    state = stream.state()
     try:
-        deadline = time.monotonic() + 90
-        while not (state.lease_holder() or "").startswith("follow:"):
-            assert follower.poll() is None, follower.stderr.read().decode() if follower.stderr else ""
-            assert time.monotonic() < deadline, "the follower did not start"
-            time.sleep(0.2)
         half = len(events) // 2
         producer = threading.Thread(target=produce, args=(stream, events[:half]), kwargs={"rate": 3_000})
         producer.start()
@@ -356,10 +372,7 @@ def test_a_killed_continuous_consumer_is_observed_then_caught_up_by_the_sensor(
     observed = tick(stream, instance, None)
     assert not observed.run_requests
     assert {e.asset_key.path[-1] for e in observed.asset_events} == {t.name for t in REALTIME_TABLES}
-    deadline = time.monotonic() + 15
-    while state.lease_holder() is not None:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for_lease_expiry(state)
     produce(stream, events[half:])
     executed, _ = catch_up(stream, instance, observed.cursor)
     assert executed >= 1
