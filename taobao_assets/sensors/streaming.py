@@ -44,6 +44,7 @@ from taobao_assets.streaming.follow import FOLLOW_OWNER_PREFIX
 from taobao_assets.streaming.online import missing_views
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets.streaming.run import OffsetRange, run_key
+from taobao_assets.streaming.state import refuse_offsets_beyond
 
 #: Run requests per tick at most; a larger backlog continues on the next tick.
 MAX_RUNS_PER_TICK = 10
@@ -122,11 +123,7 @@ def streaming_sensor(context: SensorEvaluationContext, streaming: StreamingResou
                                         f"{unregistered} yet: materialize the feast_registry asset")
     state = streaming.state()
     applied = state.sample_offsets()
-    ahead = {p: o for p, o in applied.items() if o > ends.get(p, 0)}
-    if ahead:
-        raise RuntimeError(
-            f"the streaming state of {topic} has applied offsets {ahead} beyond the topic's end {ends}: the "
-            f"topic was re-created. Reset the state with `python -m taobao_assets.streaming reset --yes`")
+    refuse_offsets_beyond(topic, applied, ends)
     lag = sum(end - applied.get(p, 0) for p, end in ends.items())
     cursor = SensorCursor.parse(context.cursor)
     holder = state.lease_holder()

@@ -48,7 +48,7 @@ from taobao_assets.streaming.dead_letter import send_dead_letters
 from taobao_assets.streaming.join import aggregate, parse_contexts, parse_samples
 from taobao_assets.streaming.online import CtrPrior, OnlineWriter, Prior, streaming_store
 from taobao_assets.streaming.resource import StreamingResource
-from taobao_assets.streaming.state import Commit, Deltas, OffsetMove, StreamState
+from taobao_assets.streaming.state import Commit, Deltas, OffsetMove, StreamState, refuse_offsets_beyond
 
 FAILPOINT_ENV = "TFP_STREAMING_FAILPOINT"
 #: A bounded read that gets nothing for this long means the broker lost the records or is down.
@@ -171,8 +171,11 @@ class Applier:
         try:
             kafka = self.streaming.kafka
             await kafka.create_topics([self.topics.dead_letter])
-            self.sample_partitions = sorted(await kafka.end_offsets(self.topics.samples.name))
-            self.context_partitions = sorted(await kafka.end_offsets(self.topics.common_features.name))
+            sample_ends = await kafka.end_offsets(self.topics.samples.name)
+            context_ends = await kafka.end_offsets(self.topics.common_features.name)
+            refuse_offsets_beyond(self.topics.samples.name, self.state.sample_offsets(), sample_ends)
+            refuse_offsets_beyond(self.topics.common_features.name, self.state.context_offsets(), context_ends)
+            self.sample_partitions, self.context_partitions = sorted(sample_ends), sorted(context_ends)
             fetch = {"max_partition_fetch_bytes": 8 << 20, "fetch_max_bytes": 64 << 20}
             self.samples = await self._stack.enter_async_context(kafka.consumer(**fetch))
             self.samples.assign([self._tp(self.topics.samples.name, p) for p in self.sample_partitions])

@@ -254,6 +254,25 @@ class LeaseLost(RuntimeError):
     """Another applier took over the stream (this one stalled longer than the lease)."""
 
 
+class TopicRecreated(RuntimeError):
+    """The applied offsets of a topic are beyond its end: it was deleted and re-created (or lost data)."""
+
+
+def refuse_offsets_beyond(topic: str, applied: Mapping[int, int], ends: Mapping[int, int]) -> None:
+    """Raise :class:`TopicRecreated` if an applied offset is beyond the end of its partition.
+
+    Continuing would skip the new topic's records up to the old offsets (or, behind them, read
+    nothing and wait): the state belongs to a topic that no longer exists, and only the user can
+    say whether to start over, so the stream stops and says how.
+    """
+    ahead = {p: o for p, o in applied.items() if o > ends.get(p, 0)}
+    if ahead:
+        raise TopicRecreated(
+            f"the streaming state of {topic} has applied offsets {ahead} beyond the topic's end offsets "
+            f"{dict(ends)}: the topic was deleted and re-created (or lost records). To apply the new topic "
+            f"from its start, reset the stream: `python -m taobao_assets.streaming reset --online --yes`")
+
+
 class StreamState:
     """The Redis keys of one stream (named after its samples topic) and the scripts that change them.
 

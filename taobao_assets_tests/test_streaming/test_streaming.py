@@ -34,7 +34,7 @@ from taobao_assets.streaming.join import KINDS
 from taobao_assets.streaming.online import drop_project
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets.streaming.run import OffsetRange, RangeRun, apply_ranges
-from taobao_assets.streaming.state import LeaseLost, StreamState
+from taobao_assets.streaming.state import LeaseLost, StreamState, TopicRecreated
 from taobao_assets_tests.conftest import TOPICS
 from taobao_assets_tests.test_streaming.conftest import Expected, produce, recompute
 
@@ -456,3 +456,28 @@ def test_the_sensor_waits_until_the_feast_registry_has_the_real_time_views(
         drop_project(empty)
     assert not result.run_requests
     assert result.skip_reason is not None and "feast_registry" in (result.skip_reason.skip_message or "")
+
+
+def test_a_recreated_topic_is_refused_until_the_stream_is_reset(
+        stream: StreamingResource, events: list[ReplayRecord]) -> None:
+    produce(stream, events)
+    ends = asyncio.run(stream.kafka.end_offsets(stream.topics.samples.name))
+    apply_ranges(stream, [OffsetRange(p, 0, end) for p, end in ends.items()], owner="test", ctr_prior=PRIOR)
+    topics = stream.topics
+    asyncio.run(stream.kafka.delete_topics([topics.samples.name, topics.common_features.name]))
+    asyncio.run(stream.kafka.create_topics([topics.samples, topics.common_features]))
+    fewer = events[: len(events) // 3]
+    produce(stream, fewer)
+    new_ends = asyncio.run(stream.kafka.end_offsets(topics.samples.name))
+    ranges = [OffsetRange(p, 0, end) for p, end in new_ends.items()]
+    with pytest.raises(TopicRecreated, match=r"re-created.*streaming reset"):
+        apply_ranges(stream, ranges, owner="test", ctr_prior=PRIOR)
+    with pytest.raises(Exception, match="re-created"):
+        tick(stream, DagsterInstance.ephemeral(), None)
+    env = dict(os.environ, TFP_TOPIC_PREFIX=stream.topic_prefix, TFP_FEAST_PROJECT=stream.feast.project)
+    subprocess.run([sys.executable, "-m", "taobao_assets.streaming", "reset", "--online", "--yes"],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    apply_ranges(stream, ranges, owner="test", ctr_prior=PRIOR)
+    expected = recompute(fewer, stream.state().entity_prefix)
+    assert_state_matches(stream, expected)
+    assert_online_matches(stream, expected)
