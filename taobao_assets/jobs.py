@@ -132,6 +132,8 @@ def apply_sample_ranges(context: OpExecutionContext, config: StreamingRunConfig,
         "dead_letters": sum(report.dead_letters.values()),
         "dead_letters_by_reason": MetadataValue.json(dict(report.dead_letters)),
         "unresolved_context": report.totals["unresolved_context"],
+        # Impressions that came after their entity's day and hour had moved on (see streaming.state).
+        "late_impressions": MetadataValue.json({k: v for k, v in report.totals.items() if k.startswith("late.")}),
         "conflicts": report.conflicts,
         "ctr_prior": report.prior.ctr if report.prior else None,
         "ctr_prior_source": report.prior.source if report.prior else None,

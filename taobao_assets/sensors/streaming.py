@@ -23,7 +23,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
 from dagster import (
@@ -54,21 +54,34 @@ IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunSt
 
 @dataclass
 class SensorCursor:
-    """End offset per partition requested so far; ``generation`` counts re-requests after failures."""
+    """End offset per partition requested so far; ``generation`` counts re-requests after failures.
+
+    ``dead_letters`` and ``late_impressions`` are the stream's totals as of the tick: not used to
+    plan, but shown with the cursor in the UI, so a poisoned stream is visible where it is driven.
+    """
 
     requested: dict[int, int] = field(default_factory=dict)
     generation: int = 0
+    dead_letters: int = 0
+    late_impressions: int = 0
 
     @classmethod
     def parse(cls, raw: str | None) -> Self:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls({int(p): o for p, o in data["requested"].items()}, data["generation"])
+        return cls({int(p): o for p, o in data["requested"].items()}, data["generation"],
+                   data.get("dead_letters", 0), data.get("late_impressions", 0))
 
     def dumps(self) -> str:
         return json.dumps({"requested": {str(p): o for p, o in sorted(self.requested.items())},
-                           "generation": self.generation})
+                           "generation": self.generation, "dead_letters": self.dead_letters,
+                           "late_impressions": self.late_impressions})
+
+    def counting(self, totals: Mapping[str, int]) -> Self:
+        """This cursor with the dead letters and late impressions of the stream's ``totals``."""
+        return replace(self, dead_letters=sum(v for k, v in totals.items() if k.startswith("dead_letter.")),
+                       late_impressions=sum(v for k, v in totals.items() if k.startswith("late.")))
 
 
 def split(lag: Mapping[int, int], budget: int) -> dict[int, int]:
@@ -97,7 +110,7 @@ def plan_runs(ends: Mapping[int, int], applied: Mapping[int, int], cursor: Senso
             break
         runs.append([OffsetRange(p, start[p], start[p] + n) for p, n in sorted(share.items())])
         start.update({p: start[p] + n for p, n in share.items()})
-    return runs, SensorCursor({p: o for p, o in start.items() if o}, generation)
+    return runs, replace(cursor, requested={p: o for p, o in start.items() if o}, generation=generation)
 
 
 def _follower_observations(progress: dict[str, Any] | None, lag: int) -> list[AssetObservation]:
@@ -125,7 +138,7 @@ def streaming_sensor(context: SensorEvaluationContext, streaming: StreamingResou
     applied = state.sample_offsets()
     refuse_offsets_beyond(topic, applied, ends)
     lag = sum(end - applied.get(p, 0) for p, end in ends.items())
-    cursor = SensorCursor.parse(context.cursor)
+    cursor = SensorCursor.parse(context.cursor).counting(state.totals())
     holder = state.lease_holder()
     if holder is not None and holder.startswith(FOLLOW_OWNER_PREFIX):
         return SensorResult(skip_reason=f"the continuous consumer {holder} applies {topic}; lag {lag:,}",

@@ -370,7 +370,8 @@ class Applier:
 
     async def _prepare_samples(self, records: Mapping[int, list[ConsumerRecord]]) -> _Prepared:
         """Parse, join and aggregate a batch, and start sending its dead letters."""
-        parsed = parse_samples(list(chain.from_iterable(records.values())))
+        latest_ms = int((time.time() + self.streaming.max_future_skew_seconds) * 1000)
+        parsed = parse_samples(list(chain.from_iterable(records.values())), latest_ms)
         self.report.samples_read += sum(len(messages) for messages in records.values())
         indexes = parsed.context_indexes
         users = self.state.users_of(indexes)
@@ -401,6 +402,7 @@ class Applier:
         totals = in_flight.prepared.totals
         self.report.samples_committed += in_flight.records
         self.report.totals.update(totals)
+        self.report.totals.update(commit.late)
         self.report.dead_letters.update({k: v for k, v in totals.items() if k.startswith("dead_letter.")})
         self._unflushed_produced_at += in_flight.prepared.produced_at
         self._committed_since_flush = True

@@ -34,6 +34,9 @@ class RecordFault(StrEnum):
     NULL_VALUE = "null_value"
     #: A ``source`` header that is not UTF-8, or a ``line`` or ``produced_at`` header that is not an integer.
     BAD_HEADER = "bad_header"
+    #: A sample whose event time is further ahead of the clock than ``max_future_skew_seconds``: counted,
+    #: it would move its entities' day and hour past every real event, which would then count nowhere.
+    FUTURE_TIMESTAMP = "future_timestamp"
 
 
 REASON_HEADER = "reason"

@@ -53,6 +53,7 @@ class ProgressReporter:
             "freshness_p99_ms": percentile(self.window, 99),
             "freshness_records": len(self.window),
             "dead_letters": sum(report.dead_letters.values()),
+            "late_impressions": sum(v for k, v in report.totals.items() if k.startswith("late.")),
             "rows_written": dict(report.rows_written),
             "ctr_prior": None if report.prior is None else report.prior.ctr,
         }

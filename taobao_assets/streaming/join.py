@@ -75,8 +75,9 @@ class _Screened:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
-def _screen(records: Sequence[ConsumerRecord], kind: FileKind) -> _Screened:
-    """Split off the records that cannot be parsed: bad headers, or no value at all."""
+def _screen(records: Sequence[ConsumerRecord], kind: FileKind, latest_ms: int | None = None) -> _Screened:
+    """Split off the records that cannot be parsed or applied: bad headers, no value at all, or an
+    event time after ``latest_ms``."""
     screened = _Screened()
     for record in records:
         try:
@@ -87,6 +88,13 @@ def _screen(records: Sequence[ConsumerRecord], kind: FileKind) -> _Screened:
         if record.value is None:
             screened.dead_letters.append(DeadLetter.fault(
                 record, RecordFault.NULL_VALUE, f"a {kind.value} record without a value", source, line))
+            continue
+        if latest_ms is not None and record.timestamp > latest_ms:
+            ahead = (record.timestamp - latest_ms) / 1000
+            screened.dead_letters.append(DeadLetter.fault(
+                record, RecordFault.FUTURE_TIMESTAMP,
+                f"event time {record.timestamp} ms is {ahead:,.0f} s beyond the latest accepted, {latest_ms} ms "
+                f"(the clock plus max_future_skew_seconds)", source, line))
             continue
         screened.usable.append(record)
         if produced is not None:
@@ -204,8 +212,9 @@ def _valid(column: pa.Array) -> np.ndarray:
     return np.asarray(column.is_valid().to_numpy(zero_copy_only=False), bool)
 
 
-def parse_samples(records: Sequence[ConsumerRecord]) -> ParsedSamples:
-    screened = _screen(records, FileKind.SAMPLE_SKELETON)
+def parse_samples(records: Sequence[ConsumerRecord], latest_ms: int | None = None) -> ParsedSamples:
+    """The samples of ``records``; one with an event time after ``latest_ms`` is a dead letter."""
+    screened = _screen(records, FileKind.SAMPLE_SKELETON, latest_ms)
     batch, letters = _parse(screened.usable, FileKind.SAMPLE_SKELETON, _SAMPLE_LAYOUT)
     event_ms = np.fromiter((record.timestamp for record in screened.usable), np.int64, len(screened.usable))
     reasons = batch.column("reason")

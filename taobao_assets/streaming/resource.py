@@ -56,6 +56,9 @@ class StreamingResource(ConfigurableResource):
     lease_seconds: float = 30.0
     #: How long a run waits for the lease (another run, or the continuous consumer) before failing.
     lease_wait_seconds: float = 600.0
+    #: A sample whose event time is further ahead of the clock is dead-lettered (``future_timestamp``).
+    #: Raise it to replay a simulated time line that lies in the future (``TFP_EVENT_START_DATE``).
+    max_future_skew_seconds: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **pacing: Any) -> StreamingResource:

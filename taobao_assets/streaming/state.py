@@ -18,10 +18,13 @@ Counters. One hash per entity (``e:u:<user>``, ``e:i:<item>``, ``e:uc:<user>:<ca
   minute of ``t``, kept in a second hash (``...:m``, fields ``<epoch minute><i|c|v>``) so that
   buckets leaving the hour can be subtracted and deleted.
 
-Events arrive out of event-time order across partitions. An event older than the day of ``t`` or
-than its hour window is counted nowhere (it would already have been dropped had it arrived in
-order), so the state depends only on the set of events applied, never on their order: the
-property that lets a test recompute it in plain Python.
+Events arrive out of event-time order across partitions. An event older than the day of ``t`` and
+than its hour window is counted in neither span (it would already have been dropped had it arrived
+in order), so the state depends only on the set of events applied, never on their order: the
+property that lets a test recompute it in plain Python. Such late impressions are counted per
+entity kind in the totals (``late.u``, ``late.i``, ``late.uc``) and in the run's metadata, not
+dead-lettered: lateness belongs to an entity, not to a record (a record can be late for its user,
+whose latest event is already on the next day, and on time for its item).
 
 Every applied batch also marks the entities it touched in ``dirty`` (entity key -> ``n``). The
 online writer derives Feast rows from the committed state of the dirty entities and unmarks an
@@ -55,7 +58,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -119,7 +122,7 @@ local DAY_MS, MINUTE_MS, MINUTES_PER_DAY, HOUR = 86400000, 60000, 1440, 60
 local conflict, stored, moves, a = check_offsets(KEYS[1], 1)
 if conflict then return {0, stored} end
 a = add_totals(KEYS[2], a)
-local dirty = {}
+local dirty, late = {}, {}
 for k = 4, #KEYS do
   local key = KEYS[k]
   local batch_latest, ttl, groups = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
@@ -161,12 +164,17 @@ for k = 4, #KEYS do
     local gc, gv = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
     a = a + 4
     n = n + gi
-    if math.floor(m / MINUTES_PER_DAY) == day then di, dc, dv = di + gi, dc + gc, dv + gv end
+    local counted = false
+    if math.floor(m / MINUTES_PER_DAY) == day then di, dc, dv, counted = di + gi, dc + gc, dv + gv, true end
     if m > minute - HOUR then
       redis.call('HINCRBY', buckets, m .. 'i', gi)
       if gc > 0 then redis.call('HINCRBY', buckets, m .. 'c', gc) end
       if gv > 0 then redis.call('HINCRBY', buckets, m .. 'v', gv) end
-      hi, hc, hv = hi + gi, hc + gc, hv + gv
+      hi, hc, hv, counted = hi + gi, hc + gc, hv + gv, true
+    end
+    if not counted then
+      local kind = string.match(key, '}:e:(%a+):')
+      late[kind] = (late[kind] or 0) + gi
     end
   end
   redis.call('HSET', key, 't', string.format('%d', latest), 'n', n, 'di', di, 'dc', dc, 'dv', dv,
@@ -181,8 +189,14 @@ for k = 4, #KEYS do
   end
 end
 if #dirty > 0 then redis.call('HSET', KEYS[3], unpack(dirty)) end
+local late_counts = {}
+for kind, count in pairs(late) do
+  redis.call('HINCRBY', KEYS[2], 'late.' .. kind, count)
+  late_counts[#late_counts + 1] = kind
+  late_counts[#late_counts + 1] = count
+end
 advance_offsets(KEYS[1], 1, moves)
-return {1, stored}
+return {1, stored, late_counts}
 """
 
 #: Flat integers, 8 per key (-1 for a missing field): cheaper to send and parse than nested strings.
@@ -237,6 +251,8 @@ class Commit:
 
     applied: bool
     stored: dict[int, int]
+    #: ``late.<kind>``: impressions the commit counted in neither span of their entity (module docstring).
+    late: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +355,9 @@ class StreamState:
 
     @staticmethod
     def _commit(reply: list[Any], moves: Sequence[OffsetMove]) -> Commit:
-        return Commit(bool(reply[0]), {m.partition: int(o) for m, o in zip(moves, reply[1], strict=True)})
+        late = reply[2] if len(reply) > 2 else []
+        return Commit(bool(reply[0]), {m.partition: int(o) for m, o in zip(moves, reply[1], strict=True)},
+                      {f"late.{late[i].decode()}": int(late[i + 1]) for i in range(0, len(late), 2)})
 
     def apply_contexts(self, moves: Sequence[OffsetMove], users: Mapping[str, int | None],
                        totals: Mapping[str, int], deleted: Iterable[str] = ()) -> Commit:

@@ -130,3 +130,18 @@ def test_a_tombstone_deletes_a_context_in_the_same_commit(state: StreamState) ->
     # A replay of the batch changes nothing, the deletion included.
     assert not state.apply_contexts([OffsetMove(0, 2, 4)], {"c": 5}, {}, deleted={"a"}).applied
     assert state.users_of(["a", "b", "c"]) == {"b": None, "c": 5}
+
+
+def test_impressions_older_than_both_spans_of_their_entity_are_counted_late(state: StreamState) -> None:
+    user, item = state.entity_prefix + "u:1", state.entity_prefix + "i:1"
+    two_days_later = START + 2 * DAY_MS
+    first = state.apply_samples([OffsetMove(0, 0, 1)], Deltas.of(
+        {user: EntityDelta(two_days_later, {two_days_later // MINUTE_MS: [1, 0, 0]})}), {"impressions": 1})
+    assert first.applied and first.late == {}
+    # Two days older than the user's latest: late for the user; the item has seen nothing, so on time.
+    old = EntityDelta(START, {START // MINUTE_MS: [3, 1, 0]})
+    second = state.apply_samples([OffsetMove(0, 1, 2)], Deltas.of({user: old, item: old}), {"impressions": 3})
+    assert second.late == {"late.u": 3}
+    assert state.totals()["late.u"] == 3 and "late.i" not in state.totals()
+    (counted,) = state.read_states([user])
+    assert (counted.version, counted.today, counted.hour) == (4, (1, 0, 0), (1, 0, 0))

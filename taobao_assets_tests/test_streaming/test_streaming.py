@@ -24,7 +24,7 @@ from taobao_assets.jobs import streaming_job
 from taobao_assets.realtime_tables import REALTIME_TABLES, RealtimeTable
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
-from taobao_assets.sensors.streaming import streaming_sensor
+from taobao_assets.sensors.streaming import SensorCursor, streaming_sensor
 from taobao_assets.settings import Settings
 from taobao_assets.source.replay import PRODUCED_AT_HEADER, ReplayRecord
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
@@ -239,22 +239,26 @@ def send_poison(stream: StreamingResource, sample: ReplayRecord) -> dict[tuple[s
     dead letter."""
     samples, contexts = stream.topics.samples.name, stream.topics.common_features.name
     good = dict(sample.headers())
+    at = sample.timestamp_ms
+    tomorrow = int((time.time() + 86_400) * 1000)
+    # (topic, key, value, headers, event time, reason)
     poison = [
-        (samples, b"poison", None, good, RecordFault.NULL_VALUE),
-        (samples, b"poison", sample.value, {**good, SOURCE_HEADER: b"\xff\xfe"}, RecordFault.BAD_HEADER),
-        (samples, b"poison", sample.value, {**good, LINE_HEADER: b"three"}, RecordFault.BAD_HEADER),
-        (samples, b"poison", sample.value, {**good, PRODUCED_AT_HEADER: b"soon"}, RecordFault.BAD_HEADER),
+        (samples, b"poison", None, good, at, RecordFault.NULL_VALUE),
+        (samples, b"poison", sample.value, good, tomorrow, RecordFault.FUTURE_TIMESTAMP),
+        (samples, b"poison", sample.value, {**good, SOURCE_HEADER: b"\xff\xfe"}, at, RecordFault.BAD_HEADER),
+        (samples, b"poison", sample.value, {**good, LINE_HEADER: b"three"}, at, RecordFault.BAD_HEADER),
+        (samples, b"poison", sample.value, {**good, PRODUCED_AT_HEADER: b"soon"}, at, RecordFault.BAD_HEADER),
         # The topic is compacted, so every record has a key; one that names no context is a dead letter.
-        (contexts, b"\xff\xfe", None, good, RecordFault.NULL_VALUE),
-        (contexts, b"poison-context", None, good, None),
+        (contexts, b"\xff\xfe", None, good, at, RecordFault.NULL_VALUE),
+        (contexts, b"poison-context", None, good, at, None),
     ]
 
     async def send() -> dict[tuple[str, int, int], str]:
         sent = {}
         async with stream.kafka.producer() as producer:
-            for i, (topic, key, value, headers, reason) in enumerate(poison):
+            for topic, key, value, headers, timestamp_ms, reason in poison:
                 meta = await (await producer.send(topic, value, key=key, headers=list(headers.items()),
-                                                  timestamp_ms=sample.timestamp_ms + i))
+                                                  timestamp_ms=timestamp_ms))
                 if reason is not None:
                     sent[(topic, meta.partition, meta.offset)] = reason.value
         return sent
@@ -270,7 +274,10 @@ def test_poison_records_are_dead_lettered_and_the_stream_goes_on(
     _, cursor = catch_up(stream, instance, None)
     again = tick(stream, instance, cursor)
     assert not again.run_requests, "every range is applied once: nothing is requested again"
-    assert_state_matches(stream, recompute(events, stream.state().entity_prefix), poison=len(poison))
+    expected = recompute(events, stream.state().entity_prefix)
+    assert_state_matches(stream, expected, poison=len(poison))
+    # Counted where the stream is driven too: the sensor's cursor.
+    assert SensorCursor.parse(again.cursor).dead_letters == len(expected.rejected) + len(poison)
     assert stream.state().users_of(["poison-context"]) == {}
     found = {(h["topic"].decode(), int(h["partition"]), int(h["offset"])): h[REASON_HEADER].decode()
              for h in (dict(m.headers) for m in dead_letters(stream))}
