@@ -29,12 +29,14 @@ class BronzePart:
     sha256: str
     data_file: Path
     index_file: Path
+    #: Records kept although the replay did not write them like that: offset, reason, message.
+    faults: list[dict[str, Any]] = field(default_factory=list)
 
     def manifest(self) -> dict[str, Any]:
         return {
             "partition": self.partition, "start_offset": self.start_offset, "end_offset": self.end_offset,
             "records": self.records, "bytes": self.bytes, "sha256": self.sha256,
-            "data_object": self.data_file.name, "index_object": self.index_file.name,
+            "data_object": self.data_file.name, "index_object": self.index_file.name, "faults": self.faults,
         }
 
 

@@ -8,6 +8,10 @@ terminators, so the bytes of the source files come back exactly), and ``part-P.i
 row per record (offset, timestamp, source file, line, length) so later layers can name the file and
 line of a bad record and cut the data at record boundaries even where a final line had no newline.
 
+A record the replay did not write is kept too: one without a value (a tombstone) as zero bytes,
+one whose headers are not the replay's with an empty source and line 0; each is listed with its
+offset and reason under its part's ``faults`` in the manifest (silver then quarantines it).
+
 The asset body only reads Kafka and spools the objects locally; :mod:`taobao_assets.io_managers.bronze`
 stores them with a manifest. gzip headers carry no time or name, so a re-run writes identical bytes.
 """
@@ -21,13 +25,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from aiokafka.structs import ConsumerRecord
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, DailyPartitionsDefinition, asset
 
 from taobao_assets.bronze_objects import BronzeDay, BronzePart
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
 from taobao_assets.settings import get_settings
 from taobao_assets.source.event_time import day_window_ms
-from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER, RawTopics
+from taobao_assets.source.topics import BadHeader, RawTopics, read_headers
 
 INDEX_HEADER = b"offset,timestamp_ms,source,line,length\n"
 #: How often (records) a long copy reports progress in the run log.
@@ -51,22 +56,41 @@ async def capture_day(
         data_file = spool / f"part-{partition:05d}.data.gz"
         index_file = spool / f"part-{partition:05d}.index.csv.gz"
         digest, records, size = hashlib.sha256(), 0, 0
+        faults: list[dict[str, Any]] = []
         with _gzip_writer(data_file) as data, _gzip_writer(index_file) as index:
             index.write(INDEX_HEADER)
             async for record in kafka.read_range(topic, partition, start, end):
-                value: bytes = record.value
-                headers = dict(record.headers)
+                value: bytes = record.value or b""
+                source, line, fault = _origin(record)
+                if record.value is None:
+                    fault = {"reason": "null_value", "message": "a record without a value (a tombstone)"}
+                if fault is not None:
+                    faults.append({"offset": record.offset, **fault})
                 data.write(value)
                 digest.update(value)
-                index.write(b"%d,%d,%s,%s,%d\n" % (record.offset, record.timestamp,
-                                                   headers[SOURCE_HEADER], headers[LINE_HEADER], len(value)))
+                index.write(b"%d,%d,%s,%d,%d\n" % (record.offset, record.timestamp, source, line, len(value)))
                 records += 1
                 size += len(value)
                 if log is not None and records % PROGRESS_EVERY == 0:
                     log.info(f"{topic}[{partition}] {day}: {records:,} of {end - start:,} records")
         parts.append(BronzePart(partition, start, end, records, size, digest.hexdigest(),
-                                data_file, index_file))
+                                data_file, index_file, faults))
     return BronzeDay(topic, day, parts)
+
+
+def _origin(record: ConsumerRecord) -> tuple[bytes, int, dict[str, Any] | None]:
+    """The source and line the index stores for a record, and what is wrong with its headers.
+
+    The index is CSV: a source that is not the replay's (not UTF-8, or with a comma, quote or line
+    break) is stored empty with line 0, and the record listed as a fault, never dropped.
+    """
+    try:
+        headers = read_headers(record.headers)
+    except BadHeader as error:
+        return b"", 0, {"reason": "bad_header", "message": str(error)}
+    if any(c in headers.source for c in ',"\r\n'):
+        return b"", 0, {"reason": "bad_header", "message": f"header source is {headers.source!r}: not a file name"}
+    return headers.source.encode(), headers.line, None
 
 
 def topic_asset_key(short_name: str) -> AssetKey:

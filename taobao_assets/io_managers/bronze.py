@@ -44,6 +44,8 @@ class BronzeIOManager(ConfigurableIOManager):
         context.add_output_metadata({
             "records": obj.records,
             "bytes": obj.bytes,
+            # Records kept though the replay did not write them so (a tombstone, bad headers): see the manifest.
+            "faults": sum(len(p.faults) for p in obj.parts),
             "path": MetadataValue.path(f"s3://{self.s3.bucket}/{prefix}"),
             "offset_ranges": MetadataValue.json(
                 {str(p.partition): [p.start_offset, p.end_offset] for p in obj.parts}),

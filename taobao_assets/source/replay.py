@@ -39,7 +39,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -52,7 +52,14 @@ from taobao_assets.settings import Settings, get_settings
 from taobao_assets.source.event_time import EventTimeConfig, Timeline, count_lines, event_time_config
 from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind
 from taobao_assets.source.partition_batches import Delivery, PartitionBatches
-from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER, RawTopics
+from taobao_assets.source.topics import (
+    LINE_HEADER,
+    PRODUCED_AT_HEADER,
+    SOURCE_HEADER,
+    BadHeader,
+    RawTopics,
+    read_headers,
+)
 
 #: Records per checkpoint.
 CHECKPOINT_EVERY = 5_000
@@ -62,8 +69,6 @@ CHECKPOINT_EVERY = 5_000
 PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 20,
                                     "max_batch_size": 1 << 20, "compression_type": None}
 LINGER_S = PRODUCER_OPTIONS["linger_ms"] / 1000
-#: Header with the wall-clock epoch ms at which the record was sent, as ASCII digits.
-PRODUCED_AT_HEADER = "produced_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +229,10 @@ async def _written_after(kafka: KafkaClients, offsets: dict[str, dict[int, int]]
                 batches = await consumer.getmany(timeout_ms=1000)
                 for tp, messages in batches.items():
                     for m in messages:
-                        headers = dict(m.headers)
-                        found.add((headers[SOURCE_HEADER].decode(), int(headers[LINE_HEADER])))
+                        # A record another producer wrote, headers or no, is no line of this replay.
+                        with suppress(BadHeader):
+                            origin = read_headers(m.headers)
+                            found.add((origin.source, origin.line))
                         if m.offset + 1 >= pending.get(tp.partition, 0):
                             pending.pop(tp.partition, None)
     return found

@@ -25,8 +25,7 @@ from aiokafka.structs import ConsumerRecord
 
 from taobao_assets.source.format import FileKind, Reason
 from taobao_assets.source.parser import BatchColumn, QuarantineRecord, parse_batch, record_ends
-from taobao_assets.source.replay import PRODUCED_AT_HEADER
-from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
+from taobao_assets.source.topics import BadHeader, read_headers
 from taobao_assets.streaming.dead_letter import DeadLetter, RecordFault
 from taobao_assets.streaming.state import Deltas
 
@@ -40,30 +39,14 @@ MINUTE_MS = 60_000
 _UNKNOWN = object()
 
 
-class BadHeader(ValueError):
-    """A header that is not what the replay writes (the message names it and its bytes)."""
-
-
 def _where(record: ConsumerRecord) -> tuple[str, int, int | None]:
-    """File, line and produce time from the record headers (absent: empty file, line 0, no time).
+    """File, line and produce time from the record's headers (:func:`read_headers`).
 
     Freshness is measured on the records that carry a produce time: the replay sets it on every
-    record; another producer may leave it out. Raises :class:`BadHeader` for a ``source`` that is
-    not UTF-8 or a ``line`` or ``produced_at`` that is not an integer.
+    record; another producer may leave it out.
     """
-    source, line, produced = "", 0, None
-    for name, value in record.headers:
-        try:
-            if name == SOURCE_HEADER:
-                source = value.decode()
-            elif name == LINE_HEADER:
-                line = int(value)
-            elif name == PRODUCED_AT_HEADER:
-                produced = int(value)
-        except (AttributeError, TypeError, ValueError) as error:
-            wanted = "UTF-8 text" if name == SOURCE_HEADER else "an integer"
-            raise BadHeader(f"header {name} is {value!r}, not {wanted}") from error
-    return source, line, produced
+    headers = read_headers(record.headers)
+    return headers.source, headers.line, headers.produced_at
 
 
 @dataclass

@@ -9,24 +9,37 @@ record stamped with the time it was sent.
 from __future__ import annotations
 
 import asyncio
+import csv
 import gzip
 import hashlib
+import io
 import json
 import time
+import uuid
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from aiokafka.partitioner import murmur2
 from dagster import materialize
 
-from taobao_assets.assets.bronze import bronze_assets
+from taobao_assets.assets.bronze import bronze_assets, capture_day
+from taobao_assets.bronze_objects import BronzeDay
 from taobao_assets.io_managers.bronze import BronzeIOManager, load_manifest
 from taobao_assets.partitions import event_time_config
-from taobao_assets.resources.kafka import KafkaResource
+from taobao_assets.resources.kafka import KafkaResource, TopicSpec
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.settings import Settings
-from taobao_assets.source.event_time import Timeline
-from taobao_assets.source.replay import PRODUCED_AT_HEADER, ReplayResult, plan, run_replay, total_records
+from taobao_assets.source.event_time import Timeline, day_window_ms
+from taobao_assets.source.replay import (
+    PRODUCED_AT_HEADER,
+    ReplayResult,
+    _written_after,
+    plan,
+    run_replay,
+    total_records,
+)
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
 from taobao_assets_tests.conftest import DAILY, TOPICS, kafka_end_total
 
@@ -146,3 +159,62 @@ def test_bronze_rerun_writes_identical_objects(bronze: S3Resource, settings: Set
     objects_after = {k: bronze.get_bytes(k) for k in bronze.list_keys(manifest_before.prefix)}
     assert objects_after == objects_before
     assert json.loads(objects_after[manifest_before.key("_manifest.json")])["records"] > 0
+
+
+def test_bronze_keeps_records_the_replay_did_not_write_and_lists_them(settings: Settings, tmp_path: Path,
+                                                                      kafka_service: Any) -> None:
+    kafka = KafkaResource.from_settings(settings)
+    topic = TopicSpec(f"test.bronze.{uuid.uuid4().hex[:8]}.samples", partitions=1)
+    day = date(2026, 11, 2)
+    at = day_window_ms(day)[0] + 1_000
+    good = [(SOURCE_HEADER, b"sample_skeleton_train.csv"), (LINE_HEADER, b"7")]
+    records = [  # value, headers, the fault bronze must list (None: a record of the replay's)
+        (b"1,0,0,a,0,\n", good, None),
+        (None, good, "null_value"),
+        (b"2,0,0,b,0,\n", [(SOURCE_HEADER, b"\xff\xfe"), (LINE_HEADER, b"8")], "bad_header"),
+        (b"3,0,0,c,0,\n", [(SOURCE_HEADER, b"a,b.csv"), (LINE_HEADER, b"9")], "bad_header"),
+        (b"4,0,0,d,0,\n", [(SOURCE_HEADER, b"x.csv"), (LINE_HEADER, b"ten")], "bad_header"),
+        (b"5,0,0,e,0,\n", [], None),
+    ]
+
+    async def run() -> BronzeDay:
+        await kafka.create_topics([topic])
+        try:
+            async with kafka.producer() as producer:
+                for value, headers, _ in records:
+                    await (await producer.send(topic.name, value, key=b"k", headers=headers, timestamp_ms=at))
+            return await capture_day(kafka, topic.name, day, tmp_path)
+        finally:
+            await kafka.delete_topics([topic.name])
+
+    captured = asyncio.run(run())
+    (part,) = captured.parts
+    assert part.records == len(records)
+    assert [(f["offset"], f["reason"]) for f in part.faults] == [
+        (offset, fault) for offset, (_, _, fault) in enumerate(records) if fault is not None]
+    assert gzip.decompress(part.data_file.read_bytes()) == b"".join(value or b"" for value, _, _ in records)
+    index = list(csv.DictReader(io.StringIO(gzip.decompress(part.index_file.read_bytes()).decode())))
+    assert [(row["source"], row["line"], row["length"]) for row in index] == [
+        ("sample_skeleton_train.csv", "7", "11"), ("sample_skeleton_train.csv", "7", "0"), ("", "0", "11"),
+        ("", "0", "11"), ("", "0", "11"), ("", "0", "11")]
+    assert part.manifest()["faults"] == part.faults
+
+
+def test_a_resumed_replay_passes_over_records_another_producer_wrote(settings: Settings, kafka_service: Any
+                                                                      ) -> None:
+    kafka = KafkaResource.from_settings(settings)
+    topic = TopicSpec(f"test.replay.{uuid.uuid4().hex[:8]}.samples", partitions=1)
+
+    async def run() -> set[tuple[str, int]]:
+        await kafka.create_topics([topic])
+        try:
+            async with kafka.producer() as producer:
+                for value, headers in [(b"x\n", [(SOURCE_HEADER, b"f.csv"), (LINE_HEADER, b"1")]), (None, []),
+                                       (b"y\n", [(SOURCE_HEADER, b"\xff"), (LINE_HEADER, b"2")]),
+                                       (b"z\n", [(SOURCE_HEADER, b"f.csv"), (LINE_HEADER, None)])]:
+                    await (await producer.send(topic.name, value, key=b"k", headers=headers))
+            return await _written_after(kafka, {topic.name: {0: 0}})
+        finally:
+            await kafka.delete_topics([topic.name])
+
+    assert asyncio.run(run()) == {("f.csv", 1), ("", 0)}
