@@ -5,7 +5,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetKey,
@@ -26,7 +26,11 @@ from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.settings import get_settings
 from taobao_assets.source.replay import run_replay
 from taobao_assets.streaming.resource import StreamingResource
-from taobao_assets.streaming.run import OffsetRange, apply_ranges
+
+# The streaming engine is imported by the op that runs it: it imports Feast (seconds), which every
+# other job's run process would otherwise pay for when it loads these definitions.
+if TYPE_CHECKING:
+    from taobao_assets.streaming.run import OffsetRange
 
 
 class ReplayConfig(Config):
@@ -115,6 +119,8 @@ OBSERVED_AT_TAG = "taobao/observed_at_ms"
                         "once, and write the touched entities to the Feast online store.")
 def apply_sample_ranges(context: OpExecutionContext, config: StreamingRunConfig, streaming: StreamingResource
                         ) -> Iterator[AssetMaterialization]:
+    from taobao_assets.streaming.run import OffsetRange, apply_ranges
+
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
     result = apply_ranges(streaming, ranges, owner=f"run:{context.run_id}", ctr_prior=config.ctr_prior,
                           log=context.log.info)
@@ -151,7 +157,7 @@ def apply_sample_ranges(context: OpExecutionContext, config: StreamingRunConfig,
                                    metadata={"rows_written": report.rows_written[table.name], **metadata})
 
 
-def streaming_run_config(ranges: list[OffsetRange], ctr_prior: float | None = None) -> dict[str, Any]:
+def streaming_run_config(ranges: list["OffsetRange"], ctr_prior: float | None = None) -> dict[str, Any]:
     """The run config of :data:`streaming_job` applying ``ranges``."""
     config: dict[str, Any] = {"ranges": [asdict(r) for r in ranges]}
     if ctr_prior is not None:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from dagster import (
     AssetDep,
     AssetExecutionContext,
@@ -44,11 +44,14 @@ from dagster import (
     MetadataValue,
     asset,
 )
-from trino.exceptions import TrinoQueryError
 
 from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
 from taobao_assets.partitions import days_up_to_the_day
 from taobao_assets.resources.trino import TrinoResource, split_statements
+
+# pandas and the Trino client are imported where a report runs: every run process loads these definitions.
+if TYPE_CHECKING:
+    import pandas as pd
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 GROUP = "analytics"
@@ -94,8 +97,11 @@ def render(path: Path, values: Mapping[str, SqlValue]) -> list[str]:
 
 def run_trino_script(
     trino_resource: TrinoResource, path: Path, values: Mapping[str, SqlValue]
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """Run every statement of the template at ``path`` in order; return the last one's result."""
+    import pandas as pd
+    from trino.exceptions import TrinoQueryError
+
     statements = render(path, values)
     result = pd.DataFrame()
     for number, statement in enumerate(statements, start=1):
@@ -113,7 +119,7 @@ def day_range(context: AssetExecutionContext) -> tuple[date, date]:
     return window.start.date(), window.end.date() - timedelta(days=1)
 
 
-def markdown(frame: pd.DataFrame, limit: int = PREVIEW_ROWS) -> str:
+def markdown(frame: "pd.DataFrame", limit: int = PREVIEW_ROWS) -> str:
     shown = frame.head(limit)
     more = f"\n\n{len(frame) - limit:,} more rows in the table." if len(frame) > limit else ""
     return shown.to_markdown(index=False, floatfmt=".4g", missingval="NULL") + more

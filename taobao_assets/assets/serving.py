@@ -26,9 +26,9 @@ import contextlib
 import io
 import pickle
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from dagster import (
     AssetDep,
     AssetExecutionContext,
@@ -46,7 +46,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from taobao_assets.assets.gold import GOLD_KEYS, latest_contexts
-from taobao_assets.feast_repo import FeastRepo, generated_repo
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.io_managers.postgres import create_table_sql
 from taobao_assets.partitions import days_up_to_the_day, end_of_day
@@ -54,6 +53,13 @@ from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
+
+# Feast (through feast_repo) and pandas are imported in the assets that use them: every run process
+# loads these definitions, and a run of bronze or of the Spark days needs neither.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from taobao_assets.feast_repo import FeastRepo
 
 GROUP = "serving"
 #: The feature service the training sets are built from (and the online lookup serves by default).
@@ -77,7 +83,7 @@ realtime_assets = [
 CONTRACT_KEYS = [*GOLD_KEYS, *(spec.key for spec in realtime_assets)]
 
 
-def create_push_tables(postgres: PostgresResource, repo: FeastRepo) -> None:
+def create_push_tables(postgres: PostgresResource, repo: "FeastRepo") -> None:
     """The push sources' batch tables, where the streaming run keeps its rows for point-in-time reads."""
     with postgres.connect() as conn, conn.cursor() as cur:
         for source in repo.tables:
@@ -95,6 +101,8 @@ def training_set_key(day: str) -> str:
     description="Apply the Feast repository generated from the gold and real-time assets' metadata.",
 )
 def feast_registry(feast: FeastResource, postgres: PostgresResource) -> MaterializeResult:
+    from taobao_assets.feast_repo import generated_repo
+
     repo = generated_repo()
     create_push_tables(postgres, repo)
     changes = feast.apply(repo.contents())
@@ -108,7 +116,7 @@ def feast_registry(feast: FeastResource, postgres: PostgresResource) -> Material
     })
 
 
-def gold_views(repo: FeastRepo) -> list[str]:
+def gold_views(repo: "FeastRepo") -> list[str]:
     return [v.name for v in repo.feature_views if v.tags["layer"] == "gold"]
 
 
@@ -125,7 +133,7 @@ def impression_rows(impressions: DataFrame, user_context: DataFrame, day: date, 
             .select("sample_id", *keys, F.col("event_time").alias(TIMESTAMP_FIELD), *LABELS))
 
 
-def join_keys(repo: FeastRepo, service: str) -> list[str]:
+def join_keys(repo: "FeastRepo", service: str) -> list[str]:
     """The entity columns a feature service's views join on, in first-seen order."""
     entities = {e.name: e.join_key for e in repo.entities}
     keys: dict[str, None] = {}
@@ -135,8 +143,10 @@ def join_keys(repo: FeastRepo, service: str) -> list[str]:
     return list(keys)
 
 
-def entity_frame(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def entity_frame(rows: "pd.DataFrame", keys: list[str]) -> "pd.DataFrame":
     """Feast's entity data frame: UTC timestamps, and nullable integer keys (a missing key stays null)."""
+    import pandas as pd
+
     frame = rows.copy()
     frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
     for key in keys:
@@ -144,18 +154,18 @@ def entity_frame(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame
 
 
-def to_parquet(frame: pd.DataFrame) -> bytes:
+def to_parquet(frame: "pd.DataFrame") -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
 
 
-def feature_columns(frame: pd.DataFrame) -> list[str]:
+def feature_columns(frame: "pd.DataFrame") -> list[str]:
     """The model's inputs: every served feature except the categorical ids (``..._id``)."""
     return [c for c in frame.columns if "__" in c and not c.endswith("_id")]
 
 
-def model_inputs(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def model_inputs(frame: "pd.DataFrame", columns: list[str]) -> np.ndarray:
     """Features as a matrix: missing as 0 (no history), ``log1p`` against the Zipf tails of the counts.
 
     Every feature is a non-negative count or a rate in [0, 1], so ``log1p`` is defined everywhere.
@@ -173,6 +183,8 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
     )
     def online_store(context: AssetExecutionContext, feast: FeastResource, postgres: PostgresResource
                      ) -> MaterializeResult:
+        from taobao_assets.feast_repo import generated_repo
+
         repo = generated_repo()
         stamp = end_of_day(context.partition_key)
         views = gold_views(repo)
@@ -216,6 +228,10 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         context: AssetExecutionContext, feast: FeastResource, s3: S3Resource,
         impressions: DataFrame, user_context: DataFrame,
     ) -> MaterializeResult:
+        import pandas as pd
+
+        from taobao_assets.feast_repo import generated_repo
+
         day = date.fromisoformat(context.partition_key)
         repo = generated_repo()
         keys = join_keys(repo, TRAINING_SERVICE)
@@ -250,6 +266,7 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
     def ctr_baseline(context: AssetExecutionContext, s3: S3Resource) -> MaterializeResult:
         # Imported here: every run process loads these definitions (a sensor's streaming run too) and
         # scikit-learn adds seconds to that start, for the one asset that needs it.
+        import pandas as pd
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import roc_auc_score
         from sklearn.pipeline import make_pipeline

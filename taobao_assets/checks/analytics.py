@@ -21,9 +21,8 @@ check, since engines that agree on nothing prove nothing.
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -52,10 +51,14 @@ from taobao_assets.resources.spark import SparkResource
 from taobao_assets.resources.trino import TrinoResource
 from taobao_assets.settings import get_settings
 
+# pandas is imported where the check uses it: every run process loads these definitions.
+if TYPE_CHECKING:
+    import pandas as pd
+
 #: A number of the check: (source table, measure, day).
 Key = tuple[str, str, date]
 Totals = dict[Key, int | None]
-Engine = Callable[[str], pd.DataFrame]
+Engine = Callable[[str], "pd.DataFrame"]
 
 CHECKED_REPORT = AssetKey([GROUP, "ctr_cvr_by_category_position"])
 #: Reports whose rows partition the day's impressions, so their sums must equal silver's.
@@ -76,6 +79,8 @@ def _day_of(row: Mapping[str, Any]) -> date:
 
 def totals(engine: Engine, statements: list[str]) -> Totals:
     """Every measure of every row the statements return, keyed by (source, measure, day)."""
+    import pandas as pd
+
     found: Totals = {}
     for statement in statements:
         for row in engine(statement).to_dict("records"):
@@ -92,7 +97,9 @@ def _spark_engine(spark: SparkResource) -> Engine:
 
 
 def _postgres_engine(postgres: PostgresResource) -> Engine:
-    def query(sql: str) -> pd.DataFrame:
+    def query(sql: str) -> "pd.DataFrame":
+        import pandas as pd
+
         with postgres.connect() as conn, conn.cursor() as cur:
             cur.execute(sql)
             return pd.DataFrame.from_records(cur.fetchall(), columns=[c.name for c in cur.description or []])
@@ -145,6 +152,8 @@ def analytics_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefini
         context: AssetCheckExecutionContext, trino: TrinoResource, spark: SparkResource,
         postgres: PostgresResource,
     ) -> AssetCheckResult:
+        import pandas as pd
+
         days = _days(context)
         catalog = get_settings().iceberg_catalog
         span: dict[str, SqlValue] = {"first_day": days[0], "last_day": days[-1]}

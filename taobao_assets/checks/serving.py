@@ -14,9 +14,8 @@ import io
 import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -25,7 +24,6 @@ from dagster import (
     MetadataValue,
     asset_check,
 )
-from feast import FeatureView
 from psycopg2.extras import execute_values
 
 from taobao_assets.assets.serving import (
@@ -36,12 +34,19 @@ from taobao_assets.assets.serving import (
     gold_views,
     training_set_key,
 )
-from taobao_assets.feast_repo import FeastRepo, generated_repo
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
+
+# Feast (through feast_repo) and pandas are imported in the checks that use them: every run process
+# loads these definitions, and a run of bronze or of the Spark days needs neither.
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureView
+
+    from taobao_assets.feast_repo import FeastRepo
 
 #: Entities (online) and rows (training set) compared per view and day.
 SAMPLE = 50
@@ -60,12 +65,14 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _keys(repo: FeastRepo, view: FeatureView) -> list[str]:
+def _keys(repo: "FeastRepo", view: "FeatureView") -> list[str]:
     joins = {e.name: e.join_key for e in repo.entities}
     return [joins[name] for name in view.entities]
 
 
-def _fetch(postgres: PostgresResource, sql: str, params: Sequence[Any]) -> pd.DataFrame:
+def _fetch(postgres: PostgresResource, sql: str, params: Sequence[Any]) -> "pd.DataFrame":
+    import pandas as pd
+
     with postgres.connect() as conn, conn.cursor() as cur:
         cur.execute(sql, params)
         names = [d[0] for d in cur.description or []]
@@ -80,6 +87,8 @@ def _listed(lines: Iterable[str]) -> MetadataValue:
 @asset_check(asset=REGISTRY_KEY, name="registry_matches_metadata", blocking=True,
              description="The Feast registry holds exactly the objects generated from the current asset metadata.")
 def registry_matches_metadata(context: AssetCheckExecutionContext, feast: FeastResource) -> AssetCheckResult:
+    from taobao_assets.feast_repo import generated_repo
+
     repo = generated_repo()
     drift = feast.drift(repo.contents())
     return AssetCheckResult(passed=not drift, metadata={
@@ -89,13 +98,15 @@ def registry_matches_metadata(context: AssetCheckExecutionContext, feast: FeastR
 
 
 def point_in_time_rows(
-    postgres: PostgresResource, table: str, keys: list[str], ttl_seconds: int, rows: pd.DataFrame
-) -> pd.DataFrame:
+    postgres: PostgresResource, table: str, keys: list[str], ttl_seconds: int, rows: "pd.DataFrame"
+) -> "pd.DataFrame":
     """For each row (``keys``, ``event_timestamp``), the latest gold row at or before it within the TTL.
 
     Written without Feast: a LATERAL join on the primary key index. Returns one row per input row,
     in order, with the gold columns (all null where no row qualifies).
     """
+    import pandas as pd
+
     times = pd.to_datetime(rows[TIMESTAMP_FIELD], utc=True)  # naive times are UTC, never the server's zone
     probes = [(i, times.iloc[i].to_pydatetime(), *(int(row[k]) if pd.notna(row[k]) else None for k in keys))
               for i, row in enumerate(rows.to_dict("records"))]
@@ -117,6 +128,8 @@ def point_in_time_rows(
 
 def _plain(value: Any) -> Any:
     """A pandas/numpy scalar as a Python one (``pd.NA`` as ``None``)."""
+    import pandas as pd
+
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     return value.item() if hasattr(value, "item") else value
@@ -131,6 +144,8 @@ def serving_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefiniti
     def online_matches_gold(
         context: AssetCheckExecutionContext, feast: FeastResource, postgres: PostgresResource
     ) -> AssetCheckResult:
+        from taobao_assets.feast_repo import generated_repo
+
         repo = generated_repo()
         stamp = end_of_day(context.partition_key)
         store = feast.store()
@@ -171,6 +186,10 @@ def serving_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefiniti
     def features_point_in_time(
         context: AssetCheckExecutionContext, s3: S3Resource, postgres: PostgresResource
     ) -> AssetCheckResult:
+        import pandas as pd
+
+        from taobao_assets.feast_repo import generated_repo
+
         repo = generated_repo()
         frame = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(context.partition_key))))
         sample = frame.sample(n=min(SAMPLE, len(frame)), random_state=0).reset_index(drop=True)

@@ -6,11 +6,12 @@ index a point-in-time join needs (equality on the keys, range on the timestamp).
 a half-written day: the delete and the COPY commit together.
 """
 
+from __future__ import annotations
+
 from datetime import timedelta
 from io import BytesIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow.csv as pa_csv
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 from pyspark.sql import DataFrame
@@ -20,6 +21,9 @@ from taobao_assets.feature_tables import PG_TYPES, TIMESTAMP_FIELD, FeatureTable
 from taobao_assets.gold_tables import GoldTable
 from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.postgres import PostgresResource
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def create_table_sql(table: FeatureTable) -> str:
@@ -61,6 +65,8 @@ class PostgresPartitionIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
         """The rows of the requested day(s), as pandas (checks, tests, training sets)."""
+        import pandas as pd  # imported here: reading gold back needs pandas, the batch runs writing it do not
+
         assert context.upstream_output is not None
         table = GoldTable.from_metadata(context.upstream_output.definition_metadata)
         window = context.asset_partitions_time_window

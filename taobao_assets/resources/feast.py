@@ -16,26 +16,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource
-from feast import FeatureStore, Project, RepoConfig
-from feast.feature_view import DUMMY_ENTITY_NAME
-from feast.infra.offline_stores.contrib.postgres_offline_store import postgres as postgres_offline
-from feast.infra.online_stores.redis import RedisOnlineStore
-from feast.repo_contents import RepoContents
-from feast.repo_operations import extract_objects_for_apply_delete
-from google.protobuf import text_format
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import PrivateAttr
 
-from taobao_assets.offline_store import STORE_TYPE
-from taobao_assets.online_layout import ENTITY_KEY_VERSION, redis_key
-from taobao_assets.online_materialization import ENGINE_TYPE
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import REPO_ROOT, Settings
+
+# Feast (seconds to import) and the project's Feast plug-ins are imported where they are used:
+# every run process builds this resource, and most runs (bronze, the Spark days) never call it.
+if TYPE_CHECKING:
+    from feast import FeatureStore, RepoConfig
+    from feast.repo_contents import RepoContents
+    from google.protobuf.message import Message
 
 #: How long a process trusts its copy of the registry before reading Postgres again.
 REGISTRY_CACHE_SECONDS = 60
@@ -55,6 +50,8 @@ def _separate_entity_keys_in_point_in_time_ids() -> None:
     text is checked, so a Feast upgrade that changes it fails loudly here instead of silently. It is
     applied (once: it is idempotent) when a feature store is made, not at import.
     """
+    from feast.infra.offline_stores.contrib.postgres_offline_store import postgres as postgres_offline
+
     template = postgres_offline.MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN
     ambiguous = 'CAST("{{entity}}" as VARCHAR) ||'
     separated = "CAST(\"{{entity}}\" as VARCHAR) || '|' ||"
@@ -86,6 +83,8 @@ def _definition(obj: Any) -> str:
     materializes or re-registers an object; Feast's own plan counts that as an update, which would
     make every materialization look like drift.
     """
+    from google.protobuf import text_format
+
     proto = obj.to_proto()
     spec = proto.spec if hasattr(proto, "spec") else proto
     spec = type(spec).FromString(spec.SerializeToString())
@@ -118,6 +117,10 @@ class FeastResource(ConfigurableResource):
 
     def config_dict(self) -> dict[str, Any]:
         """The content of ``feature_store.yaml``."""
+        from taobao_assets.offline_store import STORE_TYPE
+        from taobao_assets.online_layout import ENTITY_KEY_VERSION
+        from taobao_assets.online_materialization import ENGINE_TYPE
+
         pg = self.postgres
         return {
             "project": self.project,
@@ -149,6 +152,8 @@ class FeastResource(ConfigurableResource):
 
     def repo_config(self, **sections: dict[str, Any]) -> RepoConfig:
         """The configuration; each keyword updates the settings of one section (``online_store=...``)."""
+        from feast import RepoConfig
+
         settings = self.config_dict()
         for section, changes in sections.items():
             settings[section] = {**settings[section], **changes}
@@ -168,15 +173,21 @@ class FeastResource(ConfigurableResource):
         For the writers and readers that need another setting than the platform's default (the
         streaming run's ``skip_dedup``, the tests' and benchmarks' stock offline store).
         """
+        from feast import FeatureStore
+
         _separate_entity_keys_in_point_in_time_ids()
         return FeatureStore(repo_path=self.repo_path, config=self.repo_config(**sections))
 
     def _in_project(self, contents: RepoContents) -> RepoContents:
         """``contents`` in this project, as ``feast apply`` adds it when the repo declares none."""
+        from feast import Project
+
         return contents._replace(projects=[Project(name=self.project)])
 
     def registered(self) -> RepoContents:
         """What the registry holds for this project now (read fresh, not from the cache)."""
+        from feast.repo_contents import RepoContents
+
         store = self.store()
         store.refresh_registry()
         return RepoContents(
@@ -187,6 +198,8 @@ class FeastResource(ConfigurableResource):
 
     def drift(self, contents: RepoContents) -> list[Drift]:
         """Objects whose definition in the registry differs from ``contents`` (empty: they match)."""
+        from feast.feature_view import DUMMY_ENTITY_NAME
+
         registered = self.registered()
         drift = []
         for kind in ("entities", "data_sources", "feature_views", "feature_services"):
@@ -212,6 +225,10 @@ class FeastResource(ConfigurableResource):
         removes the view's timestamp mark, so the coming write lands; rows stored with a newer
         timestamp keep their protection. Returns how many marks were removed.
         """
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        from taobao_assets.online_layout import redis_key
+
         mark = f"_ts:{view}"
         expected = Timestamp()
         expected.FromDatetime(stamp)
@@ -241,6 +258,8 @@ class FeastResource(ConfigurableResource):
         For a new data set: Feast's Redis store keeps a stored row over any write with an older
         timestamp, so the old set's later days would shadow the new set's earlier ones.
         """
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
         config = self.repo_config()
         for keys in {tuple(k) for k in join_keys}:
             RedisOnlineStore().delete_entity_values(config, list(keys))
@@ -251,6 +270,8 @@ class FeastResource(ConfigurableResource):
         Objects of the project that ``contents`` no longer has are deleted, so a removed view stops
         being served. Returns what changed.
         """
+        from feast.repo_operations import extract_objects_for_apply_delete
+
         changes = self.drift(contents)
         store = self.store()
         to_apply, to_delete, _, _ = extract_objects_for_apply_delete(

@@ -36,7 +36,6 @@ from pathlib import Path
 from dagster_pyspark import LazyPySparkResource
 from dagster_pyspark.resources import spark_session_from_config
 
-from deploy.services.spark import connector_jars
 from taobao_assets.settings import Settings
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
@@ -141,6 +140,10 @@ class SparkResource(LazyPySparkResource):
         Resolving the jars may take the cache's lock and, on a fresh machine, run Maven: it
         happens here, when a step first needs Spark, not when the definitions load.
         """
+        # Imported here: deploy.services imports every service of the stack, which no run needs
+        # until its first Spark session.
+        from deploy.services.spark import connector_jars
+
         master = self.spark_config.get("spark.master", "local[*]")
         return {**self.spark_config, **_jar_config(connector_jars(Path(self.cache_dir)), master),
                 **_catalog_secrets(self.catalog, self.postgres_password, self.minio_secret_key)}

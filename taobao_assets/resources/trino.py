@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import trino
 from dagster import ConfigurableResource
 
 from taobao_assets.settings import Settings
+
+# The Trino client and pandas are imported where a query runs: every run process builds this resource.
+if TYPE_CHECKING:
+    import pandas as pd
+    import trino
 
 Row = tuple[Any, ...]
 
@@ -66,6 +69,8 @@ class TrinoResource(ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[trino.dbapi.Connection]:
+        import trino
+
         conn = trino.dbapi.connect(
             host=self.host, port=self.port, user=self.user, source="taobao-feature-platform",
         )
@@ -88,11 +93,15 @@ class TrinoResource(ConfigurableResource):
         return self._execute(sql, params)[0]
 
     def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         rows, columns = self._execute(sql, params)
         return pd.DataFrame.from_records(rows, columns=columns)
 
     def run_sql_file(self, path: Path) -> list[Row]:
         """Run every statement of ``path`` in order; return the rows of the last one."""
+        import trino
+
         statements = split_statements(path.read_text())
         if not statements:
             raise ValueError(f"{path}: no SQL statement in the file")

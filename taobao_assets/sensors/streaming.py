@@ -14,8 +14,9 @@ rate, freshness) as observations of the real-time tables instead.
 
 Freshness. Under the daemon a record waits for the next tick (the interval, plus up to the
 daemon's 5 s loop), then its run waits in the run queue (up to 5 s), starts a process that loads
-the code location (about 8 s on a lightly loaded 2-core machine, 20 s on a busy one) and applies
-it (2-4 s). So the sensor path stays some 15-30 s over its interval however small the runs
+the code location and, once its step starts, the streaming engine with Feast (together about 8 s on
+a lightly loaded 2-core machine, 20 s on a busy one, most of it Feast's import) and applies it
+(2-4 s). So the sensor path stays some 15-30 s over its interval however small the runs
 (``bench/streaming.py`` measures each phase); the continuous consumer is the low-latency path.
 """
 
@@ -24,7 +25,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from dagster import (
     AssetKey,
@@ -40,11 +41,13 @@ from dagster import (
 
 from taobao_assets.jobs import OBSERVED_AT_TAG, streaming_job, streaming_run_config
 from taobao_assets.realtime_tables import REALTIME_TABLES, SCHEMA
-from taobao_assets.streaming.follow import FOLLOW_OWNER_PREFIX
-from taobao_assets.streaming.online import missing_views
 from taobao_assets.streaming.resource import StreamingResource
-from taobao_assets.streaming.run import OffsetRange, run_key
 from taobao_assets.streaming.state import refuse_offsets_beyond
+
+# The streaming engine (and with it Feast, seconds to import) is imported by the functions that use
+# it: every run process loads this module with the definitions, and only the sensor's ticks need it.
+if TYPE_CHECKING:
+    from taobao_assets.streaming.run import OffsetRange
 
 #: Run requests per tick at most; a larger backlog continues on the next tick.
 MAX_RUNS_PER_TICK = 10
@@ -96,8 +99,10 @@ def split(lag: Mapping[int, int], budget: int) -> dict[int, int]:
 
 def plan_runs(ends: Mapping[int, int], applied: Mapping[int, int], cursor: SensorCursor, *, in_flight: bool,
               max_records: int, max_runs: int = MAX_RUNS_PER_TICK
-              ) -> tuple[list[list[OffsetRange]], SensorCursor]:
+              ) -> tuple[list[list["OffsetRange"]], SensorCursor]:
     """The ranges of the runs to request now, and the cursor after requesting them."""
+    from taobao_assets.streaming.run import OffsetRange
+
     requested = {p: o for p, o in cursor.requested.items() if o <= ends.get(p, 0)}  # a re-created topic
     generation = cursor.generation
     if not in_flight and any(applied.get(p, 0) < o for p, o in requested.items()):
@@ -125,6 +130,10 @@ def _follower_observations(progress: dict[str, Any] | None, lag: int) -> list[As
         description="Requests streaming runs for the sample records beyond the applied offsets, in exact "
                     "ranges; reports the continuous consumer's progress while one runs.")
 def streaming_sensor(context: SensorEvaluationContext, streaming: StreamingResource) -> SensorResult:
+    from taobao_assets.streaming.follow import FOLLOW_OWNER_PREFIX
+    from taobao_assets.streaming.online import missing_views
+    from taobao_assets.streaming.run import run_key
+
     topic = streaming.topics.samples.name
     try:
         ends = asyncio.run(streaming.kafka.end_offsets(topic))
