@@ -141,6 +141,41 @@ def _unique_columns(cur: psycopg.Cursor, table: str) -> list[list[str]]:
     return [list(columns) for (columns,) in cur.fetchall()]
 
 
+def push_target(config: RepoConfig, feature_view: FeatureView) -> tuple[str, pa.Schema]:
+    """The table a view's pushed rows go to, and its columns as Arrow types (one catalog query)."""
+    source = feature_view.batch_source
+    if not isinstance(source, PostgreSQLSource) or not source._postgres_options._table:
+        raise ValueError(f"feature view {feature_view.name}: pushed rows can only be written to a "
+                         f"Postgres table source, not {source}")
+    schema, _ = offline_utils.get_pyarrow_schema_from_batch_source(config, source)
+    return source._postgres_options._table, schema
+
+
+def upsert_rows(cur: psycopg.Cursor, target: str, table: pa.Table) -> None:
+    """Write ``table`` (the columns of ``target``, in order and typed) into ``target`` in the cursor's
+    transaction, as :meth:`IndexedPostgreSQLOfflineStore.offline_write_batch` describes."""
+    staging = sql.Identifier("pushed_rows")
+    names = table.column_names
+    exact_session(cur)
+    cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {}) ON COMMIT DROP").format(staging, table_name(target)))
+    copy_in(cur, "pushed_rows", table)
+    columns = sql.SQL(", ").join(map(sql.Identifier, names))
+    unique = next(iter(_unique_columns(cur, target)), None)
+    if unique is None:
+        cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            table_name(target), columns, columns, staging))
+        return
+    key = sql.SQL(", ").join(map(sql.Identifier, unique))
+    values = [n for n in names if n not in unique]
+    conflict = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in values)) if values else (
+        sql.SQL("DO NOTHING"))
+    cur.execute(sql.SQL(
+        "INSERT INTO {target} ({columns}) SELECT DISTINCT ON ({key}) {columns} FROM {staging} "
+        "ORDER BY {key}, ctid DESC ON CONFLICT ({key}) {conflict}").format(
+        target=table_name(target), columns=columns, key=key, staging=staging, conflict=conflict))
+
+
 def _tie_free(cur: psycopg.Cursor, probe: _ViewProbe) -> bool:
     """Whether no two rows of ``probe``'s table can share keys and timestamp (a unique index says so)."""
     allowed = {column for column, _ in probe.keys} | {probe.timestamp}
@@ -274,36 +309,11 @@ class IndexedPostgreSQLOfflineStore(PostgreSQLOfflineStore):
         "existing" means. Within one batch the last row of a key wins. Without such an index rows
         are appended.
         """
-        source = feature_view.batch_source
-        if not isinstance(source, PostgreSQLSource) or not source._postgres_options._table:
-            raise ValueError(f"feature view {feature_view.name}: pushed rows can only be written to a "
-                             f"Postgres table source, not {source}")
-        target = source._postgres_options._table
-        schema, names = offline_utils.get_pyarrow_schema_from_batch_source(config, source)
-        if table.column_names != names:
+        target, schema = push_target(config, feature_view)
+        if table.column_names != schema.names:
             raise ValueError(f"feature view {feature_view.name}: pushed columns {table.column_names} differ "
-                             f"from the columns of {target}, {names} (same names, same order)")
-        table = table.cast(schema)
-        staging = sql.Identifier("pushed_rows")
+                             f"from the columns of {target}, {schema.names} (same names, same order)")
         with _get_conn(config.offline_store) as conn, conn.cursor() as cur:
-            exact_session(cur)
-            cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {}) ON COMMIT DROP").format(
-                staging, table_name(target)))
-            copy_in(cur, "pushed_rows", table)
-            columns = sql.SQL(", ").join(map(sql.Identifier, names))
-            unique = next(iter(_unique_columns(cur, target)), None)
-            if unique is None:
-                cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-                    table_name(target), columns, columns, staging))
-            else:
-                key = sql.SQL(", ").join(map(sql.Identifier, unique))
-                values = [n for n in names if n not in unique]
-                conflict = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
-                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in values)) if values else (
-                    sql.SQL("DO NOTHING"))
-                cur.execute(sql.SQL(
-                    "INSERT INTO {target} ({columns}) SELECT DISTINCT ON ({key}) {columns} FROM {staging} "
-                    "ORDER BY {key}, ctid DESC ON CONFLICT ({key}) {conflict}").format(
-                    target=table_name(target), columns=columns, key=key, staging=staging, conflict=conflict))
+            upsert_rows(cur, target, table.cast(schema))
         if progress:
             progress(len(table))

@@ -192,6 +192,7 @@ class Applier:
             self.flush()  # entities a crashed applier committed but did not write online
         except BaseException:
             await self._stack.aclose()
+            self.writer.close()
             self.state.release_lease(self.owner)
             raise
         return self
@@ -203,6 +204,7 @@ class Applier:
                 self.flush()
         finally:
             await self._stack.aclose()
+            self.writer.close()
             self.state.release_lease(self.owner)
             self.report.finished = time.monotonic()
 

@@ -15,8 +15,8 @@ Rows are written as Feast's Redis store writes a push to the view's push source
 (``online_write_batch`` with its timestamp check off), but built a column at a time by
 :mod:`taobao_assets.online_writes`: Feast's per-row protobuf objects, murmur hashes and redis-py
 commands were most of a streaming run's time. The same rows also go to the view's Postgres table
-(the provider's ``ingest_df_to_offline_store``: the offline store's upsert), so point-in-time
-training sets can use them.
+(the upsert of the project's offline store, :func:`taobao_assets.offline_store.upsert_rows`), so
+point-in-time training sets can use them.
 
 The timestamp check is off (``skip_dedup``): it skips a row whose ``event_timestamp`` is not
 newer than the stored one, and a real-time row can change without its timestamp moving (late
@@ -34,16 +34,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
 import psycopg2
 import pyarrow as pa
 from feast import FeatureStore, FeatureView
 from feast.errors import ProjectNotFoundException, ProjectObjectNotFoundException
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType, _versioned_fv_name
+from feast.infra.utils.postgres.connection_utils import _get_conn
 from feast.value_type import ValueType
 
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.features import global_rate, smoothed_ctr
 from taobao_assets.gold_tables import GOLD_TABLES
+from taobao_assets.offline_store import push_target, upsert_rows
 from taobao_assets.online_encoding import entity_keys
 from taobao_assets.online_layout import feature_field, redis_key, timestamp_field
 from taobao_assets.online_writes import hset_commands, raw_pipeline, timestamp_protos
@@ -147,7 +150,7 @@ class OnlineWriter:
             raise ValueError(f"the streaming run writes to a single Redis server; the Feast project "
                              f"{store.project!r} has online store {online}")
         self.client = RedisOnlineStore()._get_client(online)
-        self.provider = store._get_provider()
+        self._offline: psycopg.Connection[Any] | None = None
         self.tables: dict[str, _View] = {}
         for table in tables:
             kind = KINDS.get(tuple(table.key_names))
@@ -162,25 +165,38 @@ class OnlineWriter:
         by_table: dict[str, list[EntityState]] = {}
         for state in states:
             by_table.setdefault(_kind_prefix(state.key, self.tables), []).append(state)
-        written = {}
         config = self.store.config
+        rows = {prefix: self.tables[prefix].rows(prefix, table_states, prior)
+                for prefix, table_states in by_table.items()}
         with raw_pipeline(self.client) as pipeline:
-            for prefix, table_states in by_table.items():
+            for prefix, table in rows.items():
                 view = self.tables[prefix]
-                rows = view.rows(prefix, table_states, prior)
-                keys = entity_keys(config.project, {n: rows.column(n).combine_chunks() for n in view.key_types},
+                keys = entity_keys(config.project, {n: table.column(n).combine_chunks() for n in view.key_types},
                                    view.key_types)
-                stamps = timestamp_protos(rows.column(TIMESTAMP_FIELD).cast(pa.timestamp("ns", "UTC")).cast(pa.int64())
-                                          .to_numpy())
-                features = [(name, rows.column(name).combine_chunks(), value_type)
+                nanos = table.column(TIMESTAMP_FIELD).cast(pa.timestamp("ns", "UTC")).cast(pa.int64()).to_numpy()
+                features = [(name, table.column(name).combine_chunks(), value_type)
                             for name, value_type in view.feature_types.items()]
-                pipeline.send(*hset_commands(view.online_name, keys, stamps, features,
+                pipeline.send(*hset_commands(view.online_name, keys, timestamp_protos(nanos), features,
                                              config.online_store.key_ttl_seconds))
-                # The same rows to the view's Postgres table, so that training sets see the real-time
-                # values as of each impression. An upsert: a rewrite after a crash changes nothing.
-                self.provider.ingest_df_to_offline_store(view.view, rows)
-                written[view.table.name] = rows.num_rows
-        return written
+        # The same rows to the views' Postgres tables, so that training sets see the real-time values
+        # as of each impression: the offline store's upsert (a rewrite after a crash changes nothing),
+        # on a connection kept open, as a follower flushes several times a second.
+        connection = self._offline_connection()
+        for prefix, table in rows.items():
+            view = self.tables[prefix]
+            with connection.transaction(), connection.cursor() as cur:
+                upsert_rows(cur, view.offline_table, table.cast(view.offline_schema))
+        return {self.tables[prefix].table.name: table.num_rows for prefix, table in rows.items()}
+
+    def _offline_connection(self) -> psycopg.Connection[Any]:
+        if self._offline is None or self._offline.closed or self._offline.broken:
+            self._offline = _get_conn(self.store.config.offline_store)
+            self._offline.autocommit = True  # each upsert is a transaction block of its own
+        return self._offline
+
+    def close(self) -> None:
+        if self._offline is not None:
+            self._offline.close()
 
 
 @dataclass(frozen=True)
@@ -192,6 +208,8 @@ class _View:
     online_name: str
     key_types: dict[str, ValueType]
     feature_types: dict[str, ValueType]
+    offline_table: str
+    offline_schema: pa.Schema
 
     @classmethod
     def of(cls, store: FeatureStore, table: RealtimeTable) -> _View:
@@ -201,8 +219,9 @@ class _View:
             raise ValueError(f"feature view {view.name}: entity keys {key_types}; the streaming run's ids "
                              f"are INT64")
         feature_types = {f.name: f.dtype.to_value_type() for f in view.features}
+        offline_table, offline_schema = push_target(store.config, view)
         return cls(table, view, _versioned_fv_name(view, store.config), key_types,
-                   {name: feature_types[name] for name in FEATURES})
+                   {name: feature_types[name] for name in FEATURES}, offline_table, offline_schema)
 
     def rows(self, prefix: str, states: Sequence[EntityState], prior: float) -> pa.Table:
         """The rows of ``states`` as the view's table holds them: keys, ``event_timestamp``, then the
