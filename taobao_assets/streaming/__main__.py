@@ -7,9 +7,11 @@ import asyncio
 import json
 import signal
 import sys
+from collections import Counter
 from typing import Any
 
 from taobao_assets.settings import get_settings
+from taobao_assets.streaming.dead_letter import read_dead_letters, replay_dead_letters
 from taobao_assets.streaming.follow import follow
 from taobao_assets.streaming.online import drop_online_rows
 from taobao_assets.streaming.resource import StreamingResource
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--lease-seconds", type=float, default=30.0,
                      help="how long the lease of a dead follower blocks the sensor's runs (default 30)")
     sub.add_parser("status", help="offsets, lag, lease and progress of the stream, as JSON")
+    letters = sub.add_parser("dead-letters", help="the dead letters not replayed yet, by reason; or replay some")
+    letters.add_argument("--replay", metavar="REASON",
+                         help="send the letters of REASON back to their topics (once their cause is fixed)")
     reset = sub.add_parser("reset", help="delete the stream's state (after its topics were re-created)")
     reset.add_argument("--online", action="store_true", help="also delete its rows from Feast online")
     reset.add_argument("--yes", action="store_true", help="really delete")
@@ -71,6 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     streaming = StreamingResource.from_settings(settings)
     if args.command == "status":
         print(json.dumps(status(streaming), indent=2))
+        return 0
+    if args.command == "dead-letters":
+        topic = streaming.topics.dead_letter.name
+        try:
+            if args.replay:
+                sent = asyncio.run(replay_dead_letters(streaming.kafka, topic, args.replay))
+                print(f"sent {sent} dead letters of reason {args.replay} back to their topics")
+                return 0
+            stored = asyncio.run(read_dead_letters(streaming.kafka, topic))
+        except ValueError as no_topic:  # no dead letter yet: the first applier creates the topic
+            parser.exit(2, f"{no_topic}\n")
+        print(json.dumps({"topic": topic, "by_reason": Counter(letter.reason for letter in stored)}, indent=2))
         return 0
     if not args.yes:
         parser.error("reset deletes the counters and applied offsets of the stream; add --yes")

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ from taobao_assets.settings import Settings
 from taobao_assets.source.replay import PRODUCED_AT_HEADER, ReplayRecord
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
 from taobao_assets.streaming.applier import FAILPOINT_ENV, Applier
-from taobao_assets.streaming.dead_letter import MESSAGE_HEADER, REASON_HEADER, RecordFault
+from taobao_assets.streaming.dead_letter import (
+    MESSAGE_HEADER,
+    REASON_HEADER,
+    RecordFault,
+    read_dead_letters,
+    replay_dead_letters,
+)
 from taobao_assets.streaming.join import KINDS
 from taobao_assets.streaming.online import drop_project
 from taobao_assets.streaming.resource import StreamingResource
@@ -282,6 +289,18 @@ def test_poison_records_are_dead_lettered_and_the_stream_goes_on(
     found = {(h["topic"].decode(), int(h["partition"]), int(h["offset"])): h[REASON_HEADER].decode()
              for h in (dict(m.headers) for m in dead_letters(stream))}
     assert {origin: found.get(origin) for origin in poison} == poison
+
+    # Replayed once its cause is gone (here: a skew that allows tomorrow), a letter is applied as a
+    # new record and leaves the dead-letter topic.
+    lenient = StreamingResource(kafka=stream.kafka, redis=stream.redis, feast=stream.feast,
+                                topic_prefix=stream.topic_prefix, max_future_skew_seconds=3 * 86_400)
+    topic = stream.topics.dead_letter.name
+    assert asyncio.run(replay_dead_letters(stream.kafka, topic, RecordFault.FUTURE_TIMESTAMP)) == 1
+    ends = asyncio.run(stream.kafka.end_offsets(stream.topics.samples.name))
+    apply_ranges(lenient, [OffsetRange(p, 0, end) for p, end in ends.items()], owner="test", ctr_prior=PRIOR)
+    assert stream.state().totals()["impressions"] == expected.impressions + 1
+    left = Counter(letter.reason for letter in asyncio.run(read_dead_letters(stream.kafka, topic)))
+    assert RecordFault.FUTURE_TIMESTAMP not in left and left[RecordFault.BAD_HEADER] == 3
 
 
 def test_runs_over_what_the_replay_wrote_report_the_freshness_of_every_record(
