@@ -496,13 +496,17 @@ def _sensor_verdict(row: dict[str, Any]) -> str:
 
 
 def _continuous_note(row: dict[str, Any]) -> str:
-    """The target applies at TARGET_CONTINUOUS_RATE events/s or more, and only if the producer kept up."""
+    """The target: p99 at most TARGET_CONTINUOUS_P99_MS at TARGET_CONTINUOUS_RATE events/s or more. A p99
+    above it is missed at whatever rate the producer reached; one within it counts only at that rate."""
     if row["rate"] < TARGET_CONTINUOUS_RATE:
         return ""
-    verdict = _at_most(row["freshness_p99_ms"], TARGET_CONTINUOUS_P99_MS)
-    if row["achieved_rate"] < TARGET_CONTINUOUS_RATE:
-        verdict = f"not measured: the producer reached {row['achieved_rate']:,.0f} events/s"
-    return f"target p99 <= {TARGET_CONTINUOUS_P99_MS} ms at >= {TARGET_CONTINUOUS_RATE:,} events/s: {verdict}"
+    target = f"target p99 <= {TARGET_CONTINUOUS_P99_MS} ms at >= {TARGET_CONTINUOUS_RATE:,} events/s"
+    achieved = row["achieved_rate"]
+    if row["freshness_p99_ms"] > TARGET_CONTINUOUS_P99_MS:
+        return f"{target}: missed (producer at {achieved:,.1f} events/s)"
+    if achieved < TARGET_CONTINUOUS_RATE:
+        return f"{target}: not shown, the producer reached {achieved:,.1f} events/s"
+    return f"{target}: met"
 
 
 def _markdown(payload: dict[str, Any], profile: str | None) -> str:

@@ -25,7 +25,7 @@ from aiokafka.structs import ConsumerRecord
 
 from taobao_assets.source.format import FileKind, Reason
 from taobao_assets.source.parser import BatchColumn, QuarantineRecord, parse_batch, record_ends
-from taobao_assets.source.topics import BadHeader, read_headers
+from taobao_assets.source.topics import LINE_HEADER, PRODUCED_AT_HEADER, SOURCE_HEADER, BadHeader, read_headers
 from taobao_assets.streaming.dead_letter import DeadLetter, RecordFault
 from taobao_assets.streaming.state import Deltas
 
@@ -37,6 +37,7 @@ KINDS = {("user_id",): "u", ("item_id",): "i", ("user_id", "category_id"): "uc"}
 MINUTE_MS = 60_000
 #: What the context map says of a context it does not know (a user may be ``None``: the row has none).
 _UNKNOWN = object()
+_REPLAY_HEADERS = (SOURCE_HEADER, LINE_HEADER, PRODUCED_AT_HEADER)
 
 
 def _where(record: ConsumerRecord) -> tuple[str, int, int | None]:
@@ -58,9 +59,33 @@ class _Screened:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
+def _screen_replayed(records: Sequence[ConsumerRecord], latest_ms: int | None) -> _Screened | None:
+    """:func:`_screen` of a poll where every record is as the replay writes it (a value, an event
+    time not after ``latest_ms``, and its three headers, well-formed and in order), checked a
+    column at a time; ``None`` if any record is otherwise. Reading headers record by record was most
+    of the parse step's time, and a poll of foreign records is the exception."""
+    headers = [record.headers for record in records]
+    try:
+        if {(h[0][0], h[1][0], h[2][0]) for h in headers if len(h) == 3} != {_REPLAY_HEADERS} or (
+                sum(len(h) == 3 for h in headers) != len(headers)):
+            return None
+        if any(record.value is None for record in records):
+            return None
+        b"\n".join(h[0][1] for h in headers).decode()  # every source is UTF-8 (a newline ends any bad sequence)
+        np.array([h[1][1] for h in headers]).astype(np.int64)  # every line is an integer
+        produced = np.array([h[2][1] for h in headers]).astype(np.int64)
+    except (TypeError, ValueError):  # a None header value, a bad source or a number that is not one
+        return None
+    if latest_ms is not None and records and max(record.timestamp for record in records) > latest_ms:
+        return None
+    return _Screened(list(records), produced.tolist(), [])
+
+
 def _screen(records: Sequence[ConsumerRecord], kind: FileKind, latest_ms: int | None = None) -> _Screened:
     """Split off the records that cannot be parsed or applied: bad headers, no value at all, or an
     event time after ``latest_ms``."""
+    if (fast := _screen_replayed(records, latest_ms)) is not None:
+        return fast
     screened = _Screened()
     for record in records:
         try:

@@ -9,7 +9,7 @@ from taobao_assets.source.format import format_common_line, format_entry, format
 from taobao_assets.source.replay import PRODUCED_AT_HEADER
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
 from taobao_assets.streaming.dead_letter import RecordFault
-from taobao_assets.streaming.join import parse_contexts, parse_samples
+from taobao_assets.streaming.join import _screen_replayed, parse_contexts, parse_samples
 
 SAMPLE = format_sample_line(1, 1, 0, "ctx1", 2, join_entries([format_entry("205", 11, 1.0),
                                                                format_entry("206", 22, 1.0)])).encode()
@@ -66,3 +66,18 @@ def test_a_tombstone_deletes_its_context_and_the_last_record_of_an_index_wins() 
         (6, RecordFault.NULL_VALUE), (7, RecordFault.BAD_HEADER)]
     assert parsed.totals == {"dead_letter.common_features.null_value": 1,
                              "dead_letter.common_features.bad_header": 1}
+
+
+def test_a_poll_as_the_replay_writes_it_is_screened_a_column_at_a_time_and_any_other_record_is_not() -> None:
+    good = [record(i, SAMPLE) for i in range(5)]
+    fast = _screen_replayed(good, latest_ms=2_000)
+    assert fast is not None and fast.usable == good and fast.produced_at == [1700] * 5 and not fast.dead_letters
+    for odd in (record(9, None), record(9, SAMPLE, HEADERS[:2]), record(9, SAMPLE, HEADERS[::-1]),
+                record(9, SAMPLE, [HEADERS[0], (LINE_HEADER, b"x"), HEADERS[2]]),
+                record(9, SAMPLE, [(SOURCE_HEADER, b"\xff"), *HEADERS[1:]]),
+                record(9, SAMPLE, [*HEADERS[:2], (PRODUCED_AT_HEADER, None)]),  # type: ignore[list-item]
+                record(3_000, SAMPLE)):  # its event time is after latest_ms
+        assert _screen_replayed([*good, odd], latest_ms=2_000) is None, odd
+    # Such a poll goes record by record: the same good records, and a dead letter for the odd one.
+    parsed = parse_samples([*good, record(9, SAMPLE, [HEADERS[0], (LINE_HEADER, b"x"), HEADERS[2]])])
+    assert parsed.event_ms.tolist() == [1_000 + i for i in range(5)] and len(parsed.dead_letters) == 1
