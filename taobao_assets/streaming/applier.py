@@ -44,11 +44,12 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
+from taobao_assets.streaming.counters import Deltas
 from taobao_assets.streaming.dead_letter import send_dead_letters
 from taobao_assets.streaming.join import aggregate, parse_contexts, parse_samples
 from taobao_assets.streaming.online import CtrPrior, OnlineWriter, Prior, streaming_store
 from taobao_assets.streaming.resource import StreamingResource
-from taobao_assets.streaming.state import Commit, Deltas, OffsetMove, StreamState, refuse_offsets_beyond
+from taobao_assets.streaming.state import Commit, OffsetMove, StreamState, refuse_offsets_beyond
 
 FAILPOINT_ENV = "TFP_STREAMING_FAILPOINT"
 #: A bounded read that gets nothing for this long means the broker lost the records or is down.

@@ -14,8 +14,9 @@ import pytest
 from deploy.service import Service
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import Settings
+from taobao_assets.streaming.counters import Deltas, EntityDelta
 from taobao_assets.streaming.resource import STATE_TTL_SECONDS
-from taobao_assets.streaming.state import Deltas, EntityDelta, OffsetMove, StreamState
+from taobao_assets.streaming.state import OffsetMove, StreamState
 
 DAY_MS, MINUTE_MS = 86_400_000, 60_000
 #: 23:10 UTC: the events below cross midnight, and the hour window crosses the day.
