@@ -14,14 +14,20 @@ fail on their arguments, so an error never leaves half a batch behind (Redis doe
 transaction back). Working the counters out in a Lua script, entity by entity, cost Redis about
 30 us per entity; plain commands cost it a few. The common-features commits stay one small script.
 
-Counters. One hash per entity (``e:u:<user>``, ``e:i:<item>``, ``e:uc:<user>:<category>``):
+Counters. One string per entity (``e:u:<user>``, ``e:i:<item>``, ``e:uc:<user>:<category>``):
+little-endian int64s (:func:`pack`), read with one ``MGET`` per batch and written with one ``SET``
+per entity, so a batch costs Redis a few microseconds per entity:
 
 - ``t``: the event time (epoch ms) of the latest impression counted; ``n``: impressions counted
   ever (a version: it grows with every batch that touches the entity);
 - ``di dc dv``: impressions, clicks, conversions of the UTC day of ``t``;
 - ``hi hc hv``: the same over the 60 one-minute buckets of event time up to and including the
-  minute of ``t``, kept in a second hash (``...:m``, fields ``<epoch minute><i|c|v>``) so that
-  buckets leaving the hour can be subtracted and deleted.
+  minute of ``t``;
+- then one (epoch minute, impressions, clicks, conversions) per bucket of that hour, so that
+  buckets leaving the hour can be subtracted and dropped.
+
+The ``layout`` key names this layout (:data:`LAYOUT`); an applier refuses a stream whose state
+another layout wrote.
 
 Events arrive out of event-time order across partitions. An event older than the day of ``t`` and
 than its hour window is counted in neither span (it would already have been dropped had it arrived
@@ -36,7 +42,7 @@ online writer derives Feast rows from the committed state of the dirty entities 
 entity only if its ``n`` is still the one it wrote, so a crash between a commit and the Feast
 write is repaired by whoever flushes next.
 
-Lifetime. An entity's two hashes expire ``ttl`` after the batch that last touched it, set by the
+Lifetime. An entity's state expires ``ttl`` after the batch that last touched it, set by the
 same transaction that applies the batch (a replayed batch changes nothing, its TTL included): ``ttl``
 is the declared TTL of the real-time table the entity feeds, and must be at least a day. An
 entity unseen for a day has no count left in either span (its next impression is on a later UTC
@@ -70,7 +76,7 @@ from typing import Any, cast
 import numpy as np
 import redis
 
-from taobao_assets.online_encoding import Cells, command, concat, decimal, wire
+from taobao_assets.online_encoding import Cells, command, decimal, wire
 from taobao_assets.online_writes import raw_pipeline
 from taobao_assets.streaming.counters import Deltas, Stored, Updated, advance
 
@@ -122,16 +128,6 @@ for k = 3 + sets, #KEYS do
 end
 advance_offsets(KEYS[1], 1, moves)
 return {1, stored}
-"""
-
-#: Flat integers, 8 per key (-1 for a missing field): cheaper to send and parse than nested strings.
-_READ_STATES = """
-local out = {}
-for _, key in ipairs(KEYS) do
-  local s = redis.call('HMGET', key, 't', 'n', 'di', 'dc', 'dv', 'hi', 'hc', 'hv')
-  for j = 1, 8 do out[#out + 1] = tonumber(s[j]) or -1 end
-end
-return out
 """
 
 #: KEYS: dirty, then entity keys found expired. ARGV: (entity key, n written) pairs; unmark only
@@ -240,8 +236,8 @@ class StreamState:
         self.lease_key = self.prefix + "lease"
         self.progress_key = self.prefix + "progress"
         self.entity_prefix = self.prefix + "e:"
+        self.layout_key = self.prefix + "layout"
         self._apply_contexts = client.register_script(_APPLY_CONTEXTS)
-        self._read_states = client.register_script(_READ_STATES)
         self._clear_dirty = client.register_script(_CLEAR_DIRTY)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
@@ -306,31 +302,42 @@ class StreamState:
         if the stored offsets are not the batch's start, nothing is sent at all.
         """
         kinds = self._kinds(deltas.keys)
-        keys = Cells.of([key.encode() for key in deltas.keys], np.arange(len(deltas.keys)))
-        bucket_keys = concat([keys, b":m"], len(deltas.keys))
+        rows = len(deltas.keys)
+        keys = [key.encode() for key in deltas.keys]
         offsets_key = self.sample_offsets_key.encode()
-        partitions = [str(m.partition).encode() for m in moves]
         with raw_pipeline(self.client) as pipe:
-            rows = len(deltas.keys)
-            ticket = pipe.send(_one(b"WATCH", offsets_key) + _one(b"HMGET", offsets_key, *partitions)
-                               + wire(command(rows, b"HMGET", keys, *_STORED_FIELDS), rows)
-                               + wire(command(rows, b"HGETALL", bucket_keys), rows), 2 + 2 * rows)
-            replies = pipe.receive(ticket)
-            stored = {m.partition: int(o or 0) for m, o in zip(moves, replies[1], strict=True)}
+            ticket = pipe.send(_one(b"WATCH", offsets_key) + _one(b"HMGET", offsets_key, *(
+                str(m.partition).encode() for m in moves)) + _one(b"MGET", *keys), 3)
+            _, offsets, values = pipe.receive(ticket)
+            stored = {m.partition: int(o or 0) for m, o in zip(moves, offsets, strict=True)}
             if any(stored[m.partition] != m.expected for m in moves):
                 pipe.receive(pipe.send(_one(b"UNWATCH"), 1))
                 return Commit(False, stored)
-            updated = advance(_stored(replies[2:2 + rows], replies[2 + rows:]), deltas)
+            updated = advance(unpack(values), deltas)
             late = {f"late.{kind}": count for kind, count in _sum(kinds, updated.late).items()}
-            payload, queued = self._writes(moves, deltas, kinds, {**totals, **late}, updated, keys, bucket_keys)
-            done = pipe.receive(pipe.send(b"*1\r\n$5\r\nMULTI\r\n" + payload + b"*1\r\n$4\r\nEXEC\r\n",
-                                          queued + 2))[-1]
+            commands = [
+                wire(command(rows, b"SET", Cells.of(keys, np.arange(rows)), pack(updated), b"PX",
+                             decimal(np.array([self.entity_ttl_ms[kind] for kind in kinds], np.int64))), rows),
+                _one(b"HSET", self.dirty_key.encode(),
+                     *(part for key, n in zip(keys, updated.n.tolist(), strict=True) for part in (key, b"%d" % n))),
+                *(_one(b"HINCRBY", self.totals_key.encode(), name.encode(), b"%d" % value)
+                  for name, value in {**totals, **late}.items()),
+                _one(b"HSET", offsets_key, *(part for m in moves for part in (b"%d" % m.partition, b"%d" % m.new))),
+                _one(b"SET", self.layout_key.encode(), LAYOUT.encode()),
+            ]
+            done = pipe.transaction(b"".join(commands), rows + len(commands) - 1)
         if done is None:  # another applier committed after the WATCH
             return Commit(False, self._offsets(self.sample_offsets_key))
-        failed = [reply for reply in done if isinstance(reply, Exception)]
-        if failed:
-            raise redis.ResponseError(f"the commit of a batch failed in Redis: {failed[0]}")
         return Commit(True, stored, late)
+
+    def check_layout(self) -> None:
+        """Refuse a stream whose state another layout of the counters wrote (an older version)."""
+        found = cast(bytes | None, self.client.get(self.layout_key))
+        if self.client.exists(self.sample_offsets_key) and (found or b"").decode() != LAYOUT:
+            raise ValueError(
+                f"the streaming state of {self.stream} was written in counter layout {found!r}, this version "
+                f"reads layout {LAYOUT!r}: reset the stream (`python -m taobao_assets.streaming reset --online "
+                f"--yes`) and apply it again")
 
     def _kinds(self, keys: Sequence[str]) -> list[str]:
         """The entity kind of each state key (``u``, ``i``, ``uc``), checked to have a TTL."""
@@ -340,42 +347,6 @@ class StreamState:
         if unknown:
             raise ValueError(f"state keys of kinds {sorted(unknown)} have no TTL ({sorted(self.entity_ttl_ms)})")
         return kinds
-
-    def _writes(self, moves: Sequence[OffsetMove], deltas: Deltas, kinds: Sequence[str],
-                totals: Mapping[str, int], updated: Updated, keys: Cells, bucket_keys: Cells) -> tuple[bytes, int]:
-        """The commands of a commit (between ``MULTI`` and ``EXEC``) and how many they are; ``totals``
-        are the stream totals the batch adds, its late impressions included."""
-        rows = len(deltas.keys)
-        ttl = decimal(np.array([self.entity_ttl_ms[kind] for kind in kinds], np.int64))
-        state = [part for name, values in zip(_STATE_FIELDS, (updated.t, updated.n, *updated.today.T,
-                                                               *updated.hour.T), strict=True)
-                 for part in (name, decimal(values))]
-        payload = [wire(command(rows, b"HSET", keys, *state), rows),
-                   wire(command(rows, b"PEXPIRE", keys, ttl), rows),
-                   wire(command(rows, b"DEL", bucket_keys), rows),
-                   wire(command(rows, b"HSET", Cells.fixed(np.frombuffer(self.dirty_key.encode(), np.uint8)
-                                                           [None, :].repeat(rows, 0)), keys, decimal(updated.n)),
-                        rows)]
-        queued = 4 * rows
-        buckets = updated.buckets
-        if len(buckets):
-            owner = buckets[:, 0]
-            minutes = decimal(buckets[:, 1])
-            count = len(buckets)
-            fields = [part for slot, suffix in enumerate((b"i", b"c", b"v"))
-                      for part in (concat([minutes, suffix], count), decimal(buckets[:, 2 + slot]))]
-            owners = Cells(bucket_keys.data[owner], bucket_keys.lengths[owner])
-            payload.append(wire(command(count, b"HSET", owners, *fields), count))
-            with_buckets = np.unique(owner)
-            payload.append(wire(command(len(with_buckets), b"PEXPIRE",
-                                        Cells(bucket_keys.data[with_buckets], bucket_keys.lengths[with_buckets]),
-                                        Cells(ttl.data[with_buckets], ttl.lengths[with_buckets])), len(with_buckets)))
-            queued += count + len(with_buckets)
-        for name, value in totals.items():
-            payload.append(_one(b"HINCRBY", self.totals_key.encode(), name.encode(), str(value).encode()))
-        payload.append(_one(b"HSET", self.sample_offsets_key.encode(),
-                            *(part for m in moves for part in (str(m.partition).encode(), str(m.new).encode()))))
-        return b"".join(payload), queued + len(totals) + 1
 
     def users_of(self, indexes: Sequence[str]) -> dict[str, int | None]:
         """User of each known common_feature_index (``None``: no user id); unknown ones are left out."""
@@ -399,11 +370,11 @@ class StreamState:
 
     def read_states(self, keys: Sequence[str]) -> list[EntityState]:
         """Committed counters of ``keys`` (keys without state are skipped)."""
-        values = self._read_states(keys=list(keys))
+        values = cast(list[bytes | None], self.client.mget(list(keys))) if keys else []
         states = []
-        for i, key in enumerate(keys):
-            t, n, di, dc, dv, hi, hc, hv = values[8 * i: 8 * i + 8]
-            if t >= 0:
+        for key, value in zip(keys, values, strict=True):
+            if value is not None:
+                t, n, di, dc, dv, hi, hc, hv = np.frombuffer(value, "<i8", 8).tolist()
                 states.append(EntityState(key, t, n, (di, dc, dv), (hi, hc, hv)))
         return states
 
@@ -465,10 +436,10 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-#: The counter fields of an entity as the commit writes them, in :class:`Updated`'s order.
-_STATE_FIELDS = (b"t", b"n", b"di", b"dc", b"dv", b"hi", b"hc", b"hv")
-#: What the commit reads of an entity's counters: the hour is recomputed from its buckets.
-_STORED_FIELDS = _STATE_FIELDS[:5]
+#: The layout of the counters this module reads and writes (see the module docstring).
+LAYOUT = "packed-int64-v1"
+#: Fixed fields of an entity's state before its buckets: t, n, di, dc, dv, hi, hc, hv.
+_FIXED = 8
 
 
 def _one(*arguments: bytes) -> bytes:
@@ -476,18 +447,35 @@ def _one(*arguments: bytes) -> bytes:
     return b"*%d\r\n" % len(arguments) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in arguments)
 
 
-def _stored(counters: Sequence[list[bytes | None]], buckets: Sequence[list[bytes]]) -> Stored:
-    """The replies of the commit's reads as :class:`Stored`."""
-    values = np.array([[-1 if v is None else int(v) for v in row] for row in counters], np.int64).reshape(-1, 5)
-    found = values[:, 0] >= 0
-    rows: dict[tuple[int, int], list[int]] = {}
-    for e, fields in enumerate(buckets):
-        for j in range(0, len(fields), 2):
-            name = fields[j]
-            rows.setdefault((e, int(name[:-1])), [0, 0, 0])[b"icv".index(name[-1])] = int(fields[j + 1])
-    table = np.array([[e, m, *counts] for (e, m), counts in rows.items()], np.int64).reshape(-1, 5)
-    return Stored(values[:, 0], np.where(found, values[:, 1], 0), np.where(found[:, None], values[:, 2:5], 0),
-                  table)
+def pack(updated: Updated) -> Cells:
+    """Each entity's state as the string the store keeps (the module docstring's layout)."""
+    entities = len(updated.t)
+    owner = updated.buckets[:, 0]
+    counts = np.bincount(owner, minlength=entities)
+    sizes = _FIXED + 4 * counts
+    firsts = np.cumsum(sizes) - sizes
+    flat = np.empty(int(sizes.sum()), "<i8")
+    for k, column in enumerate((updated.t, updated.n, *updated.today.T, *updated.hour.T)):
+        flat[firsts + k] = column
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    flat[(firsts[owner] + _FIXED + 4 * within)[:, None] + np.arange(4)] = updated.buckets[:, 1:]
+    return Cells.packed(flat.view(np.uint8), sizes * 8)
+
+
+def unpack(values: Sequence[bytes | None]) -> Stored:
+    """The states ``MGET`` returned (``None``: no state) as :class:`Stored`."""
+    lengths = np.fromiter((0 if v is None else len(v) for v in values), np.int64, len(values)) // 8
+    flat = np.frombuffer(b"".join(v for v in values if v is not None), "<i8")
+    firsts = np.cumsum(lengths) - lengths
+    found = lengths > 0
+    header = np.zeros((len(values), _FIXED), np.int64)
+    header[:, 0] = -1
+    header[found] = flat[firsts[found][:, None] + np.arange(_FIXED)]
+    counts = np.maximum(lengths - _FIXED, 0) // 4
+    owner = np.repeat(np.arange(len(values)), counts)
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    buckets = flat[(firsts[owner] + _FIXED + 4 * within)[:, None] + np.arange(4)].reshape(-1, 4)
+    return Stored(header[:, 0], header[:, 1], header[:, 2:5], np.column_stack([owner, buckets]).astype(np.int64))
 
 
 def _sum(kinds: Sequence[str], late: np.ndarray) -> dict[str, int]:
