@@ -306,9 +306,11 @@ class StreamState:
         keys = [key.encode() for key in deltas.keys]
         offsets_key = self.sample_offsets_key.encode()
         with raw_pipeline(self.client) as pipe:
-            ticket = pipe.send(_one(b"WATCH", offsets_key) + _one(b"HMGET", offsets_key, *(
-                str(m.partition).encode() for m in moves)) + _one(b"MGET", *keys), 3)
-            _, offsets, values = pipe.receive(ticket)
+            read = _one(b"WATCH", offsets_key) + _one(b"HMGET", offsets_key,
+                                                     *(str(m.partition).encode() for m in moves))
+            _, offsets, *found = pipe.receive(pipe.send(read + (_one(b"MGET", *keys) if keys else b""),
+                                                        3 if keys else 2))
+            values = found[0] if keys else []
             stored = {m.partition: int(o or 0) for m, o in zip(moves, offsets, strict=True)}
             if any(stored[m.partition] != m.expected for m in moves):
                 pipe.receive(pipe.send(_one(b"UNWATCH"), 1))
@@ -318,8 +320,9 @@ class StreamState:
             commands = [
                 wire(command(rows, b"SET", Cells.of(keys, np.arange(rows)), pack(updated), b"PX",
                              decimal(np.array([self.entity_ttl_ms[kind] for kind in kinds], np.int64))), rows),
-                _one(b"HSET", self.dirty_key.encode(),
-                     *(part for key, n in zip(keys, updated.n.tolist(), strict=True) for part in (key, b"%d" % n))),
+                *([_one(b"HSET", self.dirty_key.encode(), *(
+                    part for key, n in zip(keys, updated.n.tolist(), strict=True) for part in (key, b"%d" % n)))]
+                  if keys else []),
                 *(_one(b"HINCRBY", self.totals_key.encode(), name.encode(), b"%d" % value)
                   for name, value in {**totals, **late}.items()),
                 _one(b"HSET", offsets_key, *(part for m in moves for part in (b"%d" % m.partition, b"%d" % m.new))),

@@ -154,3 +154,10 @@ def test_a_state_of_another_layout_is_refused(state: StreamState) -> None:
     state.client.delete(state.layout_key)  # as an older version left it
     with pytest.raises(ValueError, match="reset the stream"):
         state.check_layout()
+
+
+def test_a_batch_of_dead_letters_only_advances_the_offsets(state: StreamState) -> None:
+    empty = Deltas.of({})
+    commit = state.apply_samples([OffsetMove(0, 0, 3)], empty, {"dead_letter.sample_skeleton.null_value": 3})
+    assert commit.applied and state.sample_offsets() == {0: 3}
+    assert state.totals() == {"dead_letter.sample_skeleton.null_value": 3}
