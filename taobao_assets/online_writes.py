@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import numpy as np
@@ -26,6 +26,7 @@ from taobao_assets.online_layout import feature_field, timestamp_field
 
 #: Bytes read from Redis' socket at a time.
 _RECEIVE = 1 << 20
+_MULTI, _EXEC = b"*1\r\n$5\r\nMULTI\r\n", b"*1\r\n$4\r\nEXEC\r\n"
 #: ``google.protobuf.Timestamp`` fields: ``seconds`` (1) and ``nanos`` (2), both varints.
 _SECONDS_TAG, _NANOS_TAG = b"\x08", b"\x10"
 
@@ -86,6 +87,34 @@ class RawPipeline:
             _, count = self.unread.popleft()
             replies = [self._reply() for _ in range(count)]
         return replies
+
+    def transaction(self, commands: bytes, count: int) -> list[Any] | None:
+        """Run ``count`` packed commands between ``MULTI`` and ``EXEC``; returns their replies, or
+        ``None`` if Redis refused the ``EXEC`` (a watched key changed). Every reply of the queued
+        commands is ``+QUEUED``: they are checked as one block of bytes rather than parsed one by
+        one, which would cost more than Redis takes to run them."""
+        self.receive()
+        self.connection.send_packed_command([_MULTI, commands, _EXEC], check_health=False)
+        expected = b"+OK\r\n" + b"+QUEUED\r\n" * count
+        data = bytearray()
+        while len(data) < len(expected) and data == expected[:len(data)]:
+            chunk = self.connection._sock.recv(_RECEIVE)
+            if not chunk:
+                raise redis.ConnectionError("Redis closed the connection during a transaction")
+            data += chunk
+        if data[:len(expected)] == expected:
+            self.reader.feed(bytes(data[len(expected):]))
+            replies = self._reply()
+        else:  # an error reply in the block: parse every reply, the first error raises
+            self.reader.feed(bytes(data))
+            for _ in range(count + 1):
+                self._reply()
+            replies = self._reply()
+        if replies is not None:
+            failed = [reply for reply in replies if isinstance(reply, hiredis.ReplyError)]
+            if failed:
+                raise redis.ResponseError(f"a command of a transaction failed: {failed[0]}")
+        return cast(list[Any] | None, replies)
 
     def _reply(self) -> Any:
         reply = self.reader.gets()

@@ -44,11 +44,12 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
+from taobao_assets.streaming.counters import Deltas
 from taobao_assets.streaming.dead_letter import send_dead_letters
 from taobao_assets.streaming.join import aggregate, parse_contexts, parse_samples
 from taobao_assets.streaming.online import CtrPrior, OnlineWriter, Prior, streaming_store
 from taobao_assets.streaming.resource import StreamingResource
-from taobao_assets.streaming.state import Commit, Deltas, OffsetMove, StreamState, refuse_offsets_beyond
+from taobao_assets.streaming.state import Commit, OffsetMove, StreamState, refuse_offsets_beyond
 
 FAILPOINT_ENV = "TFP_STREAMING_FAILPOINT"
 #: A bounded read that gets nothing for this long means the broker lost the records or is down.
@@ -175,6 +176,7 @@ class Applier:
             context_ends = await kafka.end_offsets(self.topics.common_features.name)
             refuse_offsets_beyond(self.topics.samples.name, self.state.sample_offsets(), sample_ends)
             refuse_offsets_beyond(self.topics.common_features.name, self.state.context_offsets(), context_ends)
+            self.state.check_layout()
             self.sample_partitions, self.context_partitions = sorted(sample_ends), sorted(context_ends)
             fetch = {"max_partition_fetch_bytes": 8 << 20, "fetch_max_bytes": 64 << 20}
             self.samples = await self._stack.enter_async_context(kafka.consumer(**fetch))
@@ -312,7 +314,7 @@ class Applier:
         named one is applied up to its bound; without, it follows all partitions until ``stop``.
         ``on_tick`` is called after every poll (at least every 200 ms).
 
-        While Redis runs a batch's commit script (in a thread), the next batch is fetched and
+        While Redis runs a batch's commit (in a thread), the next batch is fetched and
         parsed; it is committed only once the previous commit succeeded, and dropped (and read
         again) if that commit lost its compare-and-set.
         """

@@ -26,8 +26,8 @@ from aiokafka.structs import ConsumerRecord
 from taobao_assets.source.format import FileKind, Reason
 from taobao_assets.source.parser import BatchColumn, QuarantineRecord, parse_batch, record_ends
 from taobao_assets.source.topics import LINE_HEADER, PRODUCED_AT_HEADER, SOURCE_HEADER, BadHeader, read_headers
+from taobao_assets.streaming.counters import Deltas
 from taobao_assets.streaming.dead_letter import DeadLetter, RecordFault
-from taobao_assets.streaming.state import Deltas
 
 USER_FIELD = "101"
 ITEM_FIELD = "205"

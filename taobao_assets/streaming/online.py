@@ -262,7 +262,7 @@ def drop_online_rows(state: StreamState, feast: FeastResource) -> int:
         for raw in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000):
             key = raw.decode()
             prefix = next((p for p in tables if key.startswith(p)), None)
-            if prefix is None or key.endswith(":m"):
+            if prefix is None:
                 continue
             online_key = redis_key(feast.project, tables[prefix].key_names,
                                    [int(i) for i in key[len(prefix):].split(":")])

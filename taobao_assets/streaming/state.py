@@ -1,22 +1,33 @@
 """The streaming state in Redis: applied offsets, the counters they produced, the context map, the lease.
 
-Exactly once. A batch of records is applied by one Lua script that first compares the stored
-applied offset of every partition in the batch with the offset the batch starts from, and only if
-all match applies the counter increments and advances the offsets. Redis runs a script atomically
-and its append-only file logs the script's effects as one transaction, so counters and offsets
-are never seen (or restored after a crash) one without the other: a replayed batch finds its
-offsets already advanced and changes nothing, a lost one finds them behind and applies. The
-script checks before it writes, and nothing after the check can fail on arguments this module
-builds, so an error never leaves half a batch behind (Redis does not roll scripts back).
+Exactly once. A batch of sample records is applied by one transaction: ``WATCH`` the applied
+offsets, read them and the state of the batch's entities, compute the new counters in the client
+(:mod:`taobao_assets.streaming.counters`, numpy over the whole batch), and only if every
+partition's stored offset is the one the batch starts from, write the counters and the advanced
+offsets between ``MULTI`` and ``EXEC``. Every commit writes the offsets, so a commit by anyone
+else after the ``WATCH`` makes Redis refuse the ``EXEC``: nothing of the batch is written.
+Redis applies ``EXEC`` atomically and its append-only file logs it as one transaction (a torn one
+at the end of the file is dropped on load), so counters and offsets are never seen (or restored
+after a crash) one without the other: a replayed batch finds its offsets already advanced and
+changes nothing, a lost one finds them behind and applies. The commands are built here and cannot
+fail on their arguments, so an error never leaves half a batch behind (Redis does not roll a
+transaction back). Working the counters out in a Lua script, entity by entity, cost Redis about
+30 us per entity; plain commands cost it a few. The common-features commits stay one small script.
 
-Counters. One hash per entity (``e:u:<user>``, ``e:i:<item>``, ``e:uc:<user>:<category>``):
+Counters. One string per entity (``e:u:<user>``, ``e:i:<item>``, ``e:uc:<user>:<category>``):
+little-endian int64s (:func:`pack`), read with one ``MGET`` per batch and written with one ``SET``
+per entity, so a batch costs Redis a few microseconds per entity:
 
 - ``t``: the event time (epoch ms) of the latest impression counted; ``n``: impressions counted
   ever (a version: it grows with every batch that touches the entity);
 - ``di dc dv``: impressions, clicks, conversions of the UTC day of ``t``;
 - ``hi hc hv``: the same over the 60 one-minute buckets of event time up to and including the
-  minute of ``t``, kept in a second hash (``...:m``, fields ``<epoch minute><i|c|v>``) so that
-  buckets leaving the hour can be subtracted and deleted.
+  minute of ``t``;
+- then one (epoch minute, impressions, clicks, conversions) per bucket of that hour, so that
+  buckets leaving the hour can be subtracted and dropped.
+
+The ``layout`` key names this layout (:data:`LAYOUT`); an applier refuses a stream whose state
+another layout wrote.
 
 Events arrive out of event-time order across partitions. An event older than the day of ``t`` and
 than its hour window is counted in neither span (it would already have been dropped had it arrived
@@ -31,8 +42,8 @@ online writer derives Feast rows from the committed state of the dirty entities 
 entity only if its ``n`` is still the one it wrote, so a crash between a commit and the Feast
 write is repaired by whoever flushes next.
 
-Lifetime. An entity's two hashes expire ``ttl`` after the batch that last touched it, set by the
-same script that applies the batch (a replayed batch changes nothing, its TTL included): ``ttl``
+Lifetime. An entity's state expires ``ttl`` after the batch that last touched it, set by the
+same transaction that applies the batch (a replayed batch changes nothing, its TTL included): ``ttl``
 is the declared TTL of the real-time table the entity feeds, and must be at least a day. An
 entity unseen for a day has no count left in either span (its next impression is on a later UTC
 day of event time, which resets ``today``, and more than an hour later), so while event time keeps
@@ -50,19 +61,24 @@ whose context expired before it was applied (an applier more than a day behind o
 on contexts) still counts for its item and is counted as ``unresolved_context``, never silently.
 
 All keys share the hash tag ``{<samples topic>}``, so the state lives in one slot of a Redis
-cluster and the scripts stay valid there.
+cluster and the scripts and transactions stay valid there.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 import redis
+
+from taobao_assets.online_encoding import Cells, command, decimal, wire
+from taobao_assets.online_writes import raw_pipeline
+from taobao_assets.streaming.counters import Deltas, Stored, Updated, advance
 
 #: The shortest TTL of entity state: the ``today`` span (see the module docstring).
 MIN_TTL_SECONDS = 86_400
@@ -114,101 +130,6 @@ advance_offsets(KEYS[1], 1, moves)
 return {1, stored}
 """
 
-#: KEYS: offsets, totals, dirty, then one key per entity. ARGV: offset moves, totals, then per
-#: entity: latest event ms of the batch, TTL in ms, number of minute groups, and (minute, i, c, v)
-#: per group.
-_APPLY_SAMPLES = _OFFSET_CHECK + """
-local DAY_MS, MINUTE_MS, MINUTES_PER_DAY, HOUR = 86400000, 60000, 1440, 60
-local conflict, stored, moves, a = check_offsets(KEYS[1], 1)
-if conflict then return {0, stored} end
-a = add_totals(KEYS[2], a)
-local dirty, late = {}, {}
-for k = 4, #KEYS do
-  local key = KEYS[k]
-  local batch_latest, ttl, groups = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
-  a = a + 3
-  local s = redis.call('HMGET', key, 't', 'n', 'di', 'dc', 'dv', 'hi', 'hc', 'hv')
-  local t = tonumber(s[1])
-  local n = tonumber(s[2]) or 0
-  local di, dc, dv = tonumber(s[3]) or 0, tonumber(s[4]) or 0, tonumber(s[5]) or 0
-  local hi, hc, hv = tonumber(s[6]) or 0, tonumber(s[7]) or 0, tonumber(s[8]) or 0
-  local buckets = key .. ':m'
-  local latest = batch_latest
-  if t and t > latest then latest = t end
-  local day, minute = math.floor(latest / DAY_MS), math.floor(latest / MINUTE_MS)
-  if t then
-    local old_minute = math.floor(t / MINUTE_MS)
-    if day > math.floor(t / DAY_MS) then di, dc, dv = 0, 0, 0 end
-    -- Every bucket holds at least one impression: with hi == 0 there is none to expire.
-    if hi > 0 and minute > old_minute then
-      if minute - old_minute >= HOUR then
-        redis.call('DEL', buckets)
-        hi, hc, hv = 0, 0, 0
-      else
-        -- The few buckets there are, rather than every minute that left the hour.
-        local fields, gone = redis.call('HGETALL', buckets), {}
-        for f = 1, #fields, 2 do
-          local name = fields[f]
-          if tonumber(string.sub(name, 1, -2)) <= minute - HOUR then
-            local n, which = tonumber(fields[f + 1]), string.sub(name, -1)
-            if which == 'i' then hi = hi - n elseif which == 'c' then hc = hc - n else hv = hv - n end
-            gone[#gone + 1] = name
-          end
-        end
-        if #gone > 0 then redis.call('HDEL', buckets, unpack(gone)) end
-      end
-    end
-  end
-  for g = 1, groups do
-    local m, gi = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    local gc, gv = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-    a = a + 4
-    n = n + gi
-    local counted = false
-    if math.floor(m / MINUTES_PER_DAY) == day then di, dc, dv, counted = di + gi, dc + gc, dv + gv, true end
-    if m > minute - HOUR then
-      redis.call('HINCRBY', buckets, m .. 'i', gi)
-      if gc > 0 then redis.call('HINCRBY', buckets, m .. 'c', gc) end
-      if gv > 0 then redis.call('HINCRBY', buckets, m .. 'v', gv) end
-      hi, hc, hv, counted = hi + gi, hc + gc, hv + gv, true
-    end
-    if not counted then
-      local kind = string.match(key, '}:e:(%a+):')
-      late[kind] = (late[kind] or 0) + gi
-    end
-  end
-  redis.call('HSET', key, 't', string.format('%d', latest), 'n', n, 'di', di, 'dc', dc, 'dv', dv,
-             'hi', hi, 'hc', hc, 'hv', hv)
-  redis.call('PEXPIRE', key, ttl)
-  redis.call('PEXPIRE', buckets, ttl)
-  dirty[#dirty + 1] = key
-  dirty[#dirty + 1] = n
-  if #dirty >= 4000 then
-    redis.call('HSET', KEYS[3], unpack(dirty))
-    dirty = {}
-  end
-end
-if #dirty > 0 then redis.call('HSET', KEYS[3], unpack(dirty)) end
-local late_counts = {}
-for kind, count in pairs(late) do
-  redis.call('HINCRBY', KEYS[2], 'late.' .. kind, count)
-  late_counts[#late_counts + 1] = kind
-  late_counts[#late_counts + 1] = count
-end
-advance_offsets(KEYS[1], 1, moves)
-return {1, stored, late_counts}
-"""
-
-#: Flat integers, 8 per key (-1 for a missing field): cheaper to send and parse than nested strings.
-_READ_STATES = """
-local out = {}
-for _, key in ipairs(KEYS) do
-  local s = redis.call('HMGET', key, 't', 'n', 'di', 'dc', 'dv', 'hi', 'hc', 'hv')
-  for j = 1, 8 do out[#out + 1] = tonumber(s[j]) or -1 end
-end
-return out
-"""
-
 #: KEYS: dirty, then entity keys found expired. ARGV: (entity key, n written) pairs; unmark only
 #: what was not touched since, and the expired keys that are still gone.
 _CLEAR_DIRTY = """
@@ -247,7 +168,7 @@ class OffsetMove:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """Outcome of an apply script: ``stored`` holds the offsets found (what to resume from on conflict)."""
+    """Outcome of a commit: ``stored`` holds the offsets found (what to resume from on conflict)."""
 
     applied: bool
     stored: dict[int, int]
@@ -315,9 +236,8 @@ class StreamState:
         self.lease_key = self.prefix + "lease"
         self.progress_key = self.prefix + "progress"
         self.entity_prefix = self.prefix + "e:"
+        self.layout_key = self.prefix + "layout"
         self._apply_contexts = client.register_script(_APPLY_CONTEXTS)
-        self._apply_samples = client.register_script(_APPLY_SAMPLES)
-        self._read_states = client.register_script(_READ_STATES)
         self._clear_dirty = client.register_script(_CLEAR_DIRTY)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
@@ -373,27 +293,63 @@ class StreamState:
         return self._commit(reply, moves)
 
     def apply_samples(self, moves: Sequence[OffsetMove], deltas: Deltas, totals: Mapping[str, int]) -> Commit:
-        """Apply counter increments per entity and advance the sample offsets, all or nothing."""
+        """Apply counter increments per entity and advance the sample offsets, all or nothing.
+
+        One transaction on one connection: ``WATCH`` the offsets, read them and the entities' state,
+        compute the new state (:mod:`taobao_assets.streaming.counters`), and write it with the
+        offsets between ``MULTI`` and ``EXEC``. Every commit writes the offsets, so if another
+        applier commits after the ``WATCH``, Redis refuses the ``EXEC`` and nothing is written;
+        if the stored offsets are not the batch's start, nothing is sent at all.
+        """
+        kinds = self._kinds(deltas.keys)
+        rows = len(deltas.keys)
+        keys = [key.encode() for key in deltas.keys]
+        offsets_key = self.sample_offsets_key.encode()
+        with raw_pipeline(self.client) as pipe:
+            read = _one(b"WATCH", offsets_key) + _one(b"HMGET", offsets_key,
+                                                     *(str(m.partition).encode() for m in moves))
+            _, offsets, *found = pipe.receive(pipe.send(read + (_one(b"MGET", *keys) if keys else b""),
+                                                        3 if keys else 2))
+            values = found[0] if keys else []
+            stored = {m.partition: int(o or 0) for m, o in zip(moves, offsets, strict=True)}
+            if any(stored[m.partition] != m.expected for m in moves):
+                pipe.receive(pipe.send(_one(b"UNWATCH"), 1))
+                return Commit(False, stored)
+            updated = advance(unpack(values), deltas)
+            late = {f"late.{kind}": count for kind, count in _sum(kinds, updated.late).items()}
+            commands = [
+                wire(command(rows, b"SET", Cells.of(keys, np.arange(rows)), pack(updated), b"PX",
+                             decimal(np.array([self.entity_ttl_ms[kind] for kind in kinds], np.int64))), rows),
+                *([_one(b"HSET", self.dirty_key.encode(), *(
+                    part for key, n in zip(keys, updated.n.tolist(), strict=True) for part in (key, b"%d" % n)))]
+                  if keys else []),
+                *(_one(b"HINCRBY", self.totals_key.encode(), name.encode(), b"%d" % value)
+                  for name, value in {**totals, **late}.items()),
+                _one(b"HSET", offsets_key, *(part for m in moves for part in (b"%d" % m.partition, b"%d" % m.new))),
+                _one(b"SET", self.layout_key.encode(), LAYOUT.encode()),
+            ]
+            done = pipe.transaction(b"".join(commands), rows + len(commands) - 1)
+        if done is None:  # another applier committed after the WATCH
+            return Commit(False, self._offsets(self.sample_offsets_key))
+        return Commit(True, stored, late)
+
+    def check_layout(self) -> None:
+        """Refuse a stream whose state another layout of the counters wrote (an older version)."""
+        found = cast(bytes | None, self.client.get(self.layout_key))
+        if self.client.exists(self.sample_offsets_key) and (found or b"").decode() != LAYOUT:
+            raise ValueError(
+                f"the streaming state of {self.stream} was written in counter layout {found!r}, this version "
+                f"reads layout {LAYOUT!r}: reset the stream (`python -m taobao_assets.streaming reset --online "
+                f"--yes`) and apply it again")
+
+    def _kinds(self, keys: Sequence[str]) -> list[str]:
+        """The entity kind of each state key (``u``, ``i``, ``uc``), checked to have a TTL."""
         start = len(self.entity_prefix)
-        ttl_ms = np.empty(len(deltas.keys), np.int64)
-        for e, key in enumerate(deltas.keys):
-            ttl = self.entity_ttl_ms.get(key[start:key.find(":", start)])
-            if ttl is None:
-                raise ValueError(f"state key {key!r} is of no entity kind with a TTL ({sorted(self.entity_ttl_ms)})")
-            ttl_ms[e] = ttl
-        # Per entity: latest, TTL, number of groups, then (minute, i, c, v) per group; laid out by numpy.
-        counts = deltas.group_counts
-        sizes = 3 + 4 * counts
-        firsts = np.cumsum(sizes) - sizes
-        flat = np.empty(int(sizes.sum()), np.int64)
-        flat[firsts], flat[firsts + 1], flat[firsts + 2] = deltas.latest_ms, ttl_ms, counts
-        group_firsts = np.cumsum(counts) - counts
-        within = np.arange(len(deltas.groups)) - np.repeat(group_firsts, counts)
-        at = np.repeat(firsts + 3, counts) + 4 * within
-        flat[at[:, None] + np.arange(4)] = deltas.groups
-        args = [*self._moves_args(moves), *self._totals_args(totals), *flat.tolist()]
-        keys = [self.sample_offsets_key, self.totals_key, self.dirty_key, *deltas.keys]
-        return self._commit(self._apply_samples(keys=keys, args=args), moves)
+        kinds = [key[start:key.find(":", start)] for key in keys]
+        unknown = set(kinds) - set(self.entity_ttl_ms)
+        if unknown:
+            raise ValueError(f"state keys of kinds {sorted(unknown)} have no TTL ({sorted(self.entity_ttl_ms)})")
+        return kinds
 
     def users_of(self, indexes: Sequence[str]) -> dict[str, int | None]:
         """User of each known common_feature_index (``None``: no user id); unknown ones are left out."""
@@ -417,11 +373,11 @@ class StreamState:
 
     def read_states(self, keys: Sequence[str]) -> list[EntityState]:
         """Committed counters of ``keys`` (keys without state are skipped)."""
-        values = self._read_states(keys=list(keys))
+        values = cast(list[bytes | None], self.client.mget(list(keys))) if keys else []
         states = []
-        for i, key in enumerate(keys):
-            t, n, di, dc, dv, hi, hc, hv = values[8 * i: 8 * i + 8]
-            if t >= 0:
+        for key, value in zip(keys, values, strict=True):
+            if value is not None:
+                t, n, di, dc, dv, hi, hc, hv = np.frombuffer(value, "<i8", 8).tolist()
                 states.append(EntityState(key, t, n, (di, dc, dv), (hi, hc, hv)))
         return states
 
@@ -472,43 +428,6 @@ class StreamState:
         return deleted
 
 
-@dataclass(slots=True)
-class EntityDelta:
-    """One entity's increments in a batch: the latest event time and (i, c, v) per epoch minute."""
-
-    latest_ms: int
-    minutes: dict[int, list[int]]
-
-
-@dataclass(frozen=True)
-class Deltas:
-    """A batch's increments, a column per field: entity ``e`` (``keys[e]``) has ``group_counts[e]``
-    consecutive rows of ``groups`` (epoch minute, impressions, clicks, conversions), and its latest
-    event time in the batch is ``latest_ms[e]``."""
-
-    keys: list[str]
-    latest_ms: np.ndarray
-    group_counts: np.ndarray
-    groups: np.ndarray
-
-    @classmethod
-    def of(cls, deltas: Mapping[str, EntityDelta]) -> Deltas:
-        """From one :class:`EntityDelta` per entity key (a few entities: the state tests)."""
-        rows = [[minute, *counts] for delta in deltas.values() for minute, counts in delta.minutes.items()]
-        return cls(list(deltas), np.array([d.latest_ms for d in deltas.values()], np.int64),
-                   np.array([len(d.minutes) for d in deltas.values()], np.int64),
-                   np.array(rows, np.int64).reshape(len(rows), 4))
-
-    @classmethod
-    def concat(cls, parts: Sequence[Deltas]) -> Deltas:
-        return cls([key for part in parts for key in part.keys],
-                   np.concatenate([p.latest_ms for p in parts]), np.concatenate([p.group_counts for p in parts]),
-                   np.concatenate([p.groups for p in parts]).reshape(-1, 4))
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
     chunk: list[Any] = []
     for item in items:
@@ -518,3 +437,54 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+#: The layout of the counters this module reads and writes (see the module docstring).
+LAYOUT = "packed-int64-v1"
+#: Fixed fields of an entity's state before its buckets: t, n, di, dc, dv, hi, hc, hv.
+_FIXED = 8
+
+
+def _one(*arguments: bytes) -> bytes:
+    """One RESP command."""
+    return b"*%d\r\n" % len(arguments) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in arguments)
+
+
+def pack(updated: Updated) -> Cells:
+    """Each entity's state as the string the store keeps (the module docstring's layout)."""
+    entities = len(updated.t)
+    owner = updated.buckets[:, 0]
+    counts = np.bincount(owner, minlength=entities)
+    sizes = _FIXED + 4 * counts
+    firsts = np.cumsum(sizes) - sizes
+    flat = np.empty(int(sizes.sum()), "<i8")
+    for k, column in enumerate((updated.t, updated.n, *updated.today.T, *updated.hour.T)):
+        flat[firsts + k] = column
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    flat[(firsts[owner] + _FIXED + 4 * within)[:, None] + np.arange(4)] = updated.buckets[:, 1:]
+    return Cells.packed(flat.view(np.uint8), sizes * 8)
+
+
+def unpack(values: Sequence[bytes | None]) -> Stored:
+    """The states ``MGET`` returned (``None``: no state) as :class:`Stored`."""
+    lengths = np.fromiter((0 if v is None else len(v) for v in values), np.int64, len(values)) // 8
+    flat = np.frombuffer(b"".join(v for v in values if v is not None), "<i8")
+    firsts = np.cumsum(lengths) - lengths
+    found = lengths > 0
+    header = np.zeros((len(values), _FIXED), np.int64)
+    header[:, 0] = -1
+    header[found] = flat[firsts[found][:, None] + np.arange(_FIXED)]
+    counts = np.maximum(lengths - _FIXED, 0) // 4
+    owner = np.repeat(np.arange(len(values)), counts)
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    buckets = flat[(firsts[owner] + _FIXED + 4 * within)[:, None] + np.arange(4)].reshape(-1, 4)
+    return Stored(header[:, 0], header[:, 1], header[:, 2:5], np.column_stack([owner, buckets]).astype(np.int64))
+
+
+def _sum(kinds: Sequence[str], late: np.ndarray) -> dict[str, int]:
+    """Late impressions per entity kind (kinds with none left out)."""
+    totals: Counter[str] = Counter()
+    for kind, count in zip(kinds, late.tolist(), strict=True):
+        if count:
+            totals[kind] += count
+    return dict(totals)

@@ -14,8 +14,9 @@ import pytest
 from deploy.service import Service
 from taobao_assets.resources.redis import RedisResource
 from taobao_assets.settings import Settings
+from taobao_assets.streaming.counters import Deltas, EntityDelta
 from taobao_assets.streaming.resource import STATE_TTL_SECONDS
-from taobao_assets.streaming.state import Deltas, EntityDelta, OffsetMove, StreamState
+from taobao_assets.streaming.state import OffsetMove, StreamState, unpack
 
 DAY_MS, MINUTE_MS = 86_400_000, 60_000
 #: 23:10 UTC: the events below cross midnight, and the hour window crosses the day.
@@ -58,9 +59,9 @@ def test_counters_depend_on_the_events_not_on_their_order(state: StreamState) ->
                                        for span in (today, hour)))
     assert (in_order.latest_ms, in_order.version, in_order.today, in_order.hour) == expected
     assert (out_of_order.latest_ms, out_of_order.version, out_of_order.today, out_of_order.hour) == expected
-    # Buckets older than the hour are deleted as the hour moves on.
-    buckets = cast(list[bytes], state.client.hkeys(key_in_order + ":m"))
-    assert all(int(b[:-1]) > latest // MINUTE_MS - 60 for b in buckets)
+    # Buckets older than the hour are dropped as the hour moves on.
+    (stored,) = unpack([cast(bytes, state.client.get(key_in_order))]).buckets[:, 1:2].T
+    assert len(stored) and all(minute > latest // MINUTE_MS - 60 for minute in stored)
 
 
 def test_a_batch_whose_start_offset_is_not_the_stored_one_changes_nothing(state: StreamState) -> None:
@@ -94,7 +95,7 @@ def test_state_expires_its_ttl_after_the_last_batch_and_restarts_from_nothing(st
     assert state.apply_contexts([OffsetMove(0, 0, 2)], {"a": 3, "b": None}, {}).applied
     assert state.apply_samples([OffsetMove(0, 0, 1)], one, {"impressions": 1}).applied
     client, day_ms = state.client, STATE_TTL_SECONDS["uc"] * 1000
-    for ttl_key, declared in ((key, day_ms), (key + ":m", day_ms),
+    for ttl_key, declared in ((key, day_ms),
                               (state.context_prefix + "a", max(STATE_TTL_SECONDS.values()) * 1000),
                               (state.context_prefix + "b", max(STATE_TTL_SECONDS.values()) * 1000)):
         assert 0 < cast(int, client.pttl(ttl_key)) <= declared, ttl_key
@@ -103,10 +104,9 @@ def test_state_expires_its_ttl_after_the_last_batch_and_restarts_from_nothing(st
     assert state.users_of(["a", "b", "c"]) == {"a": 3, "b": None}
 
     # The entity expires (for real, its TTL cut short) while still marked for the online writer.
-    for expiring in (key, key + ":m"):
-        client.pexpire(expiring, 1)
+    client.pexpire(key, 1)
     time.sleep(0.01)
-    assert not client.exists(key, key + ":m")
+    assert not client.exists(key)
     assert state.read_states([key]) == []
     assert state.clear_dirty([], expired=[key]) == 1
     assert list(state.dirty_chunks()) == []
@@ -145,3 +145,19 @@ def test_impressions_older_than_both_spans_of_their_entity_are_counted_late(stat
     assert state.totals()["late.u"] == 3 and "late.i" not in state.totals()
     (counted,) = state.read_states([user])
     assert (counted.version, counted.today, counted.hour) == (4, (1, 0, 0), (1, 0, 0))
+
+
+def test_a_state_of_another_layout_is_refused(state: StreamState) -> None:
+    one = Deltas.of({state.entity_prefix + "i:5": EntityDelta(START, {START // MINUTE_MS: [1, 0, 0]})})
+    assert state.apply_samples([OffsetMove(0, 0, 1)], one, {}).applied
+    state.check_layout()
+    state.client.delete(state.layout_key)  # as an older version left it
+    with pytest.raises(ValueError, match="reset the stream"):
+        state.check_layout()
+
+
+def test_a_batch_of_dead_letters_only_advances_the_offsets(state: StreamState) -> None:
+    empty = Deltas.of({})
+    commit = state.apply_samples([OffsetMove(0, 0, 3)], empty, {"dead_letter.sample_skeleton.null_value": 3})
+    assert commit.applied and state.sample_offsets() == {0: 3}
+    assert state.totals() == {"dead_letter.sample_skeleton.null_value": 3}

@@ -105,8 +105,7 @@ def assert_state_matches(stream: StreamingResource, expected: Expected, poison: 
     entity and context key expires within its declared TTL; the dead letters are the rejected lines
     and ``poison`` records more."""
     state = stream.state()
-    keys = {k.decode() for k in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000)
-            if not k.endswith(b":m")}
+    keys = {k.decode() for k in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000)}
     assert keys == set(expected.counters)
     assert_state_expires(state)
     found = {s.key: (s.latest_ms, s.today, s.hour) for s in state.read_states(sorted(keys))}
