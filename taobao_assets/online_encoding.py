@@ -128,6 +128,11 @@ def bulk(value: Part, rows: int) -> list[Part]:
     return [b"$", decimal(lengths), CRLF, value, CRLF]
 
 
+def single(*arguments: bytes) -> bytes:
+    """One RESP command (the first argument names it)."""
+    return b"*%d\r\n" % len(arguments) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in arguments)
+
+
 def command(rows: int, *arguments: Part) -> list[Part]:
     """One RESP command per row (the first argument names it)."""
     parts: list[Part] = [b"*%d\r\n" % len(arguments)]

@@ -21,12 +21,12 @@ import pyarrow as pa
 import redis
 from feast.value_type import ValueType
 
-from taobao_assets.online_encoding import Cells, Part, command, concat, proto_values, varint, wire
+from taobao_assets.online_encoding import Cells, Part, command, concat, proto_values, single, varint, wire
 from taobao_assets.online_layout import feature_field, timestamp_field
 
 #: Bytes read from Redis' socket at a time.
 _RECEIVE = 1 << 20
-_MULTI, _EXEC = b"*1\r\n$5\r\nMULTI\r\n", b"*1\r\n$4\r\nEXEC\r\n"
+_MULTI, _EXEC = single(b"MULTI"), single(b"EXEC")
 #: ``google.protobuf.Timestamp`` fields: ``seconds`` (1) and ``nanos`` (2), both varints.
 _SECONDS_TAG, _NANOS_TAG = b"\x08", b"\x10"
 

@@ -76,14 +76,12 @@ from typing import Any, cast
 import numpy as np
 import redis
 
-from taobao_assets.online_encoding import Cells, command, decimal, wire
+from taobao_assets.online_encoding import Cells, command, decimal, single, wire
 from taobao_assets.online_writes import raw_pipeline
 from taobao_assets.streaming.counters import Deltas, Stored, Updated, advance
 
 #: The shortest TTL of entity state: the ``today`` span (see the module docstring).
 MIN_TTL_SECONDS = 86_400
-#: The counter fields of an entity, in the order :meth:`StreamState.read_states` returns them.
-STATE_FIELDS = ("t", "n", "di", "dc", "dv", "hi", "hc", "hv")
 
 _OFFSET_CHECK = """
 local function check_offsets(offsets, a)
@@ -306,27 +304,27 @@ class StreamState:
         keys = [key.encode() for key in deltas.keys]
         offsets_key = self.sample_offsets_key.encode()
         with raw_pipeline(self.client) as pipe:
-            read = _one(b"WATCH", offsets_key) + _one(b"HMGET", offsets_key,
+            read = single(b"WATCH", offsets_key) + single(b"HMGET", offsets_key,
                                                      *(str(m.partition).encode() for m in moves))
-            _, offsets, *found = pipe.receive(pipe.send(read + (_one(b"MGET", *keys) if keys else b""),
+            _, offsets, *found = pipe.receive(pipe.send(read + (single(b"MGET", *keys) if keys else b""),
                                                         3 if keys else 2))
             values = found[0] if keys else []
             stored = {m.partition: int(o or 0) for m, o in zip(moves, offsets, strict=True)}
             if any(stored[m.partition] != m.expected for m in moves):
-                pipe.receive(pipe.send(_one(b"UNWATCH"), 1))
+                pipe.receive(pipe.send(single(b"UNWATCH"), 1))
                 return Commit(False, stored)
             updated = advance(unpack(values), deltas)
             late = {f"late.{kind}": count for kind, count in _sum(kinds, updated.late).items()}
             commands = [
                 wire(command(rows, b"SET", Cells.of(keys, np.arange(rows)), pack(updated), b"PX",
                              decimal(np.array([self.entity_ttl_ms[kind] for kind in kinds], np.int64))), rows),
-                *([_one(b"HSET", self.dirty_key.encode(), *(
+                *([single(b"HSET", self.dirty_key.encode(), *(
                     part for key, n in zip(keys, updated.n.tolist(), strict=True) for part in (key, b"%d" % n)))]
                   if keys else []),
-                *(_one(b"HINCRBY", self.totals_key.encode(), name.encode(), b"%d" % value)
+                *(single(b"HINCRBY", self.totals_key.encode(), name.encode(), b"%d" % value)
                   for name, value in {**totals, **late}.items()),
-                _one(b"HSET", offsets_key, *(part for m in moves for part in (b"%d" % m.partition, b"%d" % m.new))),
-                _one(b"SET", self.layout_key.encode(), LAYOUT.encode()),
+                single(b"HSET", offsets_key, *(part for m in moves for part in (b"%d" % m.partition, b"%d" % m.new))),
+                single(b"SET", self.layout_key.encode(), LAYOUT.encode()),
             ]
             done = pipe.transaction(b"".join(commands), rows + len(commands) - 1)
         if done is None:  # another applier committed after the WATCH
@@ -443,11 +441,6 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 LAYOUT = "packed-int64-v1"
 #: Fixed fields of an entity's state before its buckets: t, n, di, dc, dv, hi, hc, hv.
 _FIXED = 8
-
-
-def _one(*arguments: bytes) -> bytes:
-    """One RESP command."""
-    return b"*%d\r\n" % len(arguments) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in arguments)
 
 
 def pack(updated: Updated) -> Cells:

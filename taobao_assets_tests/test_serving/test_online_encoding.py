@@ -14,7 +14,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
-from taobao_assets.online_encoding import Cells, command, decimal, entity_keys, proto_values, varint, wire
+from taobao_assets.online_encoding import Cells, command, decimal, entity_keys, proto_values, single, varint, wire
 
 RNG = random.Random(15)
 INTS = [0, 1, -1, 127, 128, 300, -300, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)]
@@ -87,3 +87,4 @@ def test_varint_and_decimal_and_commands() -> None:
     assert wire(command(2, b"HSET", keys, b"f", Cells.of([b"", b"v"], np.array([1, 0]))), 2) == (
         b"*4\r\n$4\r\nHSET\r\n$2\r\nk1\r\n$1\r\nf\r\n$1\r\nv\r\n"
         b"*4\r\n$4\r\nHSET\r\n$5\r\nkey22\r\n$1\r\nf\r\n$0\r\n\r\n")
+    assert single(b"MGET", b"k1", b"") == b"*3\r\n$4\r\nMGET\r\n$2\r\nk1\r\n$0\r\n\r\n"
