@@ -69,9 +69,11 @@ def test_numpy_counters_follow_the_rules_batch_after_batch() -> None:
         deltas = {}
         for key in keys:
             minutes: dict[int, list[int]] = {}
-            # Mostly recent events, some an hour or a day old (late for an entity already ahead).
+            # Mostly recent events, some at the edge of the hour, an hour or a day old (late for an
+            # entity already ahead).
             for _ in range(rng.randint(1, 4)):
-                ms = start + batch * 7 * MINUTE - rng.choice([0, 0, 0, 50, 70, 1500]) * MINUTE + rng.randrange(MINUTE)
+                back = rng.choice([0, 0, 0, 50, 59, 60, 61, 70, 1500]) * MINUTE
+                ms = start + batch * 7 * MINUTE - back + rng.randrange(MINUTE)
                 i = rng.randint(1, 3)
                 c = rng.randint(0, i)
                 counts = minutes.setdefault(ms // MINUTE, [0, 0, 0])
