@@ -273,9 +273,7 @@ class StreamState:
 
     @staticmethod
     def _commit(reply: list[Any], moves: Sequence[OffsetMove]) -> Commit:
-        late = reply[2] if len(reply) > 2 else []
-        return Commit(bool(reply[0]), {m.partition: int(o) for m, o in zip(moves, reply[1], strict=True)},
-                      {f"late.{late[i].decode()}": int(late[i + 1]) for i in range(0, len(late), 2)})
+        return Commit(bool(reply[0]), {m.partition: int(o) for m, o in zip(moves, reply[1], strict=True)})
 
     def apply_contexts(self, moves: Sequence[OffsetMove], users: Mapping[str, int | None],
                        totals: Mapping[str, int], deleted: Iterable[str] = ()) -> Commit:
