@@ -1,5 +1,9 @@
 """Writes gold partitions to Postgres atomically: delete the day, bulk COPY the new rows, one transaction.
 
+The same transaction replaces the day's column statistics (:mod:`taobao_assets.quality.stats`),
+taken from the rows being written, so the stored statistics always describe the stored day; they
+are also the output's numeric metadata.
+
 The table is created from the contract in the asset's metadata (:mod:`taobao_assets.gold_tables`),
 with a primary key on (entity keys, event_timestamp): it enforces uniqueness and is exactly the
 index a point-in-time join needs (equality on the keys, range on the timestamp). Readers never see
@@ -8,7 +12,7 @@ a half-written day: the delete and the COPY commit together.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +24,7 @@ from pyspark.sql import functions as F
 from taobao_assets.feature_tables import PG_TYPES, TIMESTAMP_FIELD, FeatureTable
 from taobao_assets.gold_tables import GoldTable
 from taobao_assets.partitions import end_of_day
+from taobao_assets.quality.stats import stats_metadata, store_stats, table_stats
 from taobao_assets.resources.postgres import PostgresResource
 
 if TYPE_CHECKING:
@@ -51,16 +56,19 @@ class PostgresPartitionIOManager(ConfigurableIOManager):
         csv = BytesIO()
         pa_csv.write_csv(rows, csv, pa_csv.WriteOptions(include_header=False))
         csv.seek(0)
+        stats = table_stats(rows, table)
         with self.postgres.connect() as conn, conn.cursor() as cur:
             cur.execute(create_table_sql(table), (table.description,))
             cur.execute(f"DELETE FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s", (timestamp,))
             deleted = cur.rowcount
             cur.copy_expert(f"COPY {table.qualified_name} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)", csv)
+            store_stats(cur, table, date.fromisoformat(context.partition_key), stats)
         context.add_output_metadata({
             "row_count": rows.num_rows,
             "rows_replaced": deleted,
             "table": table.qualified_name,
             "event_timestamp": MetadataValue.timestamp(timestamp),
+            **stats_metadata(stats),
         })
 
     def load_input(self, context: InputContext) -> pd.DataFrame:

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from taobao_assets.features import CTR_PRIOR_STRENGTH, CVR_PRIOR_STRENGTH, WINDOWS_DAYS
-from taobao_assets.gold_tables import GOLD_TABLES
+from taobao_assets.gold_tables import GOLD_TABLES, GoldTable
 from taobao_assets.partitions import end_of_day, event_time_config
+from taobao_assets.quality.stats import STATS_TABLE
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
@@ -111,3 +112,45 @@ def test_gold_rerun_of_one_day_leaves_every_table_identical(gold: PostgresResour
     after = snapshot()
     for name, frame in before.items():
         pd.testing.assert_frame_equal(frame, after[name], check_exact=True, obj=name)
+
+
+def _stats_in_sql(postgres: PostgresResource, table: GoldTable, day: str) -> dict[str, dict[str, float | None]]:
+    """Each column's statistics of the stored day, recomputed by Postgres from the table itself."""
+    keys = set(table.key_names)
+    expected = {}
+    with postgres.connect() as conn, conn.cursor() as cur:
+        for column in (*table.keys, *table.features):
+            c = column.name
+            cur.execute(
+                f"SELECT count(*), count(*) - count({c}), min({c}), avg({c}), "
+                f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {c}), percentile_cont(0.99) WITHIN GROUP (ORDER BY {c}), "
+                f"max({c}), count(DISTINCT {c}) FROM {table.qualified_name} WHERE event_timestamp = %s",
+                (end_of_day(day),))
+            rows, nulls, low, mean, p50, p99, high, distinct = cur.fetchone()
+            expected[c] = {"null_rate": nulls / rows, "min": low, "mean": mean, "p50": p50, "p99": p99,
+                           "max": high, "distinct_count": distinct if c in keys else None}
+    return expected
+
+
+def test_statistics_on_write_equal_postgres_recomputing_them(gold: PostgresResource, bronze: S3Resource,
+                                                             spark: SparkResource, settings: Settings) -> None:
+    day = DAILY.get_partition_keys()[3]
+    result = materialize_gold(day, gold_resources(settings, spark, bronze))
+    metadata = {m.asset_key: {k: v.value for k, v in m.metadata.items()}
+                for m in (e.materialization for e in result.get_asset_materialization_events())}
+    for table in GOLD_TABLES:
+        expected = _stats_in_sql(gold, table, day)
+        with gold.connect() as conn:
+            stored = pd.read_sql_query(f"SELECT * FROM {STATS_TABLE} WHERE table_name = %(t)s AND day = %(d)s",
+                                       conn, params={"t": table.qualified_name, "d": day}).set_index("column_name")
+        assert sorted(stored.index) == sorted(expected), table.name
+        for column, stats in expected.items():
+            for name, value in stats.items():
+                where = f"{table.name}.{column} {name}"
+                got_stored, got_metadata = stored.at[column, name], metadata[table.asset_key].get(
+                    f"stats/{column}/{name}")
+                if value is None:
+                    assert pd.isna(got_stored) and got_metadata is None, where
+                else:
+                    assert np.isclose(float(got_stored), float(value), rtol=1e-9), f"{where}: {got_stored} != {value}"
+                    assert np.isclose(float(got_metadata), float(value), rtol=1e-9), f"{where}: {got_metadata}"

@@ -1,0 +1,1 @@
+"""The trust layer: statistics taken on write, drift against the trailing days, checks of training sets."""

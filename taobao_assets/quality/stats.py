@@ -1,0 +1,112 @@
+"""Statistics of a gold day, taken as it is written: per column, stored in Postgres and shown in Dagster.
+
+For every column of a gold table and every day: rows, nulls and null rate, and for numbers min,
+mean, median (p50), p99 and max; for entity keys the distinct count as well. They are computed
+from the Arrow table the IO manager is about to copy into Postgres (numpy, no second scan of the
+table), written to ``quality.feature_stats`` in the same transaction as the day's rows (so the
+stored statistics always describe the stored day), and returned as numeric asset metadata
+(``stats/<column>/<statistic>``), which the asset's *Plots* tab draws over the days.
+
+Percentiles interpolate linearly between the closest ranks, as Postgres's ``percentile_cont``
+and numpy's default do, so they can be recomputed in SQL from the table itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg2.extensions import cursor as Cursor
+from psycopg2.extras import execute_values
+
+from taobao_assets.feature_tables import Column, FeatureTable
+
+SCHEMA = "quality"
+STATS_TABLE = f"{SCHEMA}.feature_stats"
+NUMERIC = ("int64", "float64")
+
+CREATE_STATS_TABLE = f"""
+CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+CREATE TABLE IF NOT EXISTS {STATS_TABLE} (
+  table_name TEXT NOT NULL,
+  day DATE NOT NULL,
+  column_name TEXT NOT NULL,
+  rows BIGINT NOT NULL,
+  nulls BIGINT NOT NULL,
+  null_rate DOUBLE PRECISION NOT NULL,
+  min DOUBLE PRECISION,
+  mean DOUBLE PRECISION,
+  p50 DOUBLE PRECISION,
+  p99 DOUBLE PRECISION,
+  max DOUBLE PRECISION,
+  distinct_count BIGINT,
+  PRIMARY KEY (table_name, day, column_name)
+);
+COMMENT ON TABLE {STATS_TABLE} IS 'Per gold table, day and column: the statistics taken when the day was written.';
+"""
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """One column of one day (``None`` where a statistic does not apply or no value is there)."""
+
+    column: str
+    rows: int
+    nulls: int
+    min: float | None = None
+    mean: float | None = None
+    p50: float | None = None
+    p99: float | None = None
+    max: float | None = None
+    distinct_count: int | None = None
+
+    @property
+    def null_rate(self) -> float:
+        return self.nulls / self.rows if self.rows else 0.0
+
+
+def column_stats(table: pa.Table, column: Column, is_key: bool) -> ColumnStats:
+    """The statistics of ``column`` in ``table``."""
+    values = table.column(column.name)
+    rows, nulls = len(values), values.null_count
+    if column.dtype not in NUMERIC:
+        return ColumnStats(column.name, rows, nulls)
+    present = values.drop_null().to_numpy().astype(np.float64)
+    distinct = len(pc.unique(values.drop_null())) if is_key else None
+    if not present.size:
+        return ColumnStats(column.name, rows, nulls, distinct_count=distinct)
+    p50, p99 = np.percentile(present, [50, 99])
+    return ColumnStats(column.name, rows, nulls, float(present.min()), float(present.mean()), float(p50),
+                       float(p99), float(present.max()), distinct)
+
+
+def table_stats(table: pa.Table, contract: FeatureTable) -> list[ColumnStats]:
+    """Every key and feature of ``contract`` (the timestamp is the day itself)."""
+    keys = set(contract.key_names)
+    return [column_stats(table, c, c.name in keys) for c in (*contract.keys, *contract.features)]
+
+
+def store_stats(cur: Cursor, contract: FeatureTable, day: date, stats: Sequence[ColumnStats]) -> None:
+    """Replace the day's statistics of the table, in the cursor's transaction."""
+    cur.execute(CREATE_STATS_TABLE)
+    cur.execute(f"DELETE FROM {STATS_TABLE} WHERE table_name = %s AND day = %s", (contract.qualified_name, day))
+    execute_values(cur, f"INSERT INTO {STATS_TABLE} (table_name, day, column_name, rows, nulls, null_rate, min, "
+                        f"mean, p50, p99, max, distinct_count) VALUES %s",
+                   [(contract.qualified_name, day, s.column, s.rows, s.nulls, s.null_rate, s.min, s.mean, s.p50,
+                     s.p99, s.max, s.distinct_count) for s in stats])
+
+
+def stats_metadata(stats: Sequence[ColumnStats]) -> dict[str, Any]:
+    """``stats/<column>/<statistic>``: one numeric entry per statistic that applies."""
+    metadata: dict[str, Any] = {}
+    for s in stats:
+        fields = {**asdict(s), "null_rate": s.null_rate}
+        for name in ("null_rate", "min", "mean", "p50", "p99", "max", "distinct_count"):
+            if fields[name] is not None:
+                metadata[f"stats/{s.column}/{name}"] = fields[name]
+    return metadata
