@@ -3,10 +3,13 @@
 - ``schema_matches_contract``: the Postgres table has exactly the declared columns and types;
 - ``keys_unique_and_not_null``: one row per (entity keys, event_timestamp), no null key;
 - ``rates_within_bounds``: every smoothed CTR/CVR is in [0, 1] and the day's mean CTR is plausible;
+- ``counters_consistent``: no counter is negative, each grows with its window (1 d <= 3 d <= 7 d),
+  and no entity has more clicks than impressions or more conversions than clicks;
 - ``totals_match_silver``: summed 1-day counters equal silver's impressions, clicks, conversions.
 """
 
 from datetime import date
+from itertools import pairwise
 from typing import Any
 
 from dagster import (
@@ -38,6 +41,18 @@ def _one(postgres: PostgresResource, sql: str, params: tuple[object, ...]) -> tu
         row = cur.fetchone()
         assert row is not None
         return tuple(row)
+
+
+def counter_rules() -> dict[str, str]:
+    """Name -> SQL condition every row of a gold table satisfies (its counters hang together)."""
+    counts = ("impressions", "clicks", "conversions")
+    windows = sorted(WINDOWS_DAYS)
+    rules = {f"{c}_{w}d_not_negative": f"{c}_{w}d >= 0" for c in counts for w in windows}
+    rules |= {f"{c}_{short}d_within_{long}d": f"{c}_{short}d <= {c}_{long}d"
+              for c in counts for short, long in pairwise(windows)}
+    rules |= {f"clicks_within_impressions_{w}d": f"clicks_{w}d <= impressions_{w}d" for w in windows}
+    rules |= {f"conversions_within_clicks_{w}d": f"conversions_{w}d <= clicks_{w}d" for w in windows}
+    return rules
 
 
 def _checks(table: GoldTable, daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
@@ -83,6 +98,22 @@ def _checks(table: GoldTable, daily: DailyPartitionsDefinition) -> list[AssetChe
         return AssetCheckResult(passed=bad == 0 and plausible,
                                 metadata={"rows_out_of_bounds": bad, "mean_ctr_7d": float(str(mean_ctr or 0))})
 
+    @asset_check(asset=key, name="counters_consistent", partitions_def=daily, blocking=True,
+                 description="Counters >= 0, growing with the window (1 d <= 3 d <= 7 d); clicks <= impressions "
+                             "and conversions <= clicks in every window.")
+    def counters_consistent(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
+        rules = counter_rules()
+        counts = _one(
+            postgres,
+            "SELECT " + ", ".join(f"count(*) FILTER (WHERE NOT ({rule}))" for rule in rules.values())
+            + f" FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s",
+            (end_of_day(context.partition_key),))
+        broken = {name: int(count) for name, count in zip(rules, counts, strict=True)}
+        return AssetCheckResult(passed=not any(broken.values()), metadata={
+            "rows_breaking": sum(broken.values()),
+            **{f"rows_breaking/{name}": count for name, count in broken.items()},
+        })
+
     @asset_check(asset=key, name="totals_match_silver", partitions_def=daily, blocking=True,
                  additional_deps=[IMPRESSIONS_KEY],
                  description="Summed 1-day impressions, clicks and conversions equal silver's for the day "
@@ -111,7 +142,8 @@ def _checks(table: GoldTable, daily: DailyPartitionsDefinition) -> list[AssetChe
         return AssetCheckResult(passed=gold_ints == silver,
                                 metadata={"gold_totals": str(gold_ints), "silver_totals": str(silver)})
 
-    return [schema_matches_contract, keys_unique_and_not_null, rates_within_bounds, totals_match_silver]
+    return [schema_matches_contract, keys_unique_and_not_null, rates_within_bounds, counters_consistent,
+            totals_match_silver]
 
 
 def gold_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:

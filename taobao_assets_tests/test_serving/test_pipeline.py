@@ -13,7 +13,8 @@ import io
 
 import pandas as pd
 import pytest
-from dagster import AssetSelection, ExecuteInProcessResult, materialize
+from dagster import AssetKey, AssetSelection, ExecuteInProcessResult, OutputContext, materialize
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from taobao_assets.assets.bronze import bronze_assets
@@ -29,6 +30,7 @@ from taobao_assets.assets.serving import (
     training_set_key,
 )
 from taobao_assets.assets.silver import silver_assets
+from taobao_assets.checks.gold import gold_checks
 from taobao_assets.checks.serving import serving_checks
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.io_managers.postgres import PostgresPartitionIOManager
@@ -45,14 +47,20 @@ GOLD_DAYS = DAILY.get_partition_keys()[:2]
 TRAINING_DAYS = DAILY.get_partition_keys()[1:3]
 
 
+def _resources(settings: Settings, spark: SparkResource, bronze: S3Resource,
+               gold_io_manager: type[PostgresPartitionIOManager] = PostgresPartitionIOManager) -> dict[str, object]:
+    postgres = PostgresResource.from_settings(settings)
+    return {**silver_resources(settings, spark, bronze), "postgres": postgres,
+            "gold_io_manager": gold_io_manager(postgres=postgres), "feast": FeastResource.from_settings(settings)}
+
+
+ASSETS = [*bronze_assets(DAILY, TOPICS), *silver_assets(DAILY), *gold_assets(DAILY), *serving_assets(DAILY)]
+
+
 @pytest.fixture(scope="module")
 def run(silver: object, bronze: S3Resource, spark: SparkResource, settings: Settings, redis_service: object):
-    postgres = PostgresResource.from_settings(settings)
-    resources = {**silver_resources(settings, spark, bronze), "postgres": postgres,
-                 "gold_io_manager": PostgresPartitionIOManager(postgres=postgres),
-                 "feast": FeastResource.from_settings(settings)}
-    assets = [*bronze_assets(DAILY, TOPICS), *silver_assets(DAILY), *gold_assets(DAILY), *serving_assets(DAILY),
-              *serving_checks(DAILY)]
+    resources = _resources(settings, spark, bronze)
+    assets = [*ASSETS, *serving_checks(DAILY)]
 
     def run(selection: AssetSelection, day: str | None = None) -> ExecuteInProcessResult:
         result = materialize(assets, resources=resources, selection=selection, partition_key=day,
@@ -113,3 +121,33 @@ def test_baseline_model_trained_on_earlier_days_scores_the_next_day(
     assert metadata["trained_on_days"] == len(TRAINING_DAYS) - 1 and metadata["test_rows"] == len(test_day)
     # The generator's clicks depend on user, item and category effects the gold rates estimate.
     assert 0.5 < metadata["auc"] <= 1.0, metadata
+
+
+CORRUPTED = AssetKey(["gold", "item_features"])
+
+
+class _CorruptingGold(PostgresPartitionIOManager):
+    """Writes item_features with a negative 7-day conversion count: a day no other gold check minds."""
+
+    def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
+        if context.asset_key == CORRUPTED:
+            obj = obj.withColumn("conversions_7d", F.lit(-1).cast("long"))
+        super().handle_output(context, obj)
+
+
+def test_a_day_breaking_a_blocking_gold_check_never_reaches_the_online_store(
+    run, silver: object, bronze: S3Resource, spark: SparkResource, settings: Settings
+) -> None:
+    day = GOLD_DAYS[-1]
+    try:
+        result = materialize([*ASSETS, *gold_checks(DAILY), *serving_checks(DAILY)],
+                             resources=_resources(settings, spark, bronze, _CorruptingGold),
+                             selection=AssetSelection.assets(*GOLD_KEYS, ONLINE_STORE_KEY), partition_key=day,
+                             raise_on_error=False)
+        failed = {(e.asset_key, e.check_name): e.metadata for e in result.get_asset_check_evaluations()
+                  if not e.passed}
+        assert list(failed) == [(CORRUPTED, "counters_consistent")], failed
+        assert failed[CORRUPTED, "counters_consistent"]["rows_breaking/conversions_7d_not_negative"].value > 0
+        assert not result.asset_materializations_for_node("serving__online_store")
+    finally:
+        run(AssetSelection.assets(*GOLD_KEYS), day)  # the day as the other tests expect it
