@@ -5,7 +5,9 @@
 - ``rates_within_bounds``: every smoothed CTR/CVR is in [0, 1] and the day's mean CTR is plausible;
 - ``counters_consistent``: no counter is negative, each grows with its window (1 d <= 3 d <= 7 d),
   and no entity has more clicks than impressions or more conversions than clicks;
-- ``totals_match_silver``: summed 1-day counters equal silver's impressions, clicks, conversions.
+- ``totals_match_silver``: summed 1-day counters equal silver's impressions, clicks, conversions;
+- ``features_stable`` (a warning, not blocking): the PSI of every feature against the 7 days before
+  (:mod:`taobao_assets.quality.drift`), each in the metadata, the most drifting ones as a table.
 """
 
 from datetime import date
@@ -16,7 +18,9 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     DailyPartitionsDefinition,
+    MetadataValue,
     asset_check,
 )
 from pyspark.sql import functions as F
@@ -27,6 +31,7 @@ from taobao_assets.features import WINDOWS_DAYS
 from taobao_assets.gold_tables import GOLD_TABLES, SCHEMA, GoldTable
 from taobao_assets.io_managers.iceberg import table_name
 from taobao_assets.partitions import end_of_day
+from taobao_assets.quality.drift import REFERENCE_DAYS, THRESHOLD, drift_report
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import get_settings
@@ -142,8 +147,23 @@ def _checks(table: GoldTable, daily: DailyPartitionsDefinition) -> list[AssetChe
         return AssetCheckResult(passed=gold_ints == silver,
                                 metadata={"gold_totals": str(gold_ints), "silver_totals": str(silver)})
 
+    @asset_check(asset=key, name="features_stable", partitions_def=daily,
+                 description=f"Warns when a feature's PSI against the {REFERENCE_DAYS} days before exceeds "
+                             f"{THRESHOLD} and what sampling alone gives; every feature's PSI is in the metadata.")
+    def features_stable(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
+        first_day = date.fromisoformat(daily.get_first_partition_key() or context.partition_key)
+        report = drift_report(postgres, table, date.fromisoformat(context.partition_key), first_day)
+        drifting = report.drifting
+        return AssetCheckResult(passed=not drifting, severity=AssetCheckSeverity.WARN, metadata={
+            "reference_days": report.reference_days, "reference_rows": report.reference_rows, "rows": report.rows,
+            "max_psi": max((p.value for p in report.psi.values()), default=0.0), "features_drifting": len(drifting),
+            "features_warming_up": len(report.warming_up),
+            "top_drifting": MetadataValue.md(report.markdown()),
+            **{f"psi/{name}": p.value for name, p in report.psi.items()},
+        })
+
     return [schema_matches_contract, keys_unique_and_not_null, rates_within_bounds, counters_consistent,
-            totals_match_silver]
+            totals_match_silver, features_stable]
 
 
 def gold_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
