@@ -5,9 +5,11 @@
   changed or left over);
 - ``online_matches_gold``: for a sample of each gold view's entities of the day, Redis returns the
   values of the gold row whose timestamp it reports, and that row is not older than the day;
-- ``features_point_in_time``: for a sample of the day's training rows, each view's features are
-  those of the latest gold row at or before the impression and within the TTL, recomputed in SQL
-  (a LATERAL join, not Feast's query), so a leak of the future or a wrong join fails the check.
+- ``features_point_in_time`` and ``no_feature_copies_the_label``: the leakage audit of the day's
+  training set (:mod:`taobao_assets.quality.leakage`): every row's features are those of the
+  latest row at or before the impression within the TTL, recomputed in SQL (not Feast's query), so
+  a leak of the future or a wrong join fails the check; and no feature alone predicts the label
+  almost perfectly.
 """
 
 import io
@@ -24,18 +26,19 @@ from dagster import (
     MetadataValue,
     asset_check,
 )
-from psycopg2.extras import execute_values
 
 from taobao_assets.assets.serving import (
     ONLINE_STORE_KEY,
     REGISTRY_KEY,
     TRAINING_SERVICE,
     TRAINING_SET_KEY,
+    feature_columns,
     gold_views,
     training_set_key,
 )
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.partitions import end_of_day
+from taobao_assets.quality.leakage import LABEL_COPY_AUC, LeakageReport, ViewToAudit, audit
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
@@ -97,42 +100,17 @@ def registry_matches_metadata(context: AssetCheckExecutionContext, feast: FeastR
     })
 
 
-def point_in_time_rows(
-    postgres: PostgresResource, table: str, keys: list[str], ttl_seconds: int, rows: "pd.DataFrame"
-) -> "pd.DataFrame":
-    """For each row (``keys``, ``event_timestamp``), the latest gold row at or before it within the TTL.
-
-    Written without Feast: a LATERAL join on the primary key index. Returns one row per input row,
-    in order, with the gold columns (all null where no row qualifies).
-    """
+def _audit(day: str, s3: S3Resource, postgres: PostgresResource, point_in_time: bool = True) -> LeakageReport:
+    """The leakage audit of the day's training set (:mod:`taobao_assets.quality.leakage`)."""
     import pandas as pd
 
-    times = pd.to_datetime(rows[TIMESTAMP_FIELD], utc=True)  # naive times are UTC, never the server's zone
-    probes = [(i, times.iloc[i].to_pydatetime(), *(int(row[k]) if pd.notna(row[k]) else None for k in keys))
-              for i, row in enumerate(rows.to_dict("records"))]
-    probe_columns = ", ".join(["i", "ts", *[f"k_{k}" for k in keys]])
-    matches = " AND ".join([*(f"g.{k} = p.k_{k}" for k in keys), f"g.{TIMESTAMP_FIELD} <= p.ts",
-                            f"g.{TIMESTAMP_FIELD} >= p.ts - make_interval(secs => {ttl_seconds})"])
-    template = "(" + ", ".join(["%s", "%s::timestamptz", *["%s::bigint"] * len(keys)]) + ")"
-    with postgres.connect() as conn, conn.cursor() as cur:
-        found = execute_values(
-            cur,
-            f"SELECT p.i, g.* FROM (VALUES %s) AS p({probe_columns}) LEFT JOIN LATERAL "
-            f"(SELECT * FROM {table} g WHERE {matches} ORDER BY g.{TIMESTAMP_FIELD} DESC LIMIT 1) g ON true "
-            f"ORDER BY p.i",
-            probes, template=template, page_size=len(probes) or 1, fetch=True,
-        )
-        names = [d[0] for d in cur.description or []]
-    return pd.DataFrame(found, columns=names)
+    from taobao_assets.feast_repo import generated_repo
 
-
-def _plain(value: Any) -> Any:
-    """A pandas/numpy scalar as a Python one (``pd.NA`` as ``None``)."""
-    import pandas as pd
-
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
+    repo = generated_repo()
+    frame = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(day))))
+    views = [ViewToAudit.of(repo.view(p.name), _keys(repo, repo.view(p.name)))
+             for p in repo.service(TRAINING_SERVICE).feature_view_projections] if point_in_time else []
+    return audit(postgres, frame, views, feature_columns(frame))
 
 
 def serving_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
@@ -181,33 +159,33 @@ def serving_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefiniti
         })
 
     @asset_check(asset=TRAINING_SET_KEY, name="features_point_in_time", partitions_def=daily, blocking=True,
-                 description=f"For up to {SAMPLE} training rows, each view's features equal the latest gold row at "
-                             "or before the impression within the TTL, recomputed in SQL.")
+                 description="Every training row's features equal the latest row of each view's table at or "
+                             "before the impression within the TTL, recomputed in SQL (no value from the future).")
     def features_point_in_time(
         context: AssetCheckExecutionContext, s3: S3Resource, postgres: PostgresResource
     ) -> AssetCheckResult:
-        import pandas as pd
-
-        from taobao_assets.feast_repo import generated_repo
-
-        repo = generated_repo()
-        frame = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(context.partition_key))))
-        sample = frame.sample(n=min(SAMPLE, len(frame)), random_state=0).reset_index(drop=True)
-        compared, problems = 0, []
-        for projection in repo.service(TRAINING_SERVICE).feature_view_projections:
-            view = repo.view(projection.name)
-            ttl = int(view.ttl.total_seconds()) if view.ttl else 0
-            expected = point_in_time_rows(postgres, view.tags["table"], _keys(repo, view), ttl, sample)
-            for i in range(len(sample)):
-                compared += 1
-                problems += [
-                    f"sample {sample.at[i, 'sample_id']} {view.name}.{f.name}: training set "
-                    f"{sample.at[i, f'{view.name}__{f.name}']!r}, gold {expected.at[i, f.name]!r}"
-                    for f in view.features
-                    if not same(_plain(sample.at[i, f"{view.name}__{f.name}"]), _plain(expected.at[i, f.name]))
-                ]
-        return AssetCheckResult(passed=not problems, metadata={
-            "rows_times_views_compared": compared, "mismatches": len(problems), "examples": _listed(problems),
+        report = _audit(context.partition_key, s3, postgres)
+        wrong = sum(report.mismatches.values())
+        return AssetCheckResult(passed=report.rows > 0 and not wrong, metadata={
+            "rows": report.rows, "values_compared": report.values_compared, "mismatches": wrong,
+            **{f"mismatches/{view}": count for view, count in report.mismatches.items()},
+            "examples": _listed(report.examples),
         })
 
-    return [registry_matches_metadata, online_matches_gold, features_point_in_time]
+    @asset_check(asset=TRAINING_SET_KEY, name="no_feature_copies_the_label", partitions_def=daily, blocking=True,
+                 description=f"No feature alone ranks the clicks with an AUC beyond {LABEL_COPY_AUC} (or below "
+                             f"{1 - LABEL_COPY_AUC:.1f}): such a feature is the label in disguise.")
+    def no_feature_copies_the_label(
+        context: AssetCheckExecutionContext, s3: S3Resource, postgres: PostgresResource
+    ) -> AssetCheckResult:
+        report = _audit(context.partition_key, s3, postgres, point_in_time=False)
+        top = sorted(report.auc.items(), key=lambda ca: -abs(ca[1] - 0.5))
+        return AssetCheckResult(passed=not report.label_copies, metadata={
+            "label_copies": _listed(report.label_copies),
+            "max_feature_auc": max((max(a, 1 - a) for a in report.auc.values()), default=0.5),
+            "top_features_by_auc": MetadataValue.md("\n".join(
+                ["| feature | AUC alone |", "|---|---|", *(f"| {c} | {a:.4f} |" for c, a in top[:SHOWN])])),
+            **{f"auc/{column}": auc for column, auc in report.auc.items()},
+        })
+
+    return [registry_matches_metadata, online_matches_gold, features_point_in_time, no_feature_copies_the_label]

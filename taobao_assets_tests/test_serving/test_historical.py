@@ -18,12 +18,12 @@ import pytest
 from feast.data_source import PushMode
 
 from taobao_assets.assets.serving import TRAINING_SERVICE, entity_frame, join_keys
-from taobao_assets.checks.serving import point_in_time_rows
 from taobao_assets.feast_repo import FeastRepo
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.io_managers.postgres import create_table_sql
 from taobao_assets.offline_store import IndexedRetrievalJob
 from taobao_assets.partitions import end_of_day
+from taobao_assets.quality.leakage import ViewToAudit, expected_values
 from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
@@ -123,12 +123,13 @@ def test_rows_whose_keys_concatenate_alike_get_their_own_features(
 def test_sql_reference_of_the_training_check_agrees_with_merge_asof(
     serving_settings: Settings, entity_rows: pd.DataFrame, gold: dict[str, pd.DataFrame], generated: FeastRepo
 ) -> None:
-    """The LATERAL join the ``features_point_in_time`` check relies on is itself right."""
+    """The LATERAL join the leakage audit relies on is itself right."""
     expected = merge_asof_reference(entity_rows, gold, generated)
     view = generated.view("user_category_features")
     keys = [c.name for c in view.entity_columns]
-    found = point_in_time_rows(PostgresResource.from_settings(serving_settings), view.tags["table"], keys,
-                               int(view.ttl.total_seconds()), entity_rows.sort_values("row", ignore_index=True))
+    audited = ViewToAudit.of(view, keys)
+    found = expected_values(PostgresResource.from_settings(serving_settings),
+                            entity_rows.sort_values("row", ignore_index=True), [audited])[view.name]
     names = [f.name for f in view.features]
     pd.testing.assert_frame_equal(found[names], expected[[f"{view.name}__{n}" for n in names]].set_axis(names, axis=1),
                                   check_dtype=False)

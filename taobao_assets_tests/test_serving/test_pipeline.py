@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
 from dagster import AssetKey, AssetSelection, ExecuteInProcessResult, OutputContext, materialize
@@ -26,14 +27,18 @@ from taobao_assets.assets.serving import (
     TRAINING_PREFIX,
     TRAINING_SERVICE,
     TRAINING_SET_KEY,
+    feature_columns,
     serving_assets,
     training_set_key,
 )
 from taobao_assets.assets.silver import silver_assets
 from taobao_assets.checks.gold import gold_checks
 from taobao_assets.checks.serving import serving_checks
+from taobao_assets.feast_repo import generated_repo
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.io_managers.postgres import PostgresPartitionIOManager
+from taobao_assets.partitions import end_of_day
+from taobao_assets.quality.leakage import ViewToAudit, audit
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
@@ -92,9 +97,11 @@ def test_training_set_has_one_row_per_impression_with_labels_and_point_in_time_f
     training_sets: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings, bronze: S3Resource
 ) -> None:
     for day, result in training_sets.items():
-        (check,) = result.get_asset_check_evaluations()
-        assert check.check_name == "features_point_in_time" and check.passed
         frame = pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(day))))
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert set(checks) == {"features_point_in_time", "no_feature_copies_the_label"}
+        assert all(c.passed for c in checks.values())
+        assert checks["features_point_in_time"].metadata["rows"].value == len(frame)
         silver = (spark.spark_session.table(f"{settings.iceberg_catalog}.silver.impressions")
                   .where(F.col("day") == day).select("sample_id", "click", "conversion", "event_time").toPandas())
         merged = frame.merge(silver, on="sample_id", suffixes=("", "_silver"), validate="one_to_one")
@@ -151,3 +158,49 @@ def test_a_day_breaking_a_blocking_gold_check_never_reaches_the_online_store(
         assert not result.asset_materializations_for_node("serving__online_store")
     finally:
         run(AssetSelection.assets(*GOLD_KEYS), day)  # the day as the other tests expect it
+
+
+def _audited_views() -> list[ViewToAudit]:
+    repo = generated_repo()
+    views = [repo.view(p.name) for p in repo.service(TRAINING_SERVICE).feature_view_projections]
+    return [ViewToAudit.of(v, [c.name for c in v.entity_columns]) for v in views]
+
+
+def test_leakage_audit_finds_a_training_set_joined_with_the_gold_of_its_own_day(
+    training_sets: dict[str, ExecuteInProcessResult], bronze: S3Resource, settings: Settings
+) -> None:
+    """The classic off-by-one-day join: day D's impressions with the gold rows stamped at the end of D."""
+    day = TRAINING_DAYS[0]
+    postgres = PostgresResource.from_settings(settings)
+    honest = pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(day))))
+    leaky = honest.copy()
+    with postgres.connect() as conn:
+        for view in _audited_views():
+            same_day = pd.read_sql_query(
+                f"SELECT {', '.join([*view.keys, *view.features])} FROM {view.table} WHERE event_timestamp = %(ts)s",
+                conn, params={"ts": end_of_day(day)})
+            same_day.columns = [*view.keys, *(f"{view.name}__{f}" for f in view.features)]
+            joined = leaky[view.keys].astype("Int64").merge(same_day.astype({k: "Int64" for k in view.keys}),
+                                                             on=view.keys, how="left")
+            for column in same_day.columns[len(view.keys):]:
+                leaky[column] = joined[column].to_numpy()
+    views = _audited_views()
+    assert sum(audit(postgres, honest, views, []).mismatches.values()) == 0
+    report = audit(postgres, leaky, views, [])
+    # Every view's values come from the future for most rows (the rest: entities without a row that day
+    # and the day before alike).
+    for view in views:
+        assert report.mismatches[view.name] > 0.5 * len(leaky) * len(view.features), report.mismatches
+    assert report.examples
+
+
+def test_leakage_audit_finds_a_feature_that_copies_the_label(
+    training_sets: dict[str, ExecuteInProcessResult], bronze: S3Resource, settings: Settings
+) -> None:
+    frame = pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(TRAINING_DAYS[0]))))
+    honest = audit(PostgresResource.from_settings(settings), frame, [], feature_columns(frame))
+    assert honest.auc and not honest.label_copies, honest.auc
+    noise = np.random.default_rng(0).random(len(frame))
+    frame["item_features__ctr_7d"] = frame["click"] * 0.5 + noise * 0.6  # a click, blurred
+    report = audit(PostgresResource.from_settings(settings), frame, [], feature_columns(frame))
+    assert report.label_copies == ["item_features__ctr_7d"], report.auc

@@ -1,0 +1,147 @@
+"""The leakage audit of a training set, independent of Feast: every value from the past, no label copy.
+
+1. **Point in time.** For every row of the training set and every view of its feature service,
+   the values must be those of the latest row of the view's table stamped at or before the
+   impression's event time and within the view's TTL (or all missing when there is none). The
+   expectation is recomputed in SQL, a ``LATERAL`` join on the table's primary key over the whole
+   day's rows copied into a temporary table, not Feast's query. A value joined from a row stamped
+   after the impression (the classic off-by-one-day join) differs from it, and so does any other
+   wrong join.
+2. **Label copies.** A feature whose values alone rank the clicks almost perfectly (AUC beyond
+   ``LABEL_COPY_AUC``, or below its mirror) is the label in disguise: real CTR features score
+   around 0.6.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow.csv as pa_csv
+
+from taobao_assets.feature_tables import TIMESTAMP_FIELD
+from taobao_assets.resources.postgres import PostgresResource
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureView
+
+LABEL_COPY_AUC = 0.9
+#: Event times as the audit copies them into Postgres (UTC, to the microsecond).
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00"
+LABEL = "click"
+#: Mismatches kept as examples.
+EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class ViewToAudit:
+    """A view of the training set's service: its table in Postgres, entity keys, features and TTL."""
+
+    name: str
+    table: str
+    keys: list[str]
+    features: list[str]
+    ttl_seconds: int
+
+    @classmethod
+    def of(cls, view: FeatureView, keys: list[str]) -> ViewToAudit:
+        ttl = int(view.ttl.total_seconds()) if view.ttl else 0
+        return cls(view.name, view.tags["table"], keys, [f.name for f in view.features], ttl)
+
+
+@dataclass
+class LeakageReport:
+    rows: int = 0
+    values_compared: int = 0
+    #: Per view: values that are not those of the latest row at or before the impression.
+    mismatches: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    #: Per feature column: AUC of the feature alone against the label.
+    auc: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label_copies(self) -> list[str]:
+        return [c for c, auc in self.auc.items() if max(auc, 1 - auc) > LABEL_COPY_AUC]
+
+
+def _copy_out(cur: object, query: str) -> pd.DataFrame:
+    out = io.BytesIO()
+    cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", out)  # type: ignore[attr-defined]
+    return pa_csv.read_csv(io.BytesIO(out.getvalue())).to_pandas()
+
+
+def expected_values(postgres: PostgresResource, frame: pd.DataFrame, views: list[ViewToAudit]
+                    ) -> dict[str, pd.DataFrame]:
+    """Per view, one row per row of ``frame`` (in order): the features of the latest row at or before
+    its ``event_timestamp`` within the TTL, all null where there is none."""
+    import pandas as pd
+
+    keys = list(dict.fromkeys(k for view in views for k in view.keys))
+    probes = pd.DataFrame({"i": np.arange(len(frame)),
+                           "ts": pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True).dt.strftime(TIME_FORMAT),
+                           **{f"k_{k}": frame[k].astype("Int64") for k in keys}})
+    csv = io.StringIO()
+    probes.to_csv(csv, index=False, header=False)
+    csv.seek(0)
+    expected = {}
+    with postgres.connect() as conn, conn.cursor() as cur:
+        cur.execute("SET extra_float_digits = 1")
+        cur.execute("CREATE TEMPORARY TABLE audit_rows (i BIGINT PRIMARY KEY, ts TIMESTAMPTZ NOT NULL, "
+                    + ", ".join(f"k_{k} BIGINT" for k in keys) + ") ON COMMIT DROP")
+        cur.copy_expert("COPY audit_rows FROM STDIN WITH (FORMAT csv)", csv)
+        cur.execute("ANALYZE audit_rows")
+        for view in views:
+            matches = " AND ".join([*(f"g.{k} = p.k_{k}" for k in view.keys), f"g.{TIMESTAMP_FIELD} <= p.ts",
+                                    f"g.{TIMESTAMP_FIELD} >= p.ts - make_interval(secs => {view.ttl_seconds})"])
+            columns = ", ".join(f"g.{f}" for f in view.features)
+            found = _copy_out(cur, f"SELECT p.i, {columns} FROM audit_rows p LEFT JOIN LATERAL "
+                                   f"(SELECT * FROM {view.table} g WHERE {matches} ORDER BY g.{TIMESTAMP_FIELD} DESC "
+                                   f"LIMIT 1) g ON true ORDER BY p.i")
+            expected[view.name] = found.drop(columns="i").reset_index(drop=True)
+    return expected
+
+
+def _differ(got: pd.Series, want: pd.Series) -> np.ndarray:
+    """Where two columns of feature values differ: one missing and not the other, or numbers apart."""
+    import pandas as pd
+
+    a, b = pd.to_numeric(got, errors="coerce").to_numpy(np.float64, na_value=np.nan), \
+        pd.to_numeric(want, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    missing_a, missing_b = np.isnan(a), np.isnan(b)
+    both = ~missing_a & ~missing_b
+    close = np.zeros(len(a), bool)
+    close[both] = np.isclose(a[both], b[both], rtol=1e-9, atol=1e-12)
+    return (missing_a != missing_b) | (both & ~close)
+
+
+def audit(postgres: PostgresResource, frame: pd.DataFrame, views: list[ViewToAudit], features: list[str]
+          ) -> LeakageReport:
+    """:class:`LeakageReport` of a training set ``frame`` (columns ``<view>__<feature>``, the keys,
+    ``event_timestamp`` and the label), for the service's ``views``; the AUC screen covers ``features``."""
+    from sklearn.metrics import roc_auc_score  # imported here: only the training-set checks need it
+
+    report = LeakageReport(rows=len(frame))
+    frame = frame.reset_index(drop=True)
+    for view in views:
+        want = expected_values(postgres, frame, [view])[view.name]
+        wrong = 0
+        for feature in view.features:
+            column = f"{view.name}__{feature}"
+            differs = _differ(frame[column], want[feature])
+            report.values_compared += len(frame)
+            wrong += int(differs.sum())
+            for i in np.flatnonzero(differs)[:EXAMPLES - len(report.examples)]:
+                report.examples.append(f"row {i} ({', '.join(f'{k}={frame.at[i, k]}' for k in view.keys)}, "
+                                       f"{frame.at[i, TIMESTAMP_FIELD]}) {column}: training set "
+                                       f"{frame.at[i, column]!r}, latest row at or before it {want.at[i, feature]!r}")
+        report.mismatches[view.name] = wrong
+    labels = frame[LABEL].to_numpy()
+    for column in features:
+        values = frame[column].astype("float64")
+        present = values.notna().to_numpy()
+        if len(np.unique(labels[present])) == 2:
+            report.auc[column] = float(roc_auc_score(labels[present], values[present]))
+    return report
