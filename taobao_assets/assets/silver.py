@@ -25,6 +25,7 @@ from dagster import (
 )
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from taobao_assets.assets.bronze import bronze_asset_key
 from taobao_assets.bronze_objects import BronzeManifest
@@ -33,6 +34,7 @@ from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.silver_tables import (
     DESCRIPTIONS,
+    HISTORY_COLUMNS,
     IMPRESSIONS_SCHEMA,
     PART_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -63,6 +65,25 @@ def bronze_parts(spark: SparkSession, manifest: BronzeManifest) -> DataFrame:
 def _count_by_reason(parsed: DataFrame) -> dict[str, int]:
     """Records per reason (``"ok"`` for good ones); the action that runs the parse and fills the cache."""
     return {row["reason"] or "ok": row["count"] for row in parsed.groupBy("reason").count().collect()}
+
+
+def _rejected(counts: dict[str, int]) -> int:
+    return sum(n for reason, n in counts.items() if reason != "ok")
+
+
+def _line_stats(counts: dict[str, int]) -> dict[str, float | int]:
+    """Numeric metadata of a table from its topic's records per reason: lines read, quarantine rates."""
+    lines = sum(counts.values())
+    return {"lines_read": lines, "quarantine_rate": _rejected(counts) / max(lines, 1),
+            **{f"quarantine_rate/{reason}": n / max(lines, 1) for reason, n in sorted(counts.items())
+               if reason != "ok"}}
+
+
+def _history_entries(contexts: DataFrame) -> dict[str, float]:
+    """Mean (id, count) entries per common-features line in each 14-day history field."""
+    row = contexts.agg(*(F.avg(F.size(name)).alias(name) for name in HISTORY_COLUMNS)).first()
+    return {f"entries_per_line/{name}": float(row[name] or 0.0) if row is not None else 0.0
+            for name in HISTORY_COLUMNS}
 
 
 def _out(key: AssetKey, description: str) -> AssetOut:
@@ -112,11 +133,18 @@ def silver_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
             context.log.info(f"{topic} {context.partition_key}: {reasons[topic]} in {seconds:.1f} s "
                              f"({manifest.records / max(seconds, 1e-3):,.0f} records/s)")
         try:
-            yield Output(good_rows(parsed[samples.topic], IMPRESSIONS_SCHEMA), "impressions")
-            yield Output(good_rows(parsed[common_features.topic], USER_CONTEXT_SCHEMA), "user_context")
+            yield Output(good_rows(parsed[samples.topic], IMPRESSIONS_SCHEMA), "impressions",
+                         metadata=_line_stats(reasons[samples.topic]))
+            contexts = good_rows(parsed[common_features.topic], USER_CONTEXT_SCHEMA)
+            yield Output(contexts, "user_context",
+                         metadata={**_line_stats(reasons[common_features.topic]), **_history_entries(contexts)})
             quarantine = rejected_rows(parsed[samples.topic], samples.topic).unionByName(
                 rejected_rows(parsed[common_features.topic], common_features.topic))
-            yield Output(quarantine, "quarantine", metadata={"records_by_reason": MetadataValue.json(reasons)})
+            yield Output(quarantine, "quarantine", metadata={
+                "records_by_reason": MetadataValue.json(reasons),
+                **{f"quarantine_rate/{topic}": _rejected(counts) / max(sum(counts.values()), 1)
+                   for topic, counts in reasons.items()},
+            })
         finally:
             # Dagster stores each output before it resumes the body, so every write has used the cache.
             for frame in parsed.values():

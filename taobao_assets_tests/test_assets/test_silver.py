@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import ExecuteInProcessResult, PartitionKeyRange, build_input_context, build_output_context
+from dagster import AssetKey, ExecuteInProcessResult, PartitionKeyRange, build_input_context, build_output_context
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 
@@ -256,3 +256,33 @@ def test_spark_parse_agrees_with_the_python_parser_on_the_format_examples(
         want = expected(raw)
         assert _subset(rows[key], want) == want, key
         assert rows[key]["reason"] is None and rows[key]["raw"] is None
+
+
+def test_numeric_metadata_adds_up_to_the_files_lines_malformed_lines_and_history_entries(
+    silver: dict[str, ExecuteInProcessResult], dataset: Path,
+) -> None:
+    """Summed over the days, each table's rates times its lines give the generator's malformed lines and
+    the history entries of the good context lines, parsed here from the raw bytes."""
+    malformed = json.loads((dataset / MALFORMED_FILE).read_text())
+    lines = {kind: sum(len(p.read_bytes().splitlines()) for p in dataset.glob(f"{kind.value}_*.csv"))
+             for kind in (FileKind.SAMPLE_SKELETON, FileKind.COMMON_FEATURES)}
+    entries = {name: 0 for name in HISTORY_COLUMNS}
+    for line in _good_lines(dataset, FileKind.COMMON_FEATURES).values():
+        for name, values in _subset(_expected_context(line), HISTORY_COLUMNS).items():
+            entries[name] += len(values)
+    read = {IMPRESSIONS_KEY: 0, USER_CONTEXT_KEY: 0}
+    rejected: dict[AssetKey, float] = {IMPRESSIONS_KEY: 0, USER_CONTEXT_KEY: 0}
+    found_entries = dict.fromkeys(HISTORY_COLUMNS, 0.0)
+    for result in silver.values():
+        metadata = {m.asset_key: {k: v.value for k, v in m.metadata.items()}
+                    for m in (e.materialization for e in result.get_asset_materialization_events())}
+        for key in read:
+            read[key] += metadata[key]["lines_read"]
+            rejected[key] += metadata[key]["lines_read"] * metadata[key]["quarantine_rate"]
+        good_contexts = metadata[USER_CONTEXT_KEY]["lines_read"] * (1 - metadata[USER_CONTEXT_KEY]["quarantine_rate"])
+        for name in HISTORY_COLUMNS:
+            found_entries[name] += metadata[USER_CONTEXT_KEY][f"entries_per_line/{name}"] * good_contexts
+    assert read == {IMPRESSIONS_KEY: lines[FileKind.SAMPLE_SKELETON], USER_CONTEXT_KEY: lines[FileKind.COMMON_FEATURES]}
+    for key, kind in ((IMPRESSIONS_KEY, FileKind.SAMPLE_SKELETON), (USER_CONTEXT_KEY, FileKind.COMMON_FEATURES)):
+        assert rejected[key] == pytest.approx(sum(m["kind"] == kind.value for m in malformed)), key
+    assert found_entries == pytest.approx(entries)
