@@ -28,6 +28,7 @@ from dagster import Definitions, EnvVar, definitions, in_process_executor
 from taobao_assets.assets.analytics import analytics_assets
 from taobao_assets.assets.bronze import bronze_assets, kafka_topics
 from taobao_assets.assets.gold import gold_assets
+from taobao_assets.assets.quality import quality_assets
 from taobao_assets.assets.serving import serving_assets
 from taobao_assets.assets.silver import silver_assets
 from taobao_assets.checks.analytics import analytics_checks
@@ -45,6 +46,7 @@ from taobao_assets.jobs import (
     daily_serving_job,
     feast_apply_job,
     replay_job,
+    streaming_consistency_job,
     streaming_job,
 )
 from taobao_assets.known_warnings import accept_known_warnings
@@ -103,10 +105,11 @@ def build_definitions(settings: Settings) -> Definitions:
     topics = RawTopics.of(settings.topic_prefix)
     return Definitions(
         assets=[*kafka_topics(topics), *bronze_assets(daily, topics), *silver_assets(daily), *gold_assets(daily),
-                *serving_assets(daily), *analytics_assets(daily)],
+                *serving_assets(daily), *analytics_assets(daily), *quality_assets(daily)],
         asset_checks=[*bronze_checks(daily, topics), *silver_checks(daily, topics), *gold_checks(daily),
                       *serving_checks(daily), *analytics_checks(daily)],
-        jobs=[replay_job, bronze_job, daily_batch_job, feast_apply_job, daily_serving_job, streaming_job],
+        jobs=[replay_job, bronze_job, daily_batch_job, feast_apply_job, daily_serving_job, streaming_job,
+              streaming_consistency_job],
         schedules=[daily_batch_schedule],
         sensors=sensors,
         executor=in_process_executor,

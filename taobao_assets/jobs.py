@@ -93,6 +93,11 @@ daily_serving_job = define_asset_job(
 )
 
 #: Runs the latest day of the batch every day (the backfill covers the days before).
+streaming_consistency_job = define_asset_job(
+    "streaming_consistency_job", selection=AssetSelection.groups("quality"),
+    description="Compare the stream's counters of a day with gold's 1-day counters, once the stream is past it.",
+)
+
 daily_batch_schedule = build_schedule_from_partitioned_job(
     daily_batch_job, hour_of_day=1, name="daily_batch_schedule")
 

@@ -1,0 +1,75 @@
+"""Quality (``quality/*``): what is measured across layers rather than of one table.
+
+``streaming_vs_batch`` (daily) compares the stream's counters of day D with gold's 1-day counters
+of D for every key of the tables both count (:mod:`taobao_assets.quality.stream_batch`), and
+records the share of keys equal and the largest differences as numeric metadata (the asset's
+*Plots* tab draws them over the days), with the check ``streaming_matches_batch`` failing below
+99.9 %. It runs once the stream has applied the day (``streaming_consistency_job``; the demo runs
+it after its streaming stage): a stream not yet past the end of D fails the run with the offsets
+it still has to apply, rather than compare half a day.
+"""
+
+from datetime import date
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from taobao_assets.quality.stream_batch import REQUIRED_SHARE, STREAMED_TABLES, compare_table, stream_behind
+from taobao_assets.realtime_tables import REALTIME_TABLES
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.streaming.resource import StreamingResource
+
+GROUP = "quality"
+STREAMING_VS_BATCH_KEY = AssetKey([GROUP, "streaming_vs_batch"])
+CHECK_NAME = "streaming_matches_batch"
+
+
+class StreamBehind(RuntimeError):
+    """The stream has not applied the whole day yet."""
+
+
+def quality_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
+    @asset(
+        key=STREAMING_VS_BATCH_KEY, group_name=GROUP, partitions_def=daily, kinds={"redis", "postgres"},
+        deps=[*(t.asset_key for t in STREAMED_TABLES), *(t.asset_key for t in REALTIME_TABLES)],
+        check_specs=[AssetCheckSpec(CHECK_NAME, asset=STREAMING_VS_BATCH_KEY,
+                                    description=f"At least {REQUIRED_SHARE:.1%} of the keys compared have the "
+                                                f"stream's counters of the day equal to gold's 1-day counters.")],
+        description="The stream's counters of the day against gold's 1-day counters, key by key, per table.",
+    )
+    def streaming_vs_batch(context: AssetExecutionContext, streaming: StreamingResource,
+                           postgres: PostgresResource) -> MaterializeResult:
+        day = date.fromisoformat(context.partition_key)
+        behind = stream_behind(streaming, day)
+        if behind is not None:
+            raise StreamBehind(
+                f"the stream of {streaming.topics.samples.name} has applied offsets {behind.applied}, and the "
+                f"records after {day} start at {behind.needed}: apply the stream (the streaming sensor, or "
+                f"`python -m taobao_assets.streaming follow`) past the day, then run this again")
+        reports = [compare_table(streaming.state(), postgres, table, day) for table in STREAMED_TABLES]
+        metadata: dict[str, Any] = {
+            "keys_compared": sum(r.compared for r in reports),
+            "share_equal": min((r.share_equal for r in reports), default=1.0),
+        }
+        for r in reports:
+            metadata |= {f"{r.table}/keys_compared": r.compared, f"{r.table}/share_equal": r.share_equal,
+                         f"{r.table}/keys_moved_on": r.moved_on,
+                         **{f"{r.table}/max_abs_diff/{name}": d for name, d in r.max_abs_diff.items()}}
+        examples = [e for r in reports for e in r.examples]
+        metadata["examples"] = MetadataValue.md("\n".join(f"- {e}" for e in examples[:10]) or "none")
+        passed = all(r.passed for r in reports) and metadata["keys_compared"] > 0
+        return MaterializeResult(metadata=metadata, check_results=[AssetCheckResult(
+            check_name=CHECK_NAME, passed=passed,
+            metadata={"share_equal": metadata["share_equal"], "keys_compared": metadata["keys_compared"]})])
+
+    return [streaming_vs_batch]
