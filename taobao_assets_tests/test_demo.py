@@ -42,7 +42,7 @@ from taobao_assets.console import NAME_WIDTH, DemoLog, StageConsole, shown_name,
 from taobao_assets.demo import StageFailed, Summary
 from taobao_assets.feast_repo import REPO_MODULE, write_config
 from taobao_assets.gold_tables import GOLD_TABLES
-from taobao_assets.partitions import event_time_config
+from taobao_assets.partitions import daily_partitions, event_time_config
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
@@ -59,7 +59,8 @@ SAMPLES, LIMIT, DAYS = 4_000, 3_000, 3
 NAMESPACE = {"topic_prefix": "demo-test.aliccp", "lake_bucket": "lake-demo-test", "postgres_db": "tfp_demo_test",
              "feast_project": "taobao_demo_test", "event_days": DAYS}
 STAGES = ["source data", "replay into Kafka", f"bronze -> silver -> gold for {DAYS} days", "Feast apply",
-          "online store, training sets, baseline model, Trino analytics", "streaming sensor and runs"]
+          "online store, training sets, baseline model, Trino analytics", "streaming sensor and runs",
+          "streaming = batch, day by day"]
 #: The demo's terminal output: a line naming the log, one per stage, the summary (~25 lines).
 MAX_STDOUT_LINES = 40
 #: What the driver's JVM prints as it starts, before any logging: Spark's launcher always adds the
@@ -125,10 +126,13 @@ def _records(folder: Path, kind: FileKind) -> tuple[int, int]:
     return lines, good
 
 
-def test_demo_runs_every_stage_with_every_check_passing(summary: tuple[dict[str, Any], Path]) -> None:
+def test_demo_runs_every_stage_with_every_check_passing(summary: tuple[dict[str, Any], Path],
+                                                        demo_settings: Settings) -> None:
     result, _ = summary
     assert [s["name"] for s in result["stages"]] == STAGES
     assert result["checks_passed"] > 0 and result["checks_failed"] == []
+    # The stream applied every day exactly as gold counted it.
+    assert result["streaming_vs_batch"] == dict.fromkeys(daily_partitions(demo_settings).get_partition_keys(), 1.0)
     # the baseline is scored on the last day after training on the ones before it
     model = result["model"]
     assert model["trained_on_days"] == DAYS - 1
@@ -187,7 +191,7 @@ def test_console_shows_one_line_per_stage_and_the_log(demo_run: tuple[subprocess
     stage_lines = [line for line in lines if line.startswith("✓ ")]
     assert [line[2:2 + NAME_WIDTH].rstrip() for line in stage_lines] == [shown_name(name) for name in STAGES]
     # the per-day stages count their days
-    assert sum(f"{DAYS}/{DAYS} days" in line for line in stage_lines) == 2
+    assert sum(f"{DAYS}/{DAYS} days" in line for line in stage_lines) == 3
     # Dagster's events went to the log file, not to the terminal
     assert " - DEBUG - " not in result.stdout + result.stderr
     assert [line for line in result.stderr.splitlines() if line.strip() and line != JVM_NOTICE] == []
