@@ -8,10 +8,13 @@ these types from here, so the IO manager depends on no asset module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 #: The manifest object of a stored day; written last, so a day with a manifest is complete.
 MANIFEST = "_manifest.json"
@@ -41,10 +44,38 @@ class BronzePart:
 
 
 @dataclass(frozen=True)
+class AppendTimes:
+    """When a day's records reached Kafka (the replay's ``produced_at`` header) against their event
+    time (the record timestamp), for the freshness of each hop (:mod:`taobao_assets.quality.freshness`).
+
+    ``appended_p50_ms`` and ``appended_p01_ms`` are the median and first percentile of the append
+    times: the median and 99th percentile of a later hop's lag ``t - appended`` for a layer written
+    at one time ``t``. Records without the header (another producer's) are not counted.
+    """
+
+    records: int = 0
+    event_to_append_p50_ms: float | None = None
+    event_to_append_p99_ms: float | None = None
+    appended_p50_ms: float | None = None
+    appended_p01_ms: float | None = None
+
+    @classmethod
+    def of(cls, event_ms: Sequence[int], appended_ms: Sequence[int]) -> AppendTimes:
+        if not appended_ms:
+            return cls()
+        appended = np.asarray(appended_ms, np.float64)
+        lag = appended - np.asarray(event_ms, np.float64)
+        p50, p99 = np.percentile(lag, [50, 99])
+        a50, a01 = np.percentile(appended, [50, 1])
+        return cls(len(appended), float(p50), float(p99), float(a50), float(a01))
+
+
+@dataclass(frozen=True)
 class BronzeDay:
     topic: str
     day: date
     parts: list[BronzePart] = field(default_factory=list)
+    append_times: AppendTimes = field(default_factory=AppendTimes)
 
     @property
     def records(self) -> int:
@@ -56,7 +87,8 @@ class BronzeDay:
 
     def manifest(self) -> dict[str, Any]:
         return {"topic": self.topic, "day": self.day.isoformat(), "records": self.records,
-                "bytes": self.bytes, "parts": [p.manifest() for p in self.parts]}
+                "bytes": self.bytes, "parts": [p.manifest() for p in self.parts],
+                "append_times": asdict(self.append_times)}
 
 
 def day_prefix(topic: str, day: date | str) -> str:
@@ -82,6 +114,11 @@ class BronzeManifest:
     @property
     def parts(self) -> list[dict[str, Any]]:
         return list(self.raw["parts"])
+
+    @property
+    def append_times(self) -> AppendTimes:
+        """Absent from a manifest written before the platform recorded them: nothing counted."""
+        return AppendTimes(**self.raw.get("append_times", {}))
 
     def key(self, object_name: str) -> str:
         return self.prefix + object_name

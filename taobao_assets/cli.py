@@ -1,7 +1,8 @@
 """``python -m taobao_assets.cli``: the user-facing commands of the platform.
 
 ``demo`` is what ``make demo`` runs once the stack is up: the whole pipeline end to end
-(:mod:`taobao_assets.demo`), a summary, then the Dagster UI on the project's workspace.
+(:mod:`taobao_assets.demo`), a summary, then the Dagster UI on the project's workspace;
+``freshness`` prints how long the latest day's samples took from event time to each layer.
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ def open_dagster_ui() -> int:
     )
 
 
+def freshness(day: str | None) -> int:
+    """Print the freshness per hop of ``day``'s samples (default: the latest day bronze holds)."""
+    from taobao_assets.demo import latest_freshness
+
+    hops = latest_freshness(get_settings(), day)
+    if hops is None:
+        print("no day has bronze samples yet: run the demo (or the daily batch job) first", file=sys.stderr)
+        return 1
+    print(hops.table())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m taobao_assets.cli")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,10 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--summary-json", type=Path, help="also write the summary to this JSON file")
     run.add_argument("--no-ui", action="store_true", help="print the summary and exit")
     sub.add_parser("ui", help="open the Dagster UI on the project's instance")
+    hops = sub.add_parser("freshness", help="print how long a day's samples took from event time to each layer")
+    hops.add_argument("--day", help="the day (YYYY-MM-DD; default: the latest day bronze holds)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.rows, open_ui=not args.no_ui, source=args.source, limit=args.limit,
                     summary_json=args.summary_json)
+    if args.command == "freshness":
+        return freshness(args.day)
     return open_dagster_ui()
 
 

@@ -27,6 +27,8 @@ from taobao_assets.settings import Settings
 if TYPE_CHECKING:
     from dagster_shared.error import SerializableErrorInfo
 
+    from taobao_assets.quality.freshness import HopFreshness
+
 #: Sample lines of the default synthetic data set: a few minutes end to end on 2 cores.
 DEFAULT_ROWS = 300_000
 #: Lines of a failed step's error shown with the failure; the log file has all of it.
@@ -281,6 +283,11 @@ def print_summary(summary: Summary, settings: Settings, facts: dict[str, Any], l
         oracle = f", the generator's true propensities {model['oracle_auc']}" if "oracle_auc" in model else ""
         print(f"\n  baseline CTR model (logistic regression), scored on {model['day']} after "
               f"{model['trained_on_days']} days of training sets: AUC {model['auc']:.3f}{oracle}")
+    if facts.get("freshness"):
+        lags = ", ".join(f"{hop.replace('_to_', '->')} " + "/".join("-" if v is None else f"{v:,.1f}" for v in pair)
+                         for hop, pair in facts["freshness"]["lags_s"].items())
+        print(f"\n  freshness of {facts['freshness']['day']}'s samples (python -m taobao_assets.cli freshness), "
+              f"seconds p50/p99:\n    {lags}")
     print(f"\n  Dagster UI:  http://127.0.0.1:{settings.dagster_port}")
     print(f"  Trino:       {settings.trino_url}  (catalogs iceberg, postgresql; see docs/trino.md)")
     print(f"  Run log:     {log_path}  (every run's Dagster events)")
@@ -337,7 +344,27 @@ def summary_facts(settings: Settings, data_folder: Path | None = None) -> dict[s
     values = OnlineFeatures.from_settings().lookup(user_id=user_id, item_id=item_id, category_id=category_id)
     shown = {k: v for k, v in values.items() if k.endswith(("ctr_7d", "impressions_7d", "impressions_today"))}
     lookup = {"user_id": user_id, "item_id": item_id, "category_id": category_id, "values": values, "shown": shown}
-    return {"rows": rows, "lookup": lookup, "model": _model_facts(settings, data_folder)}
+    hops = latest_freshness(settings)
+    return {"rows": rows, "lookup": lookup, "model": _model_facts(settings, data_folder),
+            "freshness": {"day": hops.day, "lags_s": hops.lags_s} if hops else None}
+
+
+def latest_freshness(settings: Settings, day: str | None = None) -> HopFreshness | None:
+    """:class:`HopFreshness` of ``day``, or of the latest day with a stored bronze day of samples."""
+    from taobao_assets.assets.bronze import bronze_asset_key
+    from taobao_assets.partitions import daily_partitions
+    from taobao_assets.quality.freshness import hop_freshness
+    from taobao_assets.resources.s3 import S3Resource
+    from taobao_assets.source.topics import SAMPLES, RawTopics
+
+    instance = project_instance(settings)
+    if day is None:
+        stored = instance.get_materialized_partitions(bronze_asset_key(SAMPLES))
+        day = max((d for d in daily_partitions(settings).get_partition_keys() if d in stored), default=None)
+    if day is None:
+        return None
+    return hop_freshness(instance, S3Resource.from_settings(settings), RawTopics.of(settings.topic_prefix).samples.name,
+                         day)
 
 
 def _model_facts(settings: Settings, data_folder: Path | None) -> dict[str, Any]:

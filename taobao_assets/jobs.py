@@ -20,6 +20,7 @@ from dagster import (
     op,
 )
 
+from taobao_assets.assets.quality import FRESHNESS_KEY, STREAMING_VS_BATCH_KEY
 from taobao_assets.assets.serving import REGISTRY_KEY
 from taobao_assets.realtime_tables import REALTIME_TABLES, SCHEMA
 from taobao_assets.resources.kafka import KafkaResource
@@ -88,13 +89,14 @@ feast_apply_job = define_asset_job(
 daily_serving_job = define_asset_job(
     "daily_serving_job",
     selection=(AssetSelection.groups("serving") - AssetSelection.assets(REGISTRY_KEY))
-    | AssetSelection.groups("analytics"),
-    description="Materialize a day into Redis, build its training set and model score, run the Trino reports.",
+    | AssetSelection.groups("analytics") | AssetSelection.assets(FRESHNESS_KEY),
+    description="Materialize a day into Redis, build its training set and model score, run the Trino reports, "
+                "and measure the day's freshness per hop.",
 )
 
 #: Runs the latest day of the batch every day (the backfill covers the days before).
 streaming_consistency_job = define_asset_job(
-    "streaming_consistency_job", selection=AssetSelection.groups("quality"),
+    "streaming_consistency_job", selection=AssetSelection.assets(STREAMING_VS_BATCH_KEY),
     description="Compare the stream's counters of a day with gold's 1-day counters, once the stream is past it.",
 )
 

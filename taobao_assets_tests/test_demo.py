@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +327,27 @@ def test_online_lookup_command_prints_the_summary_lookup(summary: tuple[dict[str
     out = shell(command, demo_env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == json.loads(json.dumps(lookup["values"], default=str))
+
+
+def test_freshness_command_times_each_hop_of_the_last_day(summary: tuple[dict[str, Any], Path],
+                                                        demo_env: dict[str, str], demo_settings: Settings) -> None:
+    result, path = summary
+    day = daily_partitions(demo_settings).get_partition_keys()[-1]
+    out = shell(readme("python -m taobao_assets.cli freshness"), demo_env)
+    assert out.returncode == 0, out.stderr
+    assert f"samples of {day}" in out.stdout and "kafka to bronze" in out.stdout, out.stdout
+    freshness = result["freshness"]
+    assert freshness["day"] == day
+    lags = freshness["lags_s"]
+    assert all(p50 is not None and p99 is not None and p50 <= p99 for p50, p99 in lags.values()), lags
+    # The layers were written in order, each after the one it reads.
+    assert all(lags[hop][0] >= 0 for hop in ("kafka_to_bronze", "bronze_to_silver", "silver_to_gold",
+                                             "gold_to_online")), lags
+    # The replay sent the day's records while the demo ran, after the simulated day itself.
+    finished = path.stat().st_mtime
+    started = finished - sum(stage["seconds"] for stage in result["stages"]) - 60
+    day_start = datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
+    assert started - (day_start + 86_400) <= lags["event_to_kafka"][0] <= finished - day_start, lags
 
 
 def test_psql_command_reaches_the_gold_tables(summary: tuple[dict[str, Any], Path],

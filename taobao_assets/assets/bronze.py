@@ -28,7 +28,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, DailyPartitionsDefinition, asset
 
-from taobao_assets.bronze_objects import BronzeDay, BronzePart
+from taobao_assets.bronze_objects import AppendTimes, BronzeDay, BronzePart
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
 from taobao_assets.settings import get_settings
 from taobao_assets.source.event_time import day_window_ms
@@ -51,6 +51,8 @@ async def capture_day(
     t0, t1 = day_window_ms(day)
     starts, ends = await kafka.offsets_at(topic, t0), await kafka.offsets_at(topic, t1)
     parts = []
+    event_ms: list[int] = []
+    appended_ms: list[int] = []
     for partition in sorted(starts):
         start, end = starts[partition], ends[partition]
         data_file = spool / f"part-{partition:05d}.data.gz"
@@ -61,7 +63,10 @@ async def capture_day(
             index.write(INDEX_HEADER)
             async for record in kafka.read_range(topic, partition, start, end):
                 value: bytes = record.value or b""
-                source, line, fault = _origin(record)
+                source, line, produced_at, fault = _origin(record)
+                if produced_at is not None:
+                    event_ms.append(record.timestamp)
+                    appended_ms.append(produced_at)
                 if record.value is None:
                     fault = {"reason": "null_value", "message": "a record without a value (a tombstone)"}
                 if fault is not None:
@@ -75,11 +80,11 @@ async def capture_day(
                     log.info(f"{topic}[{partition}] {day}: {records:,} of {end - start:,} records")
         parts.append(BronzePart(partition, start, end, records, size, digest.hexdigest(),
                                 data_file, index_file, faults))
-    return BronzeDay(topic, day, parts)
+    return BronzeDay(topic, day, parts, AppendTimes.of(event_ms, appended_ms))
 
 
-def _origin(record: ConsumerRecord) -> tuple[bytes, int, dict[str, Any] | None]:
-    """The source and line the index stores for a record, and what is wrong with its headers.
+def _origin(record: ConsumerRecord) -> tuple[bytes, int, int | None, dict[str, Any] | None]:
+    """The source and line the index stores for a record, its produce time, and what is wrong with its headers.
 
     The index is CSV: a source that is not the replay's (not UTF-8, or with a comma, quote or line
     break) is stored empty with line 0, and the record listed as a fault, never dropped.
@@ -87,10 +92,11 @@ def _origin(record: ConsumerRecord) -> tuple[bytes, int, dict[str, Any] | None]:
     try:
         headers = read_headers(record.headers)
     except BadHeader as error:
-        return b"", 0, {"reason": "bad_header", "message": str(error)}
+        return b"", 0, None, {"reason": "bad_header", "message": str(error)}
     if any(c in headers.source for c in ',"\r\n'):
-        return b"", 0, {"reason": "bad_header", "message": f"header source is {headers.source!r}: not a file name"}
-    return headers.source.encode(), headers.line, None
+        return b"", 0, headers.produced_at, {
+            "reason": "bad_header", "message": f"header source is {headers.source!r}: not a file name"}
+    return headers.source.encode(), headers.line, headers.produced_at, None
 
 
 def topic_asset_key(short_name: str) -> AssetKey:

@@ -1,5 +1,9 @@
 """Quality (``quality/*``): what is measured across layers rather than of one table.
 
+``freshness`` (daily) measures how long the day's samples took from event time to Kafka, bronze,
+silver, gold and the online store (:mod:`taobao_assets.quality.freshness`), as numeric metadata
+``lag_s/<hop>/p50`` and ``/p99``; it runs after the online store in ``daily_serving_job``.
+
 ``streaming_vs_batch`` (daily) compares the stream's counters of day D with gold's 1-day counters
 of D for every key of the tables both count (:mod:`taobao_assets.quality.stream_batch`), and
 records the share of keys equal and the largest differences as numeric metadata (the asset's
@@ -24,13 +28,22 @@ from dagster import (
     asset,
 )
 
+from taobao_assets.assets.bronze import bronze_asset_key
+from taobao_assets.assets.gold import GOLD_KEYS
+from taobao_assets.assets.serving import ONLINE_STORE_KEY
+from taobao_assets.assets.silver import IMPRESSIONS_KEY
+from taobao_assets.quality.freshness import hop_freshness
 from taobao_assets.quality.stream_batch import REQUIRED_SHARE, STREAMED_TABLES, compare_table, stream_behind
 from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.settings import get_settings
+from taobao_assets.source.topics import SAMPLES, RawTopics
 from taobao_assets.streaming.resource import StreamingResource
 
 GROUP = "quality"
 STREAMING_VS_BATCH_KEY = AssetKey([GROUP, "streaming_vs_batch"])
+FRESHNESS_KEY = AssetKey([GROUP, "freshness"])
 CHECK_NAME = "streaming_matches_batch"
 
 
@@ -72,4 +85,16 @@ def quality_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
             check_name=CHECK_NAME, passed=passed,
             metadata={"share_equal": metadata["share_equal"], "keys_compared": metadata["keys_compared"]})])
 
-    return [streaming_vs_batch]
+    @asset(
+        key=FRESHNESS_KEY, group_name=GROUP, partitions_def=daily, kinds={"dagster"},
+        deps=[bronze_asset_key(SAMPLES), IMPRESSIONS_KEY, *GOLD_KEYS, ONLINE_STORE_KEY],
+        description="How long the day's samples took from event time to Kafka, bronze, silver, gold and online.",
+    )
+    def freshness(context: AssetExecutionContext, s3: S3Resource) -> MaterializeResult:
+        hops = hop_freshness(context.instance, s3, RawTopics.of(get_settings().topic_prefix).samples.name,
+                             context.partition_key)
+        context.log.info(hops.table())
+        return MaterializeResult(metadata={"records_timed": hops.records, **hops.metadata(),
+                                           "hops": MetadataValue.md(hops.table())})
+
+    return [streaming_vs_batch, freshness]

@@ -10,7 +10,9 @@ with each share floored at ``FLOOR`` so an empty bin stays finite. The usual rea
 stable, 0.1 to 0.25 a moderate shift, above 0.25 a shift to look at (``THRESHOLD``). Small tables
 (a few dozen categories) reach that by sampling alone: with no drift, PSI is about a chi-squared
 variable with (bins - 1) degrees of freedom times (1/n + 1/m) for n and m rows. A feature drifts
-when its PSI is above the threshold *and* above that variable's 99th percentile.
+when its PSI is above the threshold *and* above that variable's 99th percentile. That approximation
+needs a few rows per bin, and an empty reference bin meets the floor: with fewer than ``MIN_ROWS``
+rows on either side the PSI is reported but not judged.
 
 Two things would read as drift and are not, so they are taken out:
 
@@ -46,6 +48,8 @@ REFERENCE_DAYS = 7
 BINS = 10
 FLOOR = 1e-4
 THRESHOLD = 0.25
+#: Rows each side needs for a PSI to be judged (20 per decile).
+MIN_ROWS = 200
 #: Each smoothed rate and the counters of its unsmoothed form (numerator, denominator).
 RAW_RATES = {f"{rate}_{w}d": (f"{num}_{w}d", f"{den}_{w}d") for w in WINDOWS_DAYS
              for rate, num, den in (("ctr", "clicks", "impressions"), ("cvr", "conversions", "clicks"))}
@@ -68,8 +72,12 @@ class Psi:
         return float(chi2.ppf(0.99, self.bins - 1)) * (1 / self.rows + 1 / self.reference_rows)
 
     @property
+    def judged(self) -> bool:
+        return min(self.rows, self.reference_rows) >= MIN_ROWS
+
+    @property
     def drifting(self) -> bool:
-        return self.value > max(THRESHOLD, self.noise)
+        return self.judged and self.value > max(THRESHOLD, self.noise)
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> Psi:
@@ -111,7 +119,7 @@ class DriftReport:
         top = sorted(self.psi.items(), key=lambda fp: -fp[1].value)[:limit]
         lines = ["| feature | PSI | sampling noise (99 %) | rows (reference) | drifting |", "|---|---|---|---|---|",
                  *(f"| {f} | {p.value:.4f} | {p.noise:.4f} | {p.rows:,} ({p.reference_rows:,}) | "
-                   f"{'yes' if p.drifting else 'no'} |" for f, p in top)]
+                   f"{'yes' if p.drifting else 'no' if p.judged else 'too few rows'} |" for f, p in top)]
         return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka.partitioner import murmur2
 from dagster import materialize
 
@@ -218,3 +219,26 @@ def test_a_resumed_replay_passes_over_records_another_producer_wrote(settings: S
             await kafka.delete_topics([topic.name])
 
     assert asyncio.run(run()) == {("f.csv", 1), ("", 0)}
+
+
+def test_bronze_manifest_times_each_record_from_event_to_kafka(bronze: S3Resource, settings: Settings) -> None:
+    """The append times in a day's manifest, against the day's records read back from Kafka here."""
+    kafka = KafkaResource.from_settings(settings)
+    day = DAILY.get_partition_keys()[1]
+    manifest = load_manifest(bronze, TOPICS.samples.name, day)
+
+    async def read() -> list[tuple[int, int]]:
+        times = []
+        for part in manifest.parts:
+            async for record in kafka.read_range(TOPICS.samples.name, part["partition"], part["start_offset"],
+                                                 part["end_offset"]):
+                headers = dict(record.headers)
+                times.append((record.timestamp, int(headers["produced_at"])))
+        return times
+
+    event, appended = (np.array(column, np.float64) for column in zip(*asyncio.run(read()), strict=True))
+    times = manifest.append_times
+    assert times.records == manifest.records == len(event) > 0
+    assert times.event_to_append_p50_ms == np.median(appended - event)
+    assert times.event_to_append_p99_ms == np.percentile(appended - event, 99)
+    assert (times.appended_p50_ms, times.appended_p01_ms) == (np.median(appended), np.percentile(appended, 1))

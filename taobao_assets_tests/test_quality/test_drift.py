@@ -17,7 +17,7 @@ from taobao_assets.features import WINDOWS_DAYS
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.io_managers.postgres import create_table_sql
 from taobao_assets.partitions import end_of_day
-from taobao_assets.quality.drift import BINS, THRESHOLD, drift_report, psi
+from taobao_assets.quality.drift import BINS, MIN_ROWS, THRESHOLD, drift_report, psi
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.settings import Settings
 from taobao_assets_tests.conftest import ensure_running
@@ -106,3 +106,11 @@ def test_a_day_whose_item_ctrs_double_drifts_in_its_ctr_and_not_in_its_impressio
     assert after.drifting[0] == "ctr_1d", after.markdown()
     assert not [f for f in after.drifting if f.startswith("impressions_")], after.markdown()
     assert after.psi["ctr_1d"].value > THRESHOLD > 10 * before.psi["ctr_1d"].value
+
+
+def test_a_psi_of_too_few_rows_is_reported_but_not_judged() -> None:
+    rng = np.random.default_rng(4)
+    small = psi(rng.normal(0, 1, MIN_ROWS - 1), rng.normal(3, 1, MIN_ROWS))
+    assert small.value > THRESHOLD and not small.judged and not small.drifting
+    large = psi(rng.normal(0, 1, MIN_ROWS), rng.normal(3, 1, MIN_ROWS))
+    assert large.judged and large.drifting
