@@ -9,7 +9,8 @@ import time
 # trino_scan after silver_gold: it scans the silver table that one leaves in the lakehouse. pipeline
 # last: its table also lists every other benchmark's latest ratio.
 BENCHMARKS = ["bench.parser", "bench.replay", "bench.silver_gold", "bench.online_lookup", "bench.streaming",
-              "bench.pit_retrieval", "bench.pit_scale", "bench.materialize", "bench.trino_scan", "bench.pipeline"]
+              "bench.pit_retrieval", "bench.pit_scale", "bench.materialize", "bench.trino_scan", "bench.trust",
+              "bench.pipeline"]
 
 
 def main() -> int:

@@ -80,10 +80,12 @@ def _line_stats(counts: dict[str, int]) -> dict[str, float | int]:
 
 
 def _history_entries(contexts: DataFrame) -> dict[str, float]:
-    """Mean (id, count) entries per common-features line in each 14-day history field."""
+    """Mean (id, count) entries per common-features line in each 14-day history field, and the
+    seconds it took (the trust layer's overhead, bench/trust.py)."""
+    started = time.perf_counter()
     row = contexts.agg(*(F.avg(F.size(name)).alias(name) for name in HISTORY_COLUMNS)).first()
-    return {f"entries_per_line/{name}": float(row[name] or 0.0) if row is not None else 0.0
-            for name in HISTORY_COLUMNS}
+    return {**{f"entries_per_line/{name}": float(row[name] or 0.0) if row is not None else 0.0
+               for name in HISTORY_COLUMNS}, "entries_seconds": time.perf_counter() - started}
 
 
 def _out(key: AssetKey, description: str) -> AssetOut:
