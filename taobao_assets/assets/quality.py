@@ -33,7 +33,7 @@ from taobao_assets.assets.gold import GOLD_KEYS
 from taobao_assets.assets.serving import ONLINE_STORE_KEY
 from taobao_assets.assets.silver import IMPRESSIONS_KEY
 from taobao_assets.quality.freshness import hop_freshness
-from taobao_assets.quality.stream_batch import REQUIRED_SHARE, STREAMED_TABLES, compare_table, stream_behind
+from taobao_assets.quality.stream_batch import REQUIRED_SHARE, STREAMED_TABLES, compare_day, stream_behind
 from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
@@ -69,7 +69,7 @@ def quality_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
                 f"the stream of {streaming.topics.samples.name} has applied offsets {behind.applied}, and the "
                 f"records after {day} start at {behind.needed}: apply the stream (the streaming sensor, or "
                 f"`python -m taobao_assets.streaming follow`) past the day, then run this again")
-        reports = [compare_table(streaming.state(), postgres, table, day) for table in STREAMED_TABLES]
+        reports = compare_day(streaming.state(), postgres, day)
         metadata: dict[str, Any] = {
             "keys_compared": sum(r.compared for r in reports),
             "share_equal": min((r.share_equal for r in reports), default=1.0),

@@ -18,7 +18,6 @@ A stream that is not yet past the end of D cannot be compared; the report says s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import cast
@@ -85,24 +84,32 @@ def stream_behind(streaming: StreamingResource, day: date) -> Behind | None:
     return None
 
 
-def _states(state: StreamState, kind: str) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-    """(key ids, [latest_ms, impressions, clicks, conversions of its day]) of every entity of ``kind``."""
-    prefix = f"{state.entity_prefix}{kind}:"
-    keys = [cast(bytes, k) for k in state.client.scan_iter(match=prefix + "*", count=10_000)]
-    for start in range(0, len(keys), 10_000):
-        chunk = keys[start:start + 10_000]
+def entity_states(state: StreamState) -> dict[str, list[tuple[tuple[int, ...], np.ndarray]]]:
+    """Per entity kind, (key ids, [latest_ms, impressions, clicks, conversions of its day]) of every
+    entity the stream holds: one ``SCAN`` of the keyspace for all kinds."""
+    found: dict[str, list[tuple[tuple[int, ...], np.ndarray]]] = {kind: [] for kind in KINDS.values()}
+    keys = [cast(bytes, k) for k in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000)]
+    start = len(state.entity_prefix)
+    for first in range(0, len(keys), 10_000):
+        chunk = keys[first:first + 10_000]
         stored = unpack(cast(list[bytes | None], state.client.mget(chunk)))
         for key, latest, today in zip(chunk, stored.t.tolist(), stored.today.tolist(), strict=True):
-            if latest >= 0:
-                yield tuple(int(i) for i in key.decode()[len(prefix):].split(":")), np.array([latest, *today])
+            kind, _, ids = key.decode()[start:].partition(":")
+            if latest >= 0 and kind in found:
+                found[kind].append((tuple(int(i) for i in ids.split(":")), np.array([latest, *today])))
+    return found
 
 
-def compare_table(state: StreamState, postgres: PostgresResource, table: GoldTable, day: date
-                  ) -> TableConsistency:
-    """:class:`TableConsistency` of ``table`` on ``day`` (the stream must be past the day's end)."""
-    kind = kind_of(table)
-    if kind is None:
-        raise ValueError(f"gold table {table.name} has keys {table.key_names}, which the stream does not count")
+def compare_day(state: StreamState, postgres: PostgresResource, day: date) -> list[TableConsistency]:
+    """:class:`TableConsistency` of every streamed table on ``day`` (the stream must be past its end)."""
+    states = entity_states(state)
+    return [compare_table(states[kind_of(t) or ""], postgres, t, day) for t in STREAMED_TABLES]
+
+
+def compare_table(states: list[tuple[tuple[int, ...], np.ndarray]], postgres: PostgresResource, table: GoldTable,
+                  day: date) -> TableConsistency:
+    """:class:`TableConsistency` of ``table`` on ``day`` against ``states``, the stream's entities of its
+    kind (:func:`entity_states`)."""
     day_start_ms = int((end_of_day(day) - timedelta(days=1)).timestamp() * 1000)
     columns = [f"{c}_1d" for c in COUNTERS]
     with postgres.connect() as conn, conn.cursor() as cur:
@@ -113,7 +120,7 @@ def compare_table(state: StreamState, postgres: PostgresResource, table: GoldTab
     report = TableConsistency(table.name)
     streamed: dict[tuple[int, ...], np.ndarray] = {}
     moved_on: set[tuple[int, ...]] = set()
-    for key, values in _states(state, kind):
+    for key, values in states:
         days_after = (int(values[0]) - day_start_ms) // DAY_MS
         if days_after > 0:
             moved_on.add(key)

@@ -7,8 +7,10 @@ import asyncio
 
 from dagster import ExecuteInProcessResult, materialize
 
-from taobao_assets.assets.quality import CHECK_NAME, quality_assets
+from taobao_assets.assets.quality import CHECK_NAME, STREAMING_VS_BATCH_KEY, quality_assets
 from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.settings import get_settings
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets.streaming.run import OffsetRange, apply_ranges
 from taobao_assets.streaming.state import LAYOUT
@@ -18,8 +20,9 @@ DAYS = DAILY.get_partition_keys()
 
 
 def _compare(stream: StreamingResource, gold: PostgresResource, day: str) -> ExecuteInProcessResult:
-    return materialize(quality_assets(DAILY), resources={"streaming": stream, "postgres": gold}, partition_key=day,
-                       raise_on_error=False)
+    resources = {"streaming": stream, "postgres": gold, "s3": S3Resource.from_settings(get_settings())}
+    return materialize(quality_assets(DAILY), selection=[STREAMING_VS_BATCH_KEY], partition_key=day,
+                       resources=resources, raise_on_error=False)
 
 
 def _apply_everything(stream: StreamingResource) -> None:
