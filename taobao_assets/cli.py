@@ -31,7 +31,7 @@ def demo(rows: int, open_ui: bool, source: Path | None, limit: int | None, summa
         except StageFailed as failure:
             print(f"\nFAILED: {failure}\nlog: {log.path}\nservice logs: {settings.logs_dir}", file=sys.stderr)
             return 1
-        facts = summary_facts(settings, summary.data_folder)
+        facts = summary_facts(settings)
     print_summary(summary, settings, facts, log.path)
     if summary_json is not None:
         write_summary(summary_json, summary, facts)

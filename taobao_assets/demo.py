@@ -52,8 +52,6 @@ class Summary:
     checks_warned: list[str] = field(default_factory=list)
     #: Per day, the share of keys whose streaming counters equal gold's (``quality/streaming_vs_batch``).
     streaming_vs_batch: dict[str, float] = field(default_factory=dict)
-    #: The raw folder the run replayed.
-    data_folder: Path | None = None
 
     @contextmanager
     def stage(self, name: str, total: int | None = None, unit: str = "") -> Iterator[StageLine]:
@@ -198,7 +196,6 @@ def run_demo(settings: Settings, defs: Definitions, console: StageConsole, rows:
             line.note(message)
 
         data = ensure_data(settings, rows, source, limit, progress)
-        summary.data_folder = data.folder
         line.note(f"({data.description})")
     with summary.stage("replay into Kafka"):
         # A new data set replaces what the topics and the stream's state held; the same one
@@ -280,7 +277,8 @@ def print_summary(summary: Summary, settings: Settings, facts: dict[str, Any], l
           f"--category {lookup['category_id']}\n    -> {json.dumps(lookup['shown'], default=str)}")
     model = facts["model"]
     if "auc" in model:
-        oracle = f", the generator's true propensities {model['oracle_auc']}" if "oracle_auc" in model else ""
+        oracle = (f", the generator's true propensities {model['oracle_auc']:.3f}" if "oracle_auc" in model
+                  else "")
         print(f"\n  baseline CTR model (logistic regression), scored on {model['day']} after "
               f"{model['trained_on_days']} days of training sets: AUC {model['auc']:.3f}{oracle}")
     if facts.get("freshness"):
@@ -302,7 +300,7 @@ def write_summary(path: Path, summary: Summary, facts: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def summary_facts(settings: Settings, data_folder: Path | None = None) -> dict[str, Any]:
+def summary_facts(settings: Settings) -> dict[str, Any]:
     """What each layer holds now, read back from the stores themselves, and an example lookup.
 
     ``rows``: records per layer (bronze manifests in MinIO, silver through Trino, gold in
@@ -345,7 +343,7 @@ def summary_facts(settings: Settings, data_folder: Path | None = None) -> dict[s
     shown = {k: v for k, v in values.items() if k.endswith(("ctr_7d", "impressions_7d", "impressions_today"))}
     lookup = {"user_id": user_id, "item_id": item_id, "category_id": category_id, "values": values, "shown": shown}
     hops = latest_freshness(settings)
-    return {"rows": rows, "lookup": lookup, "model": _model_facts(settings, data_folder),
+    return {"rows": rows, "lookup": lookup, "model": _model_facts(settings),
             "freshness": {"day": hops.day, "lags_s": hops.lags_s} if hops else None}
 
 
@@ -367,17 +365,13 @@ def latest_freshness(settings: Settings, day: str | None = None) -> HopFreshness
                          day)
 
 
-def _model_facts(settings: Settings, data_folder: Path | None) -> dict[str, Any]:
+def _model_facts(settings: Settings) -> dict[str, Any]:
     from taobao_assets.assets.serving import BASELINE_KEY
-    from taobao_assets.source.generate import TRUTH_FILE
 
     event = project_instance(settings).get_latest_materialization_event(BASELINE_KEY)
     materialization = event.asset_materialization if event else None
     facts: dict[str, Any] = {"day": materialization.partition if materialization else None}
     if materialization:
         facts |= {k: v.value for k, v in materialization.metadata.items()
-                  if k.startswith("auc") or k in ("trained_on_days", "train_rows", "test_rows")}
-    truth = data_folder / TRUTH_FILE if data_folder else None
-    if truth is not None and truth.exists():
-        facts["oracle_auc"] = json.loads(truth.read_text())["signal"]["oracle_auc"]
+                  if k.startswith("auc") or k in ("oracle_auc", "trained_on_days", "train_rows", "test_rows")}
     return facts

@@ -20,12 +20,14 @@ from dagster import (
     op,
 )
 
+from taobao_assets.assets.bronze import topic_asset_key
 from taobao_assets.assets.quality import FRESHNESS_KEY, STREAMING_VS_BATCH_KEY
 from taobao_assets.assets.serving import REGISTRY_KEY
 from taobao_assets.realtime_tables import REALTIME_TABLES, SCHEMA
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.settings import get_settings
 from taobao_assets.source.replay import run_replay
+from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
 from taobao_assets.streaming.resource import StreamingResource
 
 # The streaming engine is imported by the op that runs it: it imports Feast (seconds), which every
@@ -43,8 +45,9 @@ class ReplayConfig(Config):
     reset: bool = False
 
 
-@op(description="Replay the raw Ali-CCP files into Kafka in event-time order (resumable).")
-def replay_raw_files(context: OpExecutionContext, config: ReplayConfig, kafka: KafkaResource) -> None:
+@op(out={}, description="Replay the raw Ali-CCP files into Kafka in event-time order (resumable).")
+def replay_raw_files(context: OpExecutionContext, config: ReplayConfig, kafka: KafkaResource
+                     ) -> Iterator[AssetMaterialization]:
     settings = get_settings()
     folder = Path(config.source_dir) if config.source_dir else settings.source_dir
     reported = [0.0]
@@ -60,6 +63,10 @@ def replay_raw_files(context: OpExecutionContext, config: ReplayConfig, kafka: K
         f"{result.records_skipped_on_resume:,} found already written on resume, "
         f"{result.records_total:,} in the data set, {result.records_per_second:,.0f} rec/s"
     )
+    # Which data set the topics hold: later assets find its files (and a generated set's truth) from here.
+    for short_name in (SAMPLES, COMMON_FEATURES):
+        yield AssetMaterialization(asset_key=topic_asset_key(short_name), metadata={
+            "source_dir": MetadataValue.path(str(folder.resolve())), "records_in_data_set": result.records_total})
 
 
 @job(description="Replay the raw files of the source folder into the Kafka topics.")

@@ -11,7 +11,8 @@
   row stamped at or before t within the view's TTL, i.e. the features of D-1. The rows, with labels,
   go to the lake as Parquet;
 - ``ctr_baseline`` (daily) trains a logistic regression on the training sets of the days before D
-  and scores day D: the AUC is the figure later models have to beat.
+  and scores day D: the AUC is the figure later models have to beat. On a generated data set it
+  also records the AUC of the generator's true propensities on D (``oracle_auc``), the ceiling.
 
 The Feast objects come from the contracts of :data:`CONTRACT_KEYS` (the gold tables and the
 real-time tables), which ``feast_registry`` depends on; the registry check guarantees the applied
@@ -24,8 +25,10 @@ metadata, so the Dagster UI shows the columns Feast serves.
 
 import contextlib
 import io
+import json
 import pickle
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +39,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
+    DagsterInstance,
     DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -45,6 +49,7 @@ from dagster import (
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from taobao_assets.assets.bronze import topic_asset_key
 from taobao_assets.assets.gold import GOLD_KEYS, latest_contexts
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.io_managers.postgres import create_table_sql
@@ -53,6 +58,7 @@ from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.source.topics import SAMPLES
 
 # Feast (through feast_repo) and pandas are imported in the assets that use them: every run process
 # loads these definitions, and a run of bronze or of the Spark days needs neither.
@@ -173,6 +179,21 @@ def model_inputs(frame: "pd.DataFrame", columns: list[str]) -> np.ndarray:
     return np.log1p(frame[columns].astype("float64").fillna(0.0).clip(lower=0.0).to_numpy())
 
 
+def oracle_auc(instance: DagsterInstance, day: str) -> float | None:
+    """The AUC of the generator's true click propensities on ``day``, when the topics hold a generated
+    data set (the replay records its folder; the generator's truth file has the figure per day)."""
+    from taobao_assets.source.generate import TRUTH_FILE
+
+    event = instance.get_latest_materialization_event(topic_asset_key(SAMPLES))
+    materialization = event.asset_materialization if event else None
+    source = materialization.metadata.get("source_dir") if materialization else None
+    truth = Path(str(source.value)) / TRUTH_FILE if source is not None else None
+    if truth is None or not truth.exists():
+        return None
+    by_day = json.loads(truth.read_text())["signal"].get("oracle_auc_by_day", {})
+    return float(by_day[day]) if day in by_day else None
+
+
 def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | AssetSpec]:
     """The registry, the real-time tables and the daily serving assets over ``daily``."""
 
@@ -289,12 +310,14 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         model.fit(model_inputs(train, columns), train["click"].to_numpy())
         scores = model.predict_proba(model_inputs(test, columns))[:, 1]
         auc = float(roc_auc_score(test["click"], scores))
+        oracle = oracle_auc(context.instance, day)
         key = f"{MODEL_PREFIX}/day={day}/model.pickle"
         s3.put_bytes(key, pickle.dumps({"model": model, "columns": columns, "trained_on": train_days}))
         return MaterializeResult(metadata={
             "auc": auc,
             # One smoothed rate alone: how much the model adds over the most obvious single feature.
             f"auc_{REFERENCE_FEATURE}_alone": float(roc_auc_score(test["click"], test[REFERENCE_FEATURE].fillna(0.0))),
+            **({"oracle_auc": oracle} if oracle is not None else {}),
             "trained_on_days": len(train_days),
             "train_rows": len(train),
             "test_rows": len(test),

@@ -600,6 +600,7 @@ class _Tally:
         self.per_day = {s: np.zeros((3, days), dtype=np.int64) for s in SPLITS}
         self.affinity = np.zeros((2, 2), dtype=np.int64)  # [has affinity] -> [impressions, clicks]
         self.oracle = _AucBins()
+        self.oracle_by_day = [_AucBins() for _ in range(days)]
         self.common_rows = dict.fromkeys(SPLITS, 0)
         self.common_entries = dict.fromkeys(SPLITS, 0)
 
@@ -623,6 +624,9 @@ class _Tally:
             mask = affinity == flag
             self.affinity[flag] += (int(mask.sum()), int(clicks[mask].sum()))
         self.oracle.add(logits, clicks.astype(np.float64))
+        for day in np.unique(days).tolist():
+            on_day = days == day
+            self.oracle_by_day[day].add(logits[on_day], clicks[on_day].astype(np.float64))
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -907,6 +911,10 @@ def _truth(
             "conversion_base_logit": round(world.conversion_base_logit, 6),
             "conversion_item_coefficient": world.conversion_item_coefficient,
             "oracle_auc": None if oracle_auc is None else round(oracle_auc, 4),
+            # Per day of event time, both splits: what a model scored on that day's impressions can reach.
+            "oracle_auc_by_day": {day.isoformat(): round(auc, 4) for day, bins in
+                                  zip(config.event_time.dates(), tally.oracle_by_day, strict=True)
+                                  if (auc := bins.auc()) is not None},
             "ctr_with_affinity": _ratio(tally.affinity[1, 1], tally.affinity[1, 0]),
             "ctr_without_affinity": _ratio(tally.affinity[0, 1], tally.affinity[0, 0]),
         },

@@ -10,15 +10,26 @@ scored on day 3.
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, AssetSelection, ExecuteInProcessResult, OutputContext, materialize
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetSelection,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    MetadataValue,
+    OutputContext,
+    materialize,
+)
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from taobao_assets.assets.bronze import bronze_assets
+from taobao_assets.assets.bronze import bronze_assets, topic_asset_key
 from taobao_assets.assets.gold import GOLD_KEYS, gold_assets
 from taobao_assets.assets.serving import (
     BASELINE_KEY,
@@ -44,6 +55,8 @@ from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
+from taobao_assets.source.generate import TRUTH_FILE
+from taobao_assets.source.topics import SAMPLES
 from taobao_assets_tests.conftest import DAILY, TOPICS, silver_resources
 
 pytestmark = pytest.mark.slow
@@ -67,9 +80,10 @@ def run(silver: object, bronze: S3Resource, spark: SparkResource, settings: Sett
     resources = _resources(settings, spark, bronze)
     assets = [*ASSETS, *serving_checks(DAILY)]
 
-    def run(selection: AssetSelection, day: str | None = None) -> ExecuteInProcessResult:
+    def run(selection: AssetSelection, day: str | None = None, instance: DagsterInstance | None = None
+            ) -> ExecuteInProcessResult:
         result = materialize(assets, resources=resources, selection=selection, partition_key=day,
-                             raise_on_error=False)
+                             raise_on_error=False, instance=instance)
         failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in
                   result.get_asset_check_evaluations() if not e.passed]
         assert result.success and not failed, failed
@@ -119,15 +133,21 @@ def test_training_set_has_one_row_per_impression_with_labels_and_point_in_time_f
 
 
 def test_baseline_model_trained_on_earlier_days_scores_the_next_day(
-    training_sets: dict[str, ExecuteInProcessResult], run, bronze: S3Resource
+    training_sets: dict[str, ExecuteInProcessResult], run, bronze: S3Resource, dataset: Path
 ) -> None:
-    result = run(AssetSelection.assets(BASELINE_KEY), TRAINING_DAYS[-1])
+    # What the replay job records: the folder of the data set the topics hold (here, a generated one).
+    instance = DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(AssetMaterialization(
+        topic_asset_key(SAMPLES), metadata={"source_dir": MetadataValue.path(str(dataset))}))
+    result = run(AssetSelection.assets(BASELINE_KEY), TRAINING_DAYS[-1], instance)
     (materialization,) = result.asset_materializations_for_node("serving__ctr_baseline")
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     test_day = pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(TRAINING_DAYS[-1]))))
     assert metadata["trained_on_days"] == len(TRAINING_DAYS) - 1 and metadata["test_rows"] == len(test_day)
     # The generator's clicks depend on user, item and category effects the gold rates estimate.
     assert 0.5 < metadata["auc"] <= 1.0, metadata
+    oracle = json.loads((dataset / TRUTH_FILE).read_text())["signal"]["oracle_auc_by_day"][TRAINING_DAYS[-1]]
+    assert metadata["oracle_auc"] == oracle and metadata["auc"] < oracle + 0.02, metadata
 
 
 CORRUPTED = AssetKey(["gold", "item_features"])

@@ -7,11 +7,13 @@ from collections import Counter
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from taobao_assets.source.event_time import EventTimeConfig
 from taobao_assets.source.format import REASONS_BY_KIND, SPLITS, FileKind, Reason
-from taobao_assets.source.generate import MALFORMED_FILE, GeneratedDataset, GeneratorConfig, generate
+from taobao_assets.source.generate import MALFORMED_FILE, GeneratedDataset, GeneratorConfig, _AucBins, generate
 from taobao_assets.source.parser import (
     CommonFeaturesRecord,
     QuarantineRecord,
@@ -78,6 +80,10 @@ def test_generated_data_has_the_configured_rates_and_shape(clean_dataset: Genera
     assert 400 <= train["mean_common_entries"] <= 650
     signal = truth["signal"]
     assert signal["oracle_auc"] > 0.65
+    # The same click model every day: each day's oracle is near the whole set's (14 k impressions a day).
+    by_day = signal["oracle_auc_by_day"]
+    assert sorted(by_day) == sorted({row["day"] for row in truth["per_day"]})
+    assert all(abs(auc - signal["oracle_auc"]) < 0.03 for auc in by_day.values()), by_day
     assert signal["ctr_with_affinity"] > 1.5 * signal["ctr_without_affinity"]
     assert [row["day"] for row in truth["per_day"] if row["split"] == "test"] == ["2026-11-07"]
 
@@ -162,3 +168,13 @@ def test_injected_malformed_lines_are_quarantined_exactly(malformed_dataset: Gen
     for name, line_number in last_lines.items():
         assert expected[(name, line_number)] == Reason.TRUNCATED_LAST_LINE.value
         assert line_number == truth["files"][name]["lines"]
+
+
+def test_streamed_auc_bins_equal_the_exact_auc() -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(-3, 1, 200_000)
+    labels = (rng.random(logits.size) < 1 / (1 + np.exp(-logits))).astype(np.float64)
+    bins = _AucBins()
+    for part in np.array_split(np.arange(logits.size), 7):
+        bins.add(logits[part], labels[part])
+    assert bins.auc() == pytest.approx(roc_auc_score(labels, logits), abs=1e-4)
