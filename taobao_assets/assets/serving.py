@@ -27,7 +27,7 @@ import contextlib
 import io
 import json
 import pickle
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,9 +51,11 @@ from pyspark.sql import functions as F
 
 from taobao_assets.assets.bronze import topic_asset_key
 from taobao_assets.assets.gold import GOLD_KEYS, latest_contexts
+from taobao_assets.checks.gold import gold_checks
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.io_managers.postgres import create_table_sql
 from taobao_assets.partitions import days_up_to_the_day, end_of_day
+from taobao_assets.quality.gate import blocking_keys, require_passed
 from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
@@ -196,6 +198,7 @@ def oracle_auc(instance: DagsterInstance, day: str) -> float | None:
 
 def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | AssetSpec]:
     """The registry, the real-time tables and the daily serving assets over ``daily``."""
+    gold_gate = blocking_keys(gold_checks(daily))
 
     @asset(
         key=ONLINE_STORE_KEY, group_name=GROUP, kinds={"feast", "redis"}, partitions_def=daily,
@@ -206,6 +209,7 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
                      ) -> MaterializeResult:
         from taobao_assets.feast_repo import generated_repo
 
+        require_passed(context.instance, gold_gate, context.partition_key)
         repo = generated_repo()
         stamp = end_of_day(context.partition_key)
         views = gold_views(repo)
@@ -254,6 +258,7 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         from taobao_assets.feast_repo import generated_repo
 
         day = date.fromisoformat(context.partition_key)
+        require_passed(context.instance, gold_gate, (day - timedelta(days=1)).isoformat())  # the features' day
         repo = generated_repo()
         keys = join_keys(repo, TRAINING_SERVICE)
         rows = entity_frame(impression_rows(impressions, user_context, day, keys).toPandas(), keys)

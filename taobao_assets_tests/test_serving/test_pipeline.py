@@ -166,16 +166,25 @@ def test_a_day_breaking_a_blocking_gold_check_never_reaches_the_online_store(
     run, silver: object, bronze: S3Resource, spark: SparkResource, settings: Settings
 ) -> None:
     day = GOLD_DAYS[-1]
+    instance = DagsterInstance.ephemeral()
+    assets = [*ASSETS, *gold_checks(DAILY), *serving_checks(DAILY)]
+    corrupting = _resources(settings, spark, bronze, _CorruptingGold)
     try:
-        result = materialize([*ASSETS, *gold_checks(DAILY), *serving_checks(DAILY)],
-                             resources=_resources(settings, spark, bronze, _CorruptingGold),
-                             selection=AssetSelection.assets(*GOLD_KEYS, ONLINE_STORE_KEY), partition_key=day,
-                             raise_on_error=False)
+        # Gold and the online store in one run: the blocking check stops the online store's step.
+        result = materialize(assets, resources=corrupting, partition_key=day, raise_on_error=False,
+                             selection=AssetSelection.assets(*GOLD_KEYS, ONLINE_STORE_KEY), instance=instance)
         failed = {(e.asset_key, e.check_name): e.metadata for e in result.get_asset_check_evaluations()
                   if not e.passed}
         assert list(failed) == [(CORRUPTED, "counters_consistent")], failed
         assert failed[CORRUPTED, "counters_consistent"]["rows_breaking/conversions_7d_not_negative"].value > 0
         assert not result.asset_materializations_for_node("serving__online_store")
+        # Later runs of their own (the daily serving job) refuse the day too: its online store, and the
+        # training set of the next day, whose features are that day's.
+        for key, partition in ((ONLINE_STORE_KEY, day), (TRAINING_SET_KEY, TRAINING_DAYS[-1])):
+            later = materialize(assets, resources=corrupting, selection=AssetSelection.assets(key),
+                                partition_key=partition, raise_on_error=False, instance=instance)
+            assert not later.success
+            assert "BlockedDay" in str(later.all_events) and "counters_consistent" in str(later.all_events)
     finally:
         run(AssetSelection.assets(*GOLD_KEYS), day)  # the day as the other tests expect it
 
