@@ -101,16 +101,19 @@ def registry_matches_metadata(context: AssetCheckExecutionContext, feast: FeastR
 
 
 def _audit(day: str, s3: S3Resource, postgres: PostgresResource, point_in_time: bool = True) -> LeakageReport:
-    """The leakage audit of the day's training set (:mod:`taobao_assets.quality.leakage`)."""
+    """The leakage audit of the day's training set (:mod:`taobao_assets.quality.leakage`): its point in
+    time, or (``point_in_time=False``) its AUC screen; each check runs one."""
     import pandas as pd
 
     from taobao_assets.feast_repo import generated_repo
 
     repo = generated_repo()
     frame = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(day))))
+    if not point_in_time:
+        return audit(postgres, frame, [], feature_columns(frame))
     views = [ViewToAudit.of(repo.view(p.name), _keys(repo, repo.view(p.name)))
-             for p in repo.service(TRAINING_SERVICE).feature_view_projections] if point_in_time else []
-    return audit(postgres, frame, views, feature_columns(frame))
+             for p in repo.service(TRAINING_SERVICE).feature_view_projections]
+    return audit(postgres, frame, views, [])
 
 
 def serving_checks(daily: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
