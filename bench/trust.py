@@ -116,7 +116,8 @@ def markdown(payload: dict[str, Any]) -> str:
                             for c in components])
     return "\n".join([
         "## Trust layer overhead (bench/trust.py)", "",
-        f"{payload['rows']:,} samples, 7 days, {len(runs)} run(s) of the main job, each in its own namespace.", "",
+        f"{payload['rows']:,} samples, 7 days, {len(runs)} of {payload['repeats_asked']} run(s) of the main job, "
+        f"each in its own namespace.", "",
         table, "",
         f"Layer {statistics.median(r['layer_s'] for r in runs):.1f} s of a pipeline of "
         f"{statistics.median(r['pipeline_s'] for r in runs):.1f} s (median). Overhead (layer / pipeline without it) "
@@ -133,13 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     load_before = machine()["load_average"]
+    runs: list[dict[str, Any]] = []
     try:
-        runs = [run_once(run, args.rows, args.work) for run in range(args.repeats)]
+        for run in range(args.repeats):
+            runs.append(run_once(run, args.rows, args.work))
+            # Written after every run, so an interrupted benchmark still leaves what it measured.
+            payload = {"rows": args.rows, "runs": runs, "repeats_asked": args.repeats, "target": TARGET,
+                       "machine": {**machine(), "load_average_before": load_before}}
+            write_results("trust", payload, markdown(payload))
     finally:
         stack_up(dict(os.environ))  # Trino's catalogs back on the default namespace
-    payload = {"rows": args.rows, "runs": runs, "target": TARGET,
-               "machine": {**machine(), "load_average_before": load_before}}
-    write_results("trust", payload, markdown(payload))
     print(markdown(payload))
     return 0
 
