@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ LAYER_CHECKS = ("schema_matches_contract", "keys_unique_and_not_null", "rates_wi
 LAYER_TIMERS = ("stats_seconds", "entries_seconds")
 
 
-def _namespace(run: int, work: Path, rows: int) -> dict[str, str]:
+def _namespace(run: str, work: Path, rows: int) -> dict[str, str]:
+    """A namespace no earlier run used (an interrupted one leaves its topics), on the cached data set."""
     return {"TFP_TOPIC_PREFIX": f"bench-trust-{run}.aliccp", "TFP_LAKE_BUCKET": f"lake-bench-trust-{run}",
             "TFP_POSTGRES_DB": f"tfp_bench_trust_{run}", "TFP_FEAST_PROJECT": f"bench_trust_{run}",
             "TFP_EVENT_DAYS": "7", "TFP_SOURCE_DIR": str(work / f"aliccp-{rows}"),
@@ -78,7 +80,7 @@ def layer_seconds(home: Path) -> dict[str, float]:
     return spent
 
 
-def run_once(run: int, rows: int, work: Path) -> dict[str, Any]:
+def run_once(run: str, rows: int, work: Path) -> dict[str, Any]:
     env = dict(os.environ, **_namespace(run, work, rows))
     stack_up(env)
     summary, log = work / f"summary-{rows}-{run}.json", work / f"demo-{rows}-{run}.log"
@@ -136,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     load_before = machine()["load_average"]
     runs: list[dict[str, Any]] = []
     try:
+        session = uuid.uuid4().hex[:6]
         for run in range(args.repeats):
-            runs.append(run_once(run, args.rows, args.work))
+            runs.append(run_once(f"{session}{run}", args.rows, args.work))
             # Written after every run, so an interrupted benchmark still leaves what it measured.
             payload = {"rows": args.rows, "runs": runs, "repeats_asked": args.repeats, "target": TARGET,
                        "machine": {**machine(), "load_average_before": load_before}}
