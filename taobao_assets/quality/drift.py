@@ -57,6 +57,8 @@ RAW_RATES = {f"{rate}_{w}d": (f"{num}_{w}d", f"{den}_{w}d") for w in WINDOWS_DAY
 
 @dataclass(frozen=True)
 class Psi:
+    """A PSI with what judging it needs: the bins in use and the rows on each side."""
+
     value: float
     bins: int
     reference_rows: int
@@ -81,7 +83,7 @@ class Psi:
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> Psi:
-    """PSI of ``current`` against ``reference`` (float arrays, NaN for null); 0.0 if either is empty."""
+    """PSI of ``current`` against ``reference`` (float arrays, NaN for null); a value of 0 if either is empty."""
     if not reference.size or not current.size:
         return Psi(0.0, 0, reference.size, current.size)
     present = reference[~np.isnan(reference)]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+from psycopg2.extensions import cursor as Cursor
 
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.resources.postgres import PostgresResource
@@ -66,9 +67,9 @@ class LeakageReport:
         return [c for c, auc in self.auc.items() if max(auc, 1 - auc) > LABEL_COPY_AUC]
 
 
-def _copy_out(cur: object, query: str) -> pd.DataFrame:
+def _copy_out(cur: Cursor, query: str) -> pd.DataFrame:
     out = io.BytesIO()
-    cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", out)  # type: ignore[attr-defined]
+    cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", out)
     return pa_csv.read_csv(io.BytesIO(out.getvalue())).to_pandas()
 
 
