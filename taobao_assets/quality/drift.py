@@ -30,18 +30,17 @@ Two things would read as drift and are not, so they are taken out:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
 from taobao_assets.feature_tables import TIMESTAMP_FIELD, FeatureTable
 from taobao_assets.features import WINDOWS_DAYS
 from taobao_assets.partitions import end_of_day
+from taobao_assets.quality.copy_out import copy_out_csv
 from taobao_assets.resources.postgres import PostgresResource
 
 REFERENCE_DAYS = 7
@@ -129,14 +128,12 @@ def _read(postgres: PostgresResource, table: FeatureTable, features: Sequence[st
           ) -> pa.Table:
     """The ``features`` of the table's rows stamped at the end of the days ``start`` .. ``end``."""
     columns = ", ".join([TIMESTAMP_FIELD, *features])
-    out = io.BytesIO()
+    types = {TIMESTAMP_FIELD: pa.timestamp("us", "UTC"), **dict.fromkeys(features, pa.float64())}
     with postgres.connect() as conn, conn.cursor() as cur:
         query = cur.mogrify(f"SELECT {columns} FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} BETWEEN %s AND %s",
                             (end_of_day(start), end_of_day(end))).decode()
         cur.execute("SET extra_float_digits = 1")
-        cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", out)
-    types = {TIMESTAMP_FIELD: pa.timestamp("us", "UTC"), **dict.fromkeys(features, pa.float64())}
-    return pa_csv.read_csv(io.BytesIO(out.getvalue()), convert_options=pa_csv.ConvertOptions(column_types=types))
+        return copy_out_csv(cur, query, types)
 
 
 def window_days(feature: str) -> int | None:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from psycopg2.extensions import cursor as Cursor
 
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
+from taobao_assets.quality.copy_out import copy_out_csv
 from taobao_assets.resources.postgres import PostgresResource
 
 if TYPE_CHECKING:
@@ -67,12 +67,6 @@ class LeakageReport:
         return [c for c, auc in self.auc.items() if max(auc, 1 - auc) > LABEL_COPY_AUC]
 
 
-def _copy_out(cur: Cursor, query: str) -> pd.DataFrame:
-    out = io.BytesIO()
-    cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", out)
-    return pa_csv.read_csv(io.BytesIO(out.getvalue())).to_pandas()
-
-
 def expected_values(postgres: PostgresResource, frame: pd.DataFrame, views: list[ViewToAudit]
                     ) -> dict[str, pd.DataFrame]:
     """Per view, one row per row of ``frame`` (in order): the features of the latest row at or before
@@ -102,10 +96,10 @@ def expected_values(postgres: PostgresResource, frame: pd.DataFrame, views: list
             matches = " AND ".join([*(f"g.{k} = p.k_{k}" for k in view.keys), f"g.{TIMESTAMP_FIELD} <= p.ts",
                                     f"g.{TIMESTAMP_FIELD} >= p.ts - make_interval(secs => {view.ttl_seconds})"])
             columns = ", ".join(f"g.{f}" for f in view.features)
-            found = _copy_out(cur, f"SELECT p.i, {columns} FROM audit_rows p LEFT JOIN LATERAL "
+            found = copy_out_csv(cur, f"SELECT p.i, {columns} FROM audit_rows p LEFT JOIN LATERAL "
                                    f"(SELECT * FROM {view.table} g WHERE {matches} ORDER BY g.{TIMESTAMP_FIELD} DESC "
                                    f"LIMIT 1) g ON true ORDER BY p.i")
-            expected[view.name] = found.drop(columns="i").reset_index(drop=True)
+            expected[view.name] = found.to_pandas().drop(columns="i").reset_index(drop=True)
     return expected
 
 
