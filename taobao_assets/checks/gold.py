@@ -10,6 +10,7 @@
   (:mod:`taobao_assets.quality.drift`), each in the metadata, the most drifting ones as a table.
 """
 
+import functools
 from datetime import date
 from itertools import pairwise
 from typing import Any
@@ -19,10 +20,13 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetRecordsFilter,
+    DagsterInstance,
     DailyPartitionsDefinition,
     MetadataValue,
     asset_check,
 )
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
@@ -46,6 +50,58 @@ def _one(postgres: PostgresResource, sql: str, params: tuple[object, ...]) -> tu
         row = cur.fetchone()
         assert row is not None
         return tuple(row)
+
+
+#: The key columns of every gold table: silver's totals are computed for each at once.
+KEY_SETS = tuple(dict.fromkeys(tuple(t.key_names) for t in GOLD_TABLES))
+
+
+def _silver_version(instance: DagsterInstance, day: str) -> tuple[int, int] | None:
+    """Storage ids of the latest materializations of the day's silver impressions and of any day's user
+    contexts (the totals join them all), or ``None`` when silver was written outside Dagster."""
+    ids = []
+    for key, partitions in ((IMPRESSIONS_KEY, [day]), (USER_CONTEXT_KEY, None)):
+        records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=partitions),
+                                                  limit=1).records
+        if not records:
+            return None
+        ids.append(records[0].storage_id)
+    return ids[0], ids[1]
+
+
+def silver_totals(session: SparkSession, catalog: str, day: str,
+                  version: tuple[int, int] | None) -> dict[tuple[str, ...], tuple[int, int, int]]:
+    """Silver's impressions, clicks and conversions of ``day`` over the rows whose keys are all known,
+    for each of :data:`KEY_SETS`, in one Spark job; the user comes from the user contexts.
+
+    The six gold tables' ``totals_match_silver`` of a day run in one process (the in-process
+    executor), so the result is kept per silver ``version`` (:func:`_silver_version`): a new
+    materialization of silver is a new key, and silver written outside Dagster is never cached.
+    """
+    if version is not None:
+        return _cached_silver_totals(session, catalog, day, version)
+    return _silver_totals(session, catalog, day)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_silver_totals(session: SparkSession, catalog: str, day: str,
+                          version: tuple[int, int]) -> dict[tuple[str, ...], tuple[int, int, int]]:
+    return _silver_totals(session, catalog, day)
+
+
+def _silver_totals(session: SparkSession, catalog: str, day: str) -> dict[tuple[str, ...], tuple[int, int, int]]:
+    impressions = session.table(table_name(catalog, IMPRESSIONS_KEY)).where(F.col("day") == date.fromisoformat(day))
+    contexts = session.table(table_name(catalog, USER_CONTEXT_KEY)).select(
+        "common_feature_index", "user_id").dropDuplicates(["common_feature_index"])
+    rows = impressions.join(contexts, on="common_feature_index", how="left")
+    sums = []
+    for keys in KEY_SETS:
+        known = functools.reduce(lambda a, b: a & b, (F.col(k).isNotNull() for k in keys))
+        sums += [F.count(F.when(known, True)), F.sum(F.when(known, F.col("click"))),
+                 F.sum(F.when(known, F.col("conversion")))]
+    row = rows.agg(*sums).first()
+    values = [int(v or 0) for v in row] if row is not None else [0] * len(sums)
+    return {keys: (values[3 * i], values[3 * i + 1], values[3 * i + 2]) for i, keys in enumerate(KEY_SETS)}
 
 
 def counter_rules() -> dict[str, str]:
@@ -131,18 +187,9 @@ def _checks(table: GoldTable, daily: DailyPartitionsDefinition) -> list[AssetChe
             f"SELECT coalesce(sum(impressions_1d), 0), coalesce(sum(clicks_1d), 0), "
             f"coalesce(sum(conversions_1d), 0) FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s",
             (end_of_day(context.partition_key),))
-        settings = get_settings()
-        session = spark.spark_session
-        day = date.fromisoformat(context.partition_key)
-        impressions = session.table(table_name(settings.iceberg_catalog, IMPRESSIONS_KEY)).where(F.col("day") == day)
-        if "user_id" in table.key_names:
-            contexts = session.table(table_name(settings.iceberg_catalog, USER_CONTEXT_KEY)).select(
-                "common_feature_index", "user_id").dropDuplicates(["common_feature_index"])
-            impressions = impressions.join(contexts, on="common_feature_index")
-        for k in table.key_names:
-            impressions = impressions.where(F.col(k).isNotNull())
-        row = impressions.agg(F.count("*"), F.sum("click"), F.sum("conversion")).first()
-        silver = tuple(int(v or 0) for v in row) if row is not None else (0, 0, 0)
+        day = context.partition_key
+        silver = silver_totals(spark.spark_session, get_settings().iceberg_catalog, day,
+                               _silver_version(context.instance, day))[tuple(table.key_names)]
         gold_ints = tuple(int(str(v)) for v in gold)
         return AssetCheckResult(passed=gold_ints == silver,
                                 metadata={"gold_totals": str(gold_ints), "silver_totals": str(silver)})
