@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from taobao_assets.atomic_file import write_atomic
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -71,7 +73,5 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Pa
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     paths = (RESULTS_DIR / f"{name}.json", RESULTS_DIR / f"{name}.md")
     for path, text in zip(paths, (json.dumps(payload, indent=2) + "\n", markdown), strict=True):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomic(path, text)
     return paths

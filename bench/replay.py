@@ -210,8 +210,6 @@ class Bench:
         self.settings, self.inputs, self.classes = settings, inputs, classes
         self.kafka = Kafka(settings)
         self.resource = KafkaResource.from_settings(settings)
-        self.checkpoint = checkpoint_file(default_checkpoint_dir(settings), inputs.folder,
-                                          event_time_config(settings))
         self.runs: list[Run] = []
         #: Per topic kind, partition -> records of the first keyed side: the other must match it.
         self.partition_counts: dict[str, dict[int, int]] = {}
@@ -265,14 +263,15 @@ class Bench:
         return process.seconds, process
 
     def _replay(self, prefix: str) -> tuple[float, Process]:
-        # The checkpoint names the data set, not the topics: a previous run's would make this one resume.
-        self.checkpoint.unlink(missing_ok=True)
+        # Each run replays into topics of its own, deleted after it: so is its checkpoint.
+        checkpoint = checkpoint_file(default_checkpoint_dir(self.settings), RawTopics.of(prefix), self.inputs.folder,
+                                     event_time_config(self.settings))
         try:
             process = _process(
                 [sys.executable, "-m", "taobao_assets.source.replay", "--data", str(self.inputs.folder)],
                 dict(os.environ, TFP_TOPIC_PREFIX=prefix))
         finally:
-            self.checkpoint.unlink(missing_ok=True)
+            checkpoint.unlink(missing_ok=True)
         result = json.loads(process.stdout.strip().splitlines()[-1])
         if result["records_sent"] != self.inputs.records:
             raise RuntimeError(f"the replay sent {result['records_sent']:,} records, {self.inputs.records:,} expected")

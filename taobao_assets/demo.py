@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagster import AssetCheckSeverity, Definitions, ExecuteInProcessResult, SensorResult, build_sensor_context
 
+from taobao_assets.atomic_file import write_atomic
 from taobao_assets.console import StageConsole, StageLine, to_log_file
 from taobao_assets.instance import project_instance
 from taobao_assets.settings import Settings
@@ -123,16 +124,21 @@ def ensure_data(settings: Settings, rows: int, source: Path | None = None, limit
     """
     from taobao_assets.partitions import event_time_config
     from taobao_assets.source.format import SPLITS, FileKind
-    from taobao_assets.source.generate import GeneratorConfig, generate
+    from taobao_assets.source.generate import TRUTH_FILE, GeneratorConfig, generate, is_complete
     from taobao_assets.source.replay import fingerprint
     from taobao_assets.source.subset import write_subset
 
     folder = source or settings.source_dir
     description = f"files in {folder}"
     first_file = FileKind.SAMPLE_SKELETON.file_name(SPLITS[0])
-    if not (folder / first_file).exists():
+    # A generator's folder without its completion file is what an interrupted generation of an
+    # older version left at the final path; real files have no truth file and are used as they are.
+    interrupted = (folder / TRUTH_FILE).exists() and not is_complete(folder)
+    if interrupted or not (folder / first_file).exists():
         if source is not None:
-            raise FileNotFoundError(f"{folder} holds no raw Ali-CCP files ({first_file}, ...)")
+            raise FileNotFoundError(
+                f"{folder} holds {'an interrupted generation' if interrupted else 'no raw Ali-CCP files'} "
+                f"({first_file}, ...): give a folder with the four raw files, or leave --source out to generate")
         generate(GeneratorConfig(rows=rows, seed=42, out=folder, progress=False,
                                  event_time=event_time_config(settings)))
         description = f"generated {rows:,} samples in {folder}"
@@ -297,7 +303,7 @@ def write_summary(path: Path, summary: Summary, facts: dict[str, Any]) -> None:
     payload = {"stages": [{"name": n, "seconds": round(s, 2), "detail": d} for n, s, d in summary.stages],
                "checks_passed": summary.checks_passed, "checks_failed": summary.checks_failed,
                "checks_warned": summary.checks_warned, "streaming_vs_batch": summary.streaming_vs_batch, **facts}
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def summary_facts(settings: Settings) -> dict[str, Any]:

@@ -38,7 +38,13 @@ from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.settings import Settings, get_settings
 from taobao_assets.source.generate import GeneratorConfig, generate
-from taobao_assets.source.replay import ReplayResult, run_replay, total_records
+from taobao_assets.source.replay import (
+    ReplayResult,
+    checkpoint_prefix,
+    default_checkpoint_dir,
+    run_replay,
+    total_records,
+)
 from taobao_assets.source.topics import RawTopics
 
 if TYPE_CHECKING:  # Spark is imported by the fixtures that use it: the fast tier never loads pyspark.
@@ -147,7 +153,7 @@ def replayed(dataset: Path, settings: Settings, kafka_service: Service, minio_se
     """Replay killed (SIGKILL) at about 40 %, then resumed; returns the resume's result and where it died."""
     kafka = KafkaResource.from_settings(settings)
     asyncio.run(kafka.delete_topics([t.name for t in TOPICS.all]))
-    for old in (settings.state_dir / "replay").glob("replay-*.json"):
+    for old in default_checkpoint_dir(settings).glob(f"{checkpoint_prefix(TOPICS)}*.json"):
         old.unlink()
     total = total_records(dataset)
     child = subprocess.Popen(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 COLUMN_SEP = b","
 ENTRY_SEP = b"\x01"
@@ -61,6 +62,20 @@ class FileKind(enum.StrEnum):
             f"{' or '.join(repr(k.value) for k in cls)}; pass the kind explicitly"
         )
 
+
+
+def raw_files(folder: Path) -> list[Path]:
+    """The four files of a raw Ali-CCP folder (both kinds of both splits), each checked to exist.
+
+    A folder missing one is an incomplete copy or an interrupted generation: reading the rest would
+    silently drop a split or leave every sample without its user, so it is refused by name.
+    """
+    paths = [folder / kind.file_name(split) for kind in FileKind for split in SPLITS]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: a raw Ali-CCP folder holds "
+                                    f"{', '.join(p.name for p in paths)}")
+    return paths
 
 COLUMNS: dict[FileKind, tuple[str, ...]] = {
     FileKind.SAMPLE_SKELETON: (

@@ -34,10 +34,11 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from itertools import pairwise
 from pathlib import Path
@@ -66,6 +67,8 @@ from taobao_assets.source.format import (
 )
 
 TRUTH_FILE = "generator_truth.json"
+#: Written last into a generated folder: its presence says the generation finished.
+COMPLETE_FILE = "generator_complete.json"
 MALFORMED_FILE = "malformed.json"
 
 _COL, _ENT, _FLD, _VAL = (sep.decode() for sep in (COLUMN_SEP, ENTRY_SEP, FIELD_SEP, VALUE_SEP))
@@ -786,9 +789,42 @@ class _SplitWriter:
 
 
 def generate(config: GeneratorConfig) -> GeneratedDataset:
-    """Write the four raw files, the truth and (with malformed lines) their list; see the module doc."""
+    """Write the four raw files, the truth and (with malformed lines) their list; see the module doc.
+
+    Everything is written in a hidden folder beside ``config.out``, ends with :data:`COMPLETE_FILE`,
+    and only then takes the place of ``config.out``: a generation that is interrupted leaves no
+    folder that looks like a data set (the demo would replay its first lines as if they were all).
+    """
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # what an interrupted generation left
+    partial.mkdir(parents=True)
+    dataset = _generate(replace(config, out=partial))
+    (partial / COMPLETE_FILE).write_text(json.dumps({"rows": config.rows, "seed": config.seed}) + "\n")
+    _take_place_of(partial, out)
+    return GeneratedDataset(out, {name: out / path.name for name, path in dataset.files.items()},
+                            out / TRUTH_FILE, out / MALFORMED_FILE if dataset.malformed_path else None, dataset.truth)
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` is a whole generated data set (not one an older, interrupted run left)."""
+    return (folder / COMPLETE_FILE).is_file()
+
+
+def _take_place_of(new: Path, out: Path) -> None:
+    """Rename ``new`` to ``out``; a folder already there is moved aside first, then deleted."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _generate(config: GeneratorConfig) -> GeneratedDataset:
+    out = Path(config.out)
     world = _World(config)
     sessions = _Sessions.draw(config, world)
     good_lines = {(FileKind.SAMPLE_SKELETON, s): sessions.samples_in(s) for s in SPLITS} | {

@@ -47,10 +47,11 @@ from typing import Any, BinaryIO
 from aiokafka import TopicPartition
 from tqdm import tqdm
 
+from taobao_assets.atomic_file import write_atomic
 from taobao_assets.resources.kafka_client import KafkaClient, KafkaClients
 from taobao_assets.settings import Settings, get_settings
 from taobao_assets.source.event_time import EventTimeConfig, Timeline, count_lines, event_time_config
-from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind
+from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind, raw_files
 from taobao_assets.source.partition_batches import Delivery, PartitionBatches
 from taobao_assets.source.topics import (
     LINE_HEADER,
@@ -110,17 +111,16 @@ def _read_line_at(f: BinaryIO, offset: int) -> bytes:
 
 def plan(folder: Path, timeline: Timeline, topics: RawTopics) -> Iterator[ReplayRecord]:
     """The full, deterministic sequence of records a replay of ``folder`` into ``topics`` produces."""
+    raw_files(folder)
     for split in SPLITS:
-        samples_path = folder / FileKind.SAMPLE_SKELETON.file_name(split)
-        if samples_path.exists():
-            yield from _plan_split(split, samples_path, folder / FileKind.COMMON_FEATURES.file_name(split),
-                                   timeline, topics)
+        yield from _plan_split(split, folder / FileKind.SAMPLE_SKELETON.file_name(split),
+                               folder / FileKind.COMMON_FEATURES.file_name(split), timeline, topics)
 
 
 def _plan_split(
     split: str, samples_path: Path, common_path: Path, timeline: Timeline, topics: RawTopics
 ) -> Iterator[ReplayRecord]:
-    common_index = _index_common(common_path) if common_path.exists() else {}
+    common_index = _index_common(common_path)
     with samples_path.open("rb", buffering=1 << 20) as f:
         referenced = {_column(raw, 3) for raw in f}
     with common_path.open("rb") if common_index else nullcontext(None) as common:
@@ -151,19 +151,15 @@ def _plan_split(
 
 
 def total_records(folder: Path) -> int:
-    return sum(count_lines(p) for kind in FileKind for split in SPLITS
-               if (p := folder / kind.file_name(split)).exists())
+    return sum(count_lines(p) for p in raw_files(folder))
 
 
 def fingerprint(folder: Path, config: EventTimeConfig) -> str:
     """Identity of a replay: the files (name, size, mtime) and the time line they are mapped to."""
     h = hashlib.sha256(f"{folder.resolve()}|{config.start_date}|{config.days}".encode())
-    for kind in FileKind:
-        for split in SPLITS:
-            p = folder / kind.file_name(split)
-            if p.exists():
-                st = p.stat()
-                h.update(f"|{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for p in raw_files(folder):
+        st = p.stat()
+        h.update(f"|{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -172,9 +168,18 @@ def default_checkpoint_dir(settings: Settings) -> Path:
     return settings.state_dir / "replay"
 
 
-def checkpoint_file(checkpoint_dir: Path, folder: Path, config: EventTimeConfig) -> Path:
-    """The checkpoint of a replay of ``folder`` on ``config``'s time line: one per data set."""
-    return checkpoint_dir / f"replay-{fingerprint(folder, config)}.json"
+def checkpoint_file(checkpoint_dir: Path, topics: RawTopics, folder: Path, config: EventTimeConfig) -> Path:
+    """The checkpoint of a replay of ``folder`` on ``config``'s time line into ``topics``.
+
+    Named after the topics as well as the data set: its offsets are those topics' offsets, and the
+    same files replayed into other topics (a test's, a benchmark's namespace) is another replay.
+    """
+    return checkpoint_dir / f"{checkpoint_prefix(topics)}{fingerprint(folder, config)}.json"
+
+
+def checkpoint_prefix(topics: RawTopics) -> str:
+    """Start of the name of every checkpoint of replays into ``topics`` (what ``reset`` deletes)."""
+    return f"replay-{topics.samples.name}-"
 
 
 @dataclass
@@ -183,10 +188,7 @@ class Checkpoint:
     end_offsets: dict[str, dict[int, int]]
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"records_done": self.records_done, "end_offsets": self.end_offsets}))
-        tmp.replace(path)
+        write_atomic(path, json.dumps({"records_done": self.records_done, "end_offsets": self.end_offsets}))
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint | None:
@@ -251,19 +253,17 @@ async def replay(
 ) -> ReplayResult:
     """Replay ``folder`` into Kafka (see the module docstring); returns what was done.
 
-    ``reset`` first deletes the topics and every replay checkpoint, for a new data set.
+    ``reset`` first deletes the topics and the checkpoints of replays into them, for a new data set.
     """
     t0 = time.monotonic()
-    timeline = Timeline.from_folder(folder, config)
-    if timeline.total == 0:
-        raise FileNotFoundError(f"no sample_skeleton_{{train,test}}.csv in {folder}")
     total = total_records(folder)
+    timeline = Timeline.from_folder(folder, config)
     if reset:
         await kafka.delete_topics([t.name for t in topics.all])
-        for old in checkpoint_dir.glob("replay-*.json"):
+        for old in checkpoint_dir.glob(f"{checkpoint_prefix(topics)}*.json"):
             old.unlink()
     await kafka.create_topics(list(topics.all))
-    checkpoint_path = checkpoint_file(checkpoint_dir, folder, config)
+    checkpoint_path = checkpoint_file(checkpoint_dir, topics, folder, config)
     checkpoint = Checkpoint.load(checkpoint_path)
     current = {t.name: await kafka.end_offsets(t.name) for t in topics.all}
     skip: set[tuple[str, int]] = set()

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from taobao_assets.source.format import COLUMN_SEP, COLUMNS, SPLITS, FileKind
+from taobao_assets.source.format import COLUMN_SEP, COLUMNS, SPLITS, FileKind, raw_files
 
 MANIFEST = "subset.json"
 #: Where the common_feature_index column sits in each file kind (the format module's column lists).
@@ -64,16 +64,9 @@ def _count_lines(path: Path, cap: int) -> int:
 
 def _source_files(source: Path) -> dict[str, list[int]]:
     files = {}
-    for kind in FileKind:
-        for split in SPLITS:
-            path = source / kind.file_name(split)
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"{path} is missing: a raw Ali-CCP folder holds "
-                    f"{', '.join(k.file_name(s) for k in FileKind for s in SPLITS)}"
-                )
-            stat = path.stat()
-            files[path.name] = [stat.st_size, stat.st_mtime_ns]
+    for path in raw_files(source):
+        stat = path.stat()
+        files[path.name] = [stat.st_size, stat.st_mtime_ns]
     return files
 
 

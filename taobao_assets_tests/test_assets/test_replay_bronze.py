@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -37,11 +38,13 @@ from taobao_assets.source.replay import (
     PRODUCED_AT_HEADER,
     ReplayResult,
     _written_after,
+    checkpoint_prefix,
+    default_checkpoint_dir,
     plan,
     run_replay,
     total_records,
 )
-from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
+from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER, RawTopics
 from taobao_assets_tests.conftest import DAILY, TOPICS, kafka_end_total
 
 
@@ -82,6 +85,27 @@ def test_replay_again_is_a_no_op(replayed: tuple[ReplayResult, int], dataset: Pa
     again = run_replay(settings, kafka, dataset)
     assert again.records_sent == 0
     assert kafka_end_total(kafka) == before
+
+
+def test_the_same_data_set_replays_whole_into_other_topics_and_their_reset_spares_the_first(
+        replayed: tuple[ReplayResult, int], dataset: Path, settings: Settings) -> None:
+    """A checkpoint belongs to its topics: a second namespace replays everything (it used to resume from
+    the first's checkpoint and fail on topics it did not know), and resetting it leaves the first alone."""
+    kafka = KafkaResource.from_settings(settings)
+    other = dataclasses.replace(settings, topic_prefix=f"test.other.{uuid.uuid4().hex[:8]}")
+    others = [t.name for t in RawTopics.of(other.topic_prefix).all]
+    first_checkpoints = set(default_checkpoint_dir(settings).glob(f"{checkpoint_prefix(TOPICS)}*.json"))
+    assert first_checkpoints
+    try:
+        result = run_replay(other, kafka, dataset)
+        assert (result.records_sent, result.resumed) == (total_records(dataset), False)
+        assert run_replay(other, kafka, dataset, reset=True).records_sent == total_records(dataset)
+        assert set(default_checkpoint_dir(settings).glob(f"{checkpoint_prefix(TOPICS)}*.json")) == first_checkpoints
+        assert run_replay(settings, kafka, dataset).records_sent == 0  # the first still knows it is done
+    finally:
+        asyncio.run(kafka.delete_topics(others))
+        for path in default_checkpoint_dir(other).glob(f"{checkpoint_prefix(RawTopics.of(other.topic_prefix))}*"):
+            path.unlink()
 
 
 def test_every_replayed_record_carries_the_time_it_was_sent(replayed: tuple[ReplayResult, int], dataset: Path,
