@@ -8,6 +8,7 @@ these types from here, so the IO manager depends on no asset module.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -35,11 +36,13 @@ class BronzePart:
     #: Records kept although the replay did not write them like that: offset, reason, message.
     faults: list[dict[str, Any]] = field(default_factory=list)
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self, folder: str) -> dict[str, Any]:
+        """The part's entry in the day's manifest, its objects under ``folder`` (the day's generation)."""
         return {
             "partition": self.partition, "start_offset": self.start_offset, "end_offset": self.end_offset,
             "records": self.records, "bytes": self.bytes, "sha256": self.sha256,
-            "data_object": self.data_file.name, "index_object": self.index_file.name, "faults": self.faults,
+            "data_object": f"{folder}/{self.data_file.name}", "index_object": f"{folder}/{self.index_file.name}",
+            "faults": self.faults,
         }
 
 
@@ -85,9 +88,18 @@ class BronzeDay:
     def bytes(self) -> int:
         return sum(p.bytes for p in self.parts)
 
+    @property
+    def generation(self) -> str:
+        """Names the folder of the day's objects after their content: a re-run that reads the same
+        records writes the same keys, and one that reads others writes beside the stored day."""
+        digest = hashlib.sha256()
+        for p in self.parts:
+            digest.update(f"{p.partition}:{p.start_offset}:{p.end_offset}:{p.sha256};".encode())
+        return f"g-{digest.hexdigest()[:16]}"
+
     def manifest(self) -> dict[str, Any]:
         return {"topic": self.topic, "day": self.day.isoformat(), "records": self.records,
-                "bytes": self.bytes, "parts": [p.manifest() for p in self.parts],
+                "bytes": self.bytes, "parts": [p.manifest(self.generation) for p in self.parts],
                 "append_times": asdict(self.append_times)}
 
 

@@ -1,7 +1,10 @@
 """Stores bronze days in MinIO: ``s3://<lake>/bronze/<topic>/day=<D>/`` with a manifest written last.
 
-A re-run replaces the day's prefix (old objects are deleted first), and the manifest is the last
-object written, so a day with a manifest is complete and one without it is not. Downstream assets
+The day's objects go in a folder named after their content (:attr:`BronzeDay.generation`), and
+the manifest, written last, names them: a day with a manifest is complete and one without it is
+not. A re-run writes its objects beside the stored day, then replaces the manifest (one PUT, so
+readers see the old day or the new one), and only then deletes what the new manifest does not
+name: a re-run that fails or is killed midway leaves the stored day as it was. Downstream assets
 receive the manifest (:class:`BronzeManifest`) and read the objects it names.
 """
 
@@ -34,11 +37,13 @@ class BronzeIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: BronzeDay) -> None:
         prefix = day_prefix(obj.topic, obj.day)
-        self.s3.delete_prefix(prefix)
+        folder = f"{prefix}{obj.generation}/"
         for part in obj.parts:
             for local in (part.data_file, part.index_file):
-                self.s3.upload_file(local, prefix + local.name)
+                self.s3.upload_file(local, folder + local.name)
         self.s3.put_bytes(prefix + MANIFEST, json.dumps(obj.manifest(), indent=1).encode())
+        self.s3.delete_keys([k for k in self.s3.list_keys(prefix) if k != prefix + MANIFEST
+                             and not k.startswith(folder)])
         if obj.parts:
             shutil.rmtree(obj.parts[0].data_file.parent, ignore_errors=True)
         context.add_output_metadata({

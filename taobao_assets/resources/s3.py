@@ -78,14 +78,17 @@ class S3Resource(DagsterS3Resource):
         """
         if not prefix:
             raise ValueError(f"refusing to delete an empty prefix (the whole bucket {self.bucket!r})")
-        keys = self.list_keys(prefix)
+        return self.delete_keys(self.list_keys(prefix))
+
+    def delete_keys(self, keys: list[str]) -> int:
+        """Delete ``keys`` (in batches of ``DELETE_BATCH``) and return how many there were."""
         for start in range(0, len(keys), DELETE_BATCH):
             batch = [{"Key": key} for key in keys[start:start + DELETE_BATCH]]
             reply = self.client().delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             if reply.get("Errors"):
                 first = reply["Errors"][0]
                 raise RuntimeError(
-                    f"deleting s3://{self.bucket}/{prefix} failed for {len(reply['Errors'])} keys, e.g. "
+                    f"deleting {len(batch)} objects of s3://{self.bucket} failed for {len(reply['Errors'])}, e.g. "
                     f"{first['Key']}: {first['Code']} {first['Message']}"
                 )
         return len(keys)

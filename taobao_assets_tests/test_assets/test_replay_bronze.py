@@ -26,8 +26,8 @@ import numpy as np
 from aiokafka.partitioner import murmur2
 from dagster import materialize
 
-from taobao_assets.assets.bronze import bronze_assets, capture_day
-from taobao_assets.bronze_objects import BronzeDay
+from taobao_assets.assets.bronze import bronze_asset_key, bronze_assets, capture_day
+from taobao_assets.bronze_objects import BronzeDay, day_prefix
 from taobao_assets.io_managers.bronze import BronzeIOManager, load_manifest
 from taobao_assets.partitions import event_time_config
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
@@ -186,6 +186,39 @@ def test_bronze_rerun_writes_identical_objects(bronze: S3Resource, settings: Set
     assert json.loads(objects_after[manifest_before.key("_manifest.json")])["records"] > 0
 
 
+class _DiesAfterOneUpload(S3Resource):
+    """MinIO that goes away after the first object of a run is stored."""
+
+    def upload_file(self, path: Path, key: str) -> None:
+        super().upload_file(path, key)
+        raise ConnectionError(f"lost MinIO after storing {key}")
+
+
+def test_a_bronze_rerun_that_dies_midway_leaves_the_stored_day_and_a_finished_one_leaves_only_its_objects(
+        bronze: S3Resource, settings: Settings) -> None:
+    day = DAILY.get_partition_keys()[2]
+    prefix = day_prefix(TOPICS.samples.name, day)
+    stored = {k: bronze.get_bytes(k) for k in bronze.list_keys(prefix)}
+    stale = f"{prefix}g-0000000000000000/part-0.data.gz"  # what an older generation of the day left
+    bronze.put_bytes(stale, b"stale")
+
+    def rerun(s3: S3Resource) -> bool:
+        resources = {"kafka": KafkaResource.from_settings(settings), "s3": s3,
+                     "bronze_io_manager": BronzeIOManager(s3=s3)}
+        samples = bronze_asset_key(RawTopics.short_name(TOPICS.samples))
+        return materialize(bronze_assets(DAILY, TOPICS), partition_key=day, resources=resources,
+                           selection=[samples], raise_on_error=False).success
+
+    dying = _DiesAfterOneUpload(**bronze.model_dump())
+    assert not rerun(dying)
+    assert {k: bronze.get_bytes(k) for k in bronze.list_keys(prefix)} == {**stored, stale: b"stale"}
+    manifest = load_manifest(bronze, TOPICS.samples.name, day)
+    assert all(bronze.get_bytes(manifest.key(p["data_object"])) for p in manifest.parts)
+
+    assert rerun(bronze)
+    assert {k: bronze.get_bytes(k) for k in bronze.list_keys(prefix)} == stored
+
+
 def test_bronze_keeps_records_the_replay_did_not_write_and_lists_them(settings: Settings, tmp_path: Path,
                                                                       kafka_service: Any) -> None:
     kafka = KafkaResource.from_settings(settings)
@@ -222,7 +255,7 @@ def test_bronze_keeps_records_the_replay_did_not_write_and_lists_them(settings: 
     assert [(row["source"], row["line"], row["length"]) for row in index] == [
         ("sample_skeleton_train.csv", "7", "11"), ("sample_skeleton_train.csv", "7", "0"), ("", "0", "11"),
         ("", "0", "11"), ("", "0", "11"), ("", "0", "11")]
-    assert part.manifest()["faults"] == part.faults
+    assert captured.manifest()["parts"][0]["faults"] == part.faults
 
 
 def test_a_resumed_replay_passes_over_records_another_producer_wrote(settings: Settings, kafka_service: Any
