@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 ENV_PREFIX = "TFP_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -98,11 +99,10 @@ class Settings:
     # --- derived connection strings -------------------------------------------------------
     @property
     def postgres_dsn(self) -> str:
-        """libpq key/value DSN (psycopg2, ``psql``)."""
-        return (
-            f"host={self.postgres_host} port={self.postgres_port} dbname={self.postgres_db} "
-            f"user={self.postgres_user} password={self.postgres_password}"
-        )
+        """libpq key/value DSN (psycopg2, ``psql``), every value quoted (a password may hold spaces or quotes)."""
+        return " ".join(f"{key}={libpq_quote(str(value))}" for key, value in (
+            ("host", self.postgres_host), ("port", self.postgres_port), ("dbname", self.postgres_db),
+            ("user", self.postgres_user), ("password", self.postgres_password)))
 
     @property
     def postgres_jdbc_url(self) -> str:
@@ -110,7 +110,7 @@ class Settings:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://:{self.redis_password}@{self.redis_host}:{self.redis_port}/0"
+        return f"redis://:{quote(self.redis_password, safe='')}@{self.redis_host}:{self.redis_port}/0"
 
     @property
     def kafka_bootstrap_servers(self) -> str:
@@ -135,6 +135,11 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+
+def libpq_quote(value: str) -> str:
+    """``value`` as a libpq connection-string value: single-quoted, backslashes and quotes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _parse(raw: str, kind: Any) -> Any:

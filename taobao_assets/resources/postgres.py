@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote
 
 import psycopg2
 import psycopg2.extensions
@@ -28,8 +29,10 @@ class PostgresResource(ConfigurableResource):
 
     @property
     def sqlalchemy_url(self) -> str:
-        """URL for SQLAlchemy-based clients (Feast's SQL registry and offline store)."""
-        return f"postgresql+psycopg://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+        """URL for SQLAlchemy-based clients (Feast's SQL registry and offline store); the user, password
+        and database are percent-encoded, so an ``@``, ``/`` or space in them stays theirs."""
+        user, password, database = (quote(v, safe="") for v in (self.user, self.password, self.database))
+        return f"postgresql+psycopg://{user}:{password}@{self.host}:{self.port}/{database}"
 
     @contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import redis
 from dagster import ConfigurableResource
 
@@ -20,8 +22,16 @@ class RedisResource(ConfigurableResource):
 
     @property
     def connection_string(self) -> str:
-        """Feast's Redis online-store connection string format."""
-        return f"{self.host}:{self.port},password={self.password},db={self.db}"
+        """Feast's Redis online-store connection string: ``host:port,key=value,...``.
+
+        Feast splits it on commas, then reads each value as JSON when it can: the password goes in
+        as a JSON string, so one that looks like a number or ``true`` stays the text it is. A comma
+        cannot be carried at all, so a password with one is refused here rather than cut in two.
+        """
+        if "," in self.password:
+            raise ValueError("the Redis password holds a comma, which Feast's Redis connection string cannot "
+                             "carry: set TFP_REDIS_PASSWORD to one without (and the server's, `make up`)")
+        return f"{self.host}:{self.port},password={json.dumps(self.password)},db={self.db}"
 
     def client(self) -> redis.Redis:
         return redis.Redis(host=self.host, port=self.port, password=self.password, db=self.db)
