@@ -14,6 +14,7 @@ Feast commands run from a folder whose ``feature_repo/`` holds the namespace's c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -48,7 +49,7 @@ from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.trino import TrinoResource
-from taobao_assets.settings import Settings
+from taobao_assets.settings import GENERATED_SECRETS, Settings
 from taobao_assets.source.format import FileKind
 from taobao_assets.source.generate import MALFORMED_FILE, GeneratorConfig, generate
 from taobao_assets.source.parser import QuarantineRecord
@@ -390,15 +391,53 @@ def test_feast_ui_lists_the_demo_project(demo_settings: Settings, demo_env: dict
     assert demo_settings.feast_project in json.dumps(projects)
 
 
-def test_dagster_ui_command_serves_the_demo_instance(demo_settings: Settings, demo_env: dict[str, str]) -> None:
+RESOURCES_QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes { allTopLevelResourceDetails {
+    name configuredValues { key value type }
+    nestedResources { name resource { name configuredValues { key value type } } } } } } } }"""
+RUNS_QUERY = "{ runsOrError { ... on Runs { results { status runConfigYaml tags { key value } } } } }"
+
+
+def test_dagster_ui_command_serves_the_demo_instance_and_shows_no_secret(
+        demo_run: object, demo_settings: Settings, demo_env: dict[str, str]) -> None:
+    """What the UI shows anyone who reaches it (resources, runs), the instance's storage and the logs hold
+    no password: resources name the environment variable of each secret instead."""
     port = free_port()
     command = readme("python -m taobao_assets.cli ui")
     url = f"http://127.0.0.1:{port}"
     with server(command, {**demo_env, "TFP_DAGSTER_PORT": str(port)}, REPO,
                 lambda: requests.get(f"{url}/server_info", timeout=5).ok):
-        query = {"query": "{ runsOrError { ... on Runs { results { status } } } }"}
-        runs = requests.post(f"{url}/graphql", json=query, timeout=60).json()["data"]["runsOrError"]["results"]
+        answers = {name: requests.post(f"{url}/graphql", json={"query": query}, timeout=60).json()
+                   for name, query in (("runs", RUNS_QUERY), ("resources", RESOURCES_QUERY))}
+    runs = answers["runs"]["data"]["runsOrError"]["results"]
     assert runs and all(run["status"] == "SUCCESS" for run in runs)
+    secrets = {name: getattr(demo_settings, name) for name in GENERATED_SECRETS}
+    shown = json.dumps(answers)
+    assert [name for name, secret in secrets.items() if secret in shown] == []
+    # The resources are there and name their secrets' variables (so the search above saw them).
+    for variable in ("TFP_POSTGRES_PASSWORD", "TFP_REDIS_PASSWORD", "TFP_MINIO_SECRET_KEY"):
+        assert f'"value": "{variable}", "type": "ENV_VAR"' in shown, variable
+    stored = [p for folder in (demo_settings.dagster_home, demo_settings.logs_dir) for p in folder.rglob("*")
+              if p.is_file()]
+    assert stored
+    leaks = [(name, str(path)) for path in stored for name, secret in secrets.items()
+             if secret.encode() in path.read_bytes()]
+    assert leaks == []
+    # Files that must hold a secret (credentials, server and Feast configuration) are the owner's alone.
+    holders = [path for path in _small_files(demo_settings.state_dir, REPO / "feature_repo")
+               if any(secret.encode() in path.read_bytes() for secret in secrets.values())]
+    assert any(p.name == "credentials.json" for p in holders)
+    assert [(str(p), oct(p.stat().st_mode & 0o777)) for p in holders if p.stat().st_mode & 0o077] == []
+
+
+def _small_files(*folders: Path, limit: int = 1 << 20) -> Iterator[Path]:
+    """Every regular file up to ``limit`` bytes under ``folders`` (servers' data files are larger or hold none)."""
+    for folder in folders:
+        for root, _, names in os.walk(folder):
+            for name in names:
+                path = Path(root) / name
+                with contextlib.suppress(OSError):  # a file a server removed while we walked
+                    if path.is_file() and not path.is_symlink() and path.stat().st_size <= limit:
+                        yield path
 
 
 def test_web_consoles_answer(demo_settings: Settings) -> None:
