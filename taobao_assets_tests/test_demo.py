@@ -423,21 +423,22 @@ def test_dagster_ui_command_serves_the_demo_instance_and_shows_no_secret(
              if secret.encode() in path.read_bytes()]
     assert leaks == []
     # Files that must hold a secret (credentials, server and Feast configuration) are the owner's alone.
-    holders = [path for path in _small_files(demo_settings.state_dir, REPO / "feature_repo")
-               if any(secret.encode() in path.read_bytes() for secret in secrets.values())]
+    holders = [path for path, data in _small_files(demo_settings.state_dir, REPO / "feature_repo")
+               if any(secret.encode() in data for secret in secrets.values())]
     assert any(p.name == "credentials.json" for p in holders)
     assert [(str(p), oct(p.stat().st_mode & 0o777)) for p in holders if p.stat().st_mode & 0o077] == []
 
 
-def _small_files(*folders: Path, limit: int = 1 << 20) -> Iterator[Path]:
-    """Every regular file up to ``limit`` bytes under ``folders`` (servers' data files are larger or hold none)."""
+def _small_files(*folders: Path, limit: int = 1 << 20) -> Iterator[tuple[Path, bytes]]:
+    """Every regular file up to ``limit`` bytes under ``folders`` with its bytes (servers' data files are
+    larger or hold no secret)."""
     for folder in folders:
         for root, _, names in os.walk(folder):
             for name in names:
                 path = Path(root) / name
                 with contextlib.suppress(OSError):  # a file a server removed while we walked
                     if path.is_file() and not path.is_symlink() and path.stat().st_size <= limit:
-                        yield path
+                        yield path, path.read_bytes()
 
 
 def test_web_consoles_answer(demo_settings: Settings) -> None:
