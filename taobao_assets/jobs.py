@@ -25,6 +25,7 @@ from taobao_assets.assets.quality import FRESHNESS_KEY, STREAMING_VS_BATCH_KEY
 from taobao_assets.assets.serving import REGISTRY_KEY
 from taobao_assets.realtime_tables import REALTIME_TABLES, SCHEMA
 from taobao_assets.resources.kafka import KafkaResource
+from taobao_assets.server_loss import SERVER_RETRY, on_server_loss
 from taobao_assets.settings import get_settings
 from taobao_assets.source.replay import run_replay
 from taobao_assets.source.topics import COMMON_FEATURES, SAMPLES
@@ -45,7 +46,9 @@ class ReplayConfig(Config):
     reset: bool = False
 
 
-@op(out={}, description="Replay the raw Ali-CCP files into Kafka in event-time order (resumable).")
+@op(out={}, retry_policy=SERVER_RETRY,
+    description="Replay the raw Ali-CCP files into Kafka in event-time order (resumable).")
+@on_server_loss("kafka")
 def replay_raw_files(context: OpExecutionContext, config: ReplayConfig, kafka: KafkaResource
                      ) -> Iterator[AssetMaterialization]:
     settings = get_settings()
@@ -129,8 +132,10 @@ class StreamingRunConfig(Config):
 OBSERVED_AT_TAG = "taobao/observed_at_ms"
 
 
-@op(out={}, description="Apply exact offset ranges of the samples topic to the real-time counters, exactly "
-                        "once, and write the touched entities to the Feast online store.")
+@op(out={}, retry_policy=SERVER_RETRY,
+    description="Apply exact offset ranges of the samples topic to the real-time counters, exactly once, and "
+                "write the touched entities to the Feast online store.")
+@on_server_loss("kafka", "redis", "postgres")
 def apply_sample_ranges(context: OpExecutionContext, config: StreamingRunConfig, streaming: StreamingResource
                         ) -> Iterator[AssetMaterialization]:
     from taobao_assets.streaming.run import OffsetRange, apply_ranges

@@ -48,6 +48,7 @@ from dagster import (
 from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
 from taobao_assets.partitions import days_up_to_the_day
 from taobao_assets.resources.trino import TrinoResource, split_statements
+from taobao_assets.server_loss import SERVER_RETRY, on_server_loss
 
 # pandas and the Trino client are imported where a report runs: every run process loads these definitions.
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ REPORTS = (
 
 def report_asset(report: Report, daily: DailyPartitionsDefinition) -> AssetsDefinition:
     @asset(
+        retry_policy=SERVER_RETRY,
         key=report.key,
         deps=[AssetDep(key, partition_mapping=days_up_to_the_day(daily) if key == USER_CONTEXT_KEY else None)
               for key in report.reads],
@@ -176,6 +178,7 @@ def report_asset(report: Report, daily: DailyPartitionsDefinition) -> AssetsDefi
         metadata={"dagster/table_name": report.trino_table,
                   "sql_file": str(report.sql_path.relative_to(SQL_DIR.parent.parent))},
     )
+    @on_server_loss("trino", "minio", "postgres")
     def _report(context: AssetExecutionContext, trino: TrinoResource) -> MaterializeResult:
         first, last = day_range(context)
         context.log.info(f"{report.trino_table}: running {report.sql_path.name} for {first} .. {last}")

@@ -30,6 +30,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec
 
 from taobao_assets.bronze_objects import AppendTimes, BronzeDay, BronzePart
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
+from taobao_assets.server_loss import SERVER_RETRY, on_server_loss
 from taobao_assets.settings import get_settings
 from taobao_assets.source.event_time import day_window_ms
 from taobao_assets.source.topics import BadHeader, RawTopics, read_headers
@@ -110,6 +111,7 @@ def bronze_asset_key(short_name: str) -> AssetKey:
 
 def _bronze_asset(spec: TopicSpec, daily: DailyPartitionsDefinition) -> AssetsDefinition:
     @asset(
+        retry_policy=SERVER_RETRY,
         key=bronze_asset_key(RawTopics.short_name(spec)),
         deps=[topic_asset_key(RawTopics.short_name(spec))],
         partitions_def=daily,
@@ -120,6 +122,7 @@ def _bronze_asset(spec: TopicSpec, daily: DailyPartitionsDefinition) -> AssetsDe
         description=f"Raw records of Kafka topic {spec.name} for one day of event time, byte-exact, "
                     f"gzip in MinIO with an offset index and a manifest.",
     )
+    @on_server_loss("kafka", "minio")
     def _asset(context: AssetExecutionContext, kafka: KafkaResource) -> BronzeDay:
         day = date.fromisoformat(context.partition_key)
         spool_root = get_settings().state_dir / "spool"

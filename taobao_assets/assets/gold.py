@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from taobao_assets.features import WINDOWS_DAYS, global_rate, smoothed_ctr, smoothed_cvr
 from taobao_assets.gold_tables import GOLD_TABLES, HISTORY_DIVERSITY, PROFILE
 from taobao_assets.partitions import days_up_to_the_day, end_of_day
+from taobao_assets.server_loss import SERVER_RETRY, on_server_loss
 
 HISTORY_ARRAYS = {c.name: c.name.removesuffix("_distinct") for c in HISTORY_DIVERSITY}
 #: Which gold table groups the impressions by which keys.
@@ -127,6 +128,7 @@ def gold_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
     """The gold multi-asset over ``daily``: every table of :data:`GOLD_TABLES` from one Spark pass."""
 
     @multi_asset(
+        retry_policy=SERVER_RETRY,
         outs={
             t.name: AssetOut(key=t.asset_key, metadata=t.metadata(), io_manager_key="gold_io_manager",
                              description=t.description, is_required=False)
@@ -146,6 +148,7 @@ def gold_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
         can_subset=True,
         compute_kind="spark",
     )
+    @on_server_loss("minio", "postgres")
     def gold_features(
         context: AssetExecutionContext, impressions: DataFrame, user_context: DataFrame
     ) -> Iterator[Output[DataFrame]]:

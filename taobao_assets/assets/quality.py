@@ -37,6 +37,7 @@ from taobao_assets.quality.stream_batch import REQUIRED_SHARE, STREAMED_TABLES, 
 from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.server_loss import SERVER_RETRY, on_server_loss
 from taobao_assets.settings import get_settings
 from taobao_assets.source.topics import SAMPLES, RawTopics
 from taobao_assets.streaming.resource import StreamingResource
@@ -53,6 +54,7 @@ class StreamBehind(RuntimeError):
 
 def quality_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
     @asset(
+        retry_policy=SERVER_RETRY,
         key=STREAMING_VS_BATCH_KEY, group_name=GROUP, partitions_def=daily, kinds={"redis", "postgres"},
         deps=[*(t.asset_key for t in STREAMED_TABLES), *(t.asset_key for t in REALTIME_TABLES)],
         check_specs=[AssetCheckSpec(CHECK_NAME, asset=STREAMING_VS_BATCH_KEY,
@@ -60,6 +62,7 @@ def quality_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
                                                 f"stream's counters of the day equal to gold's 1-day counters.")],
         description="The stream's counters of the day against gold's 1-day counters, key by key, per table.",
     )
+    @on_server_loss("kafka", "redis", "postgres")
     def streaming_vs_batch(context: AssetExecutionContext, streaming: StreamingResource,
                            postgres: PostgresResource) -> MaterializeResult:
         day = date.fromisoformat(context.partition_key)
@@ -86,10 +89,12 @@ def quality_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
             metadata={"share_equal": metadata["share_equal"], "keys_compared": metadata["keys_compared"]})])
 
     @asset(
+        retry_policy=SERVER_RETRY,
         key=FRESHNESS_KEY, group_name=GROUP, partitions_def=daily, kinds={"dagster"},
         deps=[bronze_asset_key(SAMPLES), IMPRESSIONS_KEY, *GOLD_KEYS, ONLINE_STORE_KEY],
         description="How long the day's samples took from event time to Kafka, bronze, silver, gold and online.",
     )
+    @on_server_loss("minio")
     def freshness(context: AssetExecutionContext, s3: S3Resource) -> MaterializeResult:
         hops = hop_freshness(context.instance, s3, RawTopics.of(get_settings().topic_prefix).samples.name,
                              context.partition_key)

@@ -60,6 +60,7 @@ from taobao_assets.realtime_tables import REALTIME_TABLES
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.server_loss import SERVER_RETRY, on_server_loss
 from taobao_assets.source.topics import SAMPLES
 
 # Feast (through feast_repo) and pandas are imported in the assets that use them: every run process
@@ -104,10 +105,12 @@ def training_set_key(day: str) -> str:
 
 
 @asset(
+    retry_policy=SERVER_RETRY,
     key=REGISTRY_KEY, group_name=GROUP, kinds={"feast", "postgres"},
     deps=CONTRACT_KEYS,
     description="Apply the Feast repository generated from the gold and real-time assets' metadata.",
 )
+@on_server_loss("postgres")
 def feast_registry(feast: FeastResource, postgres: PostgresResource) -> MaterializeResult:
     from taobao_assets.feast_repo import generated_repo
 
@@ -201,10 +204,12 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
     gold_gate = blocking_keys(gold_checks(daily))
 
     @asset(
+        retry_policy=SERVER_RETRY,
         key=ONLINE_STORE_KEY, group_name=GROUP, kinds={"feast", "redis"}, partitions_def=daily,
         deps=[REGISTRY_KEY, *GOLD_KEYS],
         description="Materialize the day's gold rows (stamped with the end of the day) into the Redis online store.",
     )
+    @on_server_loss("postgres", "redis")
     def online_store(context: AssetExecutionContext, feast: FeastResource, postgres: PostgresResource
                      ) -> MaterializeResult:
         from taobao_assets.feast_repo import generated_repo
@@ -236,6 +241,7 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         })
 
     @asset(
+        retry_policy=SERVER_RETRY,
         key=TRAINING_SET_KEY, group_name=GROUP, kinds={"feast", "parquet"}, partitions_def=daily,
         ins={
             "impressions": AssetIn(AssetKey(["silver", "impressions"])),
@@ -249,6 +255,7 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         description=f"Day D's impressions with the {TRAINING_SERVICE} features as of each impression "
                     f"(point in time: the gold rows of D-1), labels included, as Parquet in the lake.",
     )
+    @on_server_loss("postgres", "minio")
     def training_set(
         context: AssetExecutionContext, feast: FeastResource, s3: S3Resource,
         impressions: DataFrame, user_context: DataFrame,
@@ -283,12 +290,14 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         })
 
     @asset(
+        retry_policy=SERVER_RETRY,
         key=BASELINE_KEY, group_name=GROUP, kinds={"sklearn"}, partitions_def=daily,
         deps=[AssetDep(TRAINING_SET_KEY, partition_mapping=TimeWindowPartitionMapping(
             start_offset=-(len(daily.get_partition_keys()) - 1), end_offset=0,
             allow_nonexistent_upstream_partitions=True))],
         description="Logistic regression on the training sets of the days before D, scored on day D (AUC).",
     )
+    @on_server_loss("minio")
     def ctr_baseline(context: AssetExecutionContext, s3: S3Resource) -> MaterializeResult:
         # Imported here: every run process loads these definitions (a sensor's streaming run too) and
         # scikit-learn adds seconds to that start, for the one asset that needs it.

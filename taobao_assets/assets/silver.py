@@ -32,6 +32,7 @@ from taobao_assets.bronze_objects import BronzeManifest
 from taobao_assets.io_managers.iceberg import COLUMN_SCHEMA_KEY, table_schema
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
+from taobao_assets.server_loss import SERVER_RETRY, on_server_loss
 from taobao_assets.silver_tables import (
     DESCRIPTIONS,
     HISTORY_COLUMNS,
@@ -99,6 +100,7 @@ def silver_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
     """The silver multi-asset over ``daily``: one parse of a bronze day, three tables."""
 
     @multi_asset(
+        retry_policy=SERVER_RETRY,
         name="silver_records",
         outs={
             "impressions": _out(IMPRESSIONS_KEY, "One row per good sample line of the day: labels, item fields, "
@@ -116,6 +118,7 @@ def silver_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition]:
         group_name="silver",
         description="Parse one day of bronze with the project's parser inside Spark into the silver tables.",
     )
+    @on_server_loss("minio", "postgres")
     def silver_records(
         context: AssetExecutionContext, spark: SparkResource, s3: S3Resource,
         samples: BronzeManifest, common_features: BronzeManifest,

@@ -18,6 +18,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 
 from taobao_assets.bronze_objects import MANIFEST, BronzeDay, BronzeManifest, day_prefix
 from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.server_loss import on_server_loss
 
 
 def load_manifest(s3: S3Resource, topic: str, day: date | str) -> BronzeManifest:
@@ -35,6 +36,7 @@ def load_manifest(s3: S3Resource, topic: str, day: date | str) -> BronzeManifest
 class BronzeIOManager(ConfigurableIOManager):
     s3: S3Resource
 
+    @on_server_loss("minio")
     def handle_output(self, context: OutputContext, obj: BronzeDay) -> None:
         prefix = day_prefix(obj.topic, obj.day)
         folder = f"{prefix}{obj.generation}/"
@@ -56,6 +58,7 @@ class BronzeIOManager(ConfigurableIOManager):
                 {str(p.partition): [p.start_offset, p.end_offset] for p in obj.parts}),
         })
 
+    @on_server_loss("minio")
     def load_input(self, context: InputContext) -> BronzeManifest:
         assert context.upstream_output is not None
         topic = context.upstream_output.definition_metadata["topic"]

@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from taobao_assets.resources.spark import SparkResource
+from taobao_assets.server_loss import on_server_loss
 from taobao_assets.settings import Settings
 
 PARTITION_COLUMN = "day"
@@ -80,6 +81,7 @@ class IcebergIOManager(ConfigurableIOManager):
     def from_settings(cls, settings: Settings, spark: SparkResource) -> IcebergIOManager:
         return cls(spark=spark, catalog=settings.iceberg_catalog)
 
+    @on_server_loss("minio", "postgres")
     def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
         table = table_name(self.catalog, context.asset_key)
         declared = context.definition_metadata.get(COLUMN_SCHEMA_KEY)
@@ -104,6 +106,7 @@ class IcebergIOManager(ConfigurableIOManager):
             "days": where,
         })
 
+    @on_server_loss("minio", "postgres")
     def load_input(self, context: InputContext) -> DataFrame:
         table = table_name(self.catalog, context.asset_key)
         session = self.spark.spark_session

@@ -27,6 +27,7 @@ from taobao_assets.gold_tables import GoldTable
 from taobao_assets.partitions import end_of_day
 from taobao_assets.quality.stats import stats_metadata, store_stats, table_stats
 from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.server_loss import on_server_loss
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +50,7 @@ def create_table_sql(table: FeatureTable) -> str:
 class PostgresPartitionIOManager(ConfigurableIOManager):
     postgres: PostgresResource
 
+    @on_server_loss("minio", "postgres")
     def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
         table = GoldTable.from_metadata(context.definition_metadata)
         timestamp = end_of_day(context.partition_key)
@@ -78,6 +80,7 @@ class PostgresPartitionIOManager(ConfigurableIOManager):
             "stats_seconds": stats_seconds,
         })
 
+    @on_server_loss("postgres")
     def load_input(self, context: InputContext) -> pd.DataFrame:
         """The rows of the requested day(s), as pandas (checks, tests, training sets)."""
         import pandas as pd  # imported here: reading gold back needs pandas, the batch runs writing it do not
