@@ -45,6 +45,7 @@ from dagster import (
     asset,
 )
 
+from taobao_assets import failpoints
 from taobao_assets.assets.silver import IMPRESSIONS_KEY, USER_CONTEXT_KEY
 from taobao_assets.partitions import days_up_to_the_day
 from taobao_assets.resources.trino import TrinoResource, split_statements
@@ -111,6 +112,7 @@ def run_trino_script(
         except TrinoQueryError as error:
             error.add_note(f"in {path}, statement {number} of {len(statements)}")
             raise
+        failpoints.reached("analytics.statement_run")
     return result
 
 

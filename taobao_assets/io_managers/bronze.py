@@ -16,6 +16,7 @@ from datetime import date
 
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
+from taobao_assets import failpoints
 from taobao_assets.bronze_objects import MANIFEST, BronzeDay, BronzeManifest, day_prefix
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.server_loss import on_server_loss
@@ -43,6 +44,7 @@ class BronzeIOManager(ConfigurableIOManager):
         for part in obj.parts:
             for local in (part.data_file, part.index_file):
                 self.s3.upload_file(local, folder + local.name)
+            failpoints.reached("bronze.objects_stored")
         self.s3.put_bytes(prefix + MANIFEST, json.dumps(obj.manifest(), indent=1).encode())
         self.s3.delete_keys([k for k in self.s3.list_keys(prefix) if k != prefix + MANIFEST
                              and not k.startswith(folder)])

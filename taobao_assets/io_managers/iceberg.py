@@ -35,6 +35,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from taobao_assets import failpoints
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.server_loss import on_server_loss
 from taobao_assets.settings import Settings
@@ -105,6 +106,7 @@ class IcebergIOManager(ConfigurableIOManager):
             "dagster/table_name": table,
             "days": where,
         })
+        failpoints.reached("silver.table_written")
 
     @on_server_loss("minio", "postgres")
     def load_input(self, context: InputContext) -> DataFrame:

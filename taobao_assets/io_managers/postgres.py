@@ -22,6 +22,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from taobao_assets import failpoints
 from taobao_assets.feature_tables import PG_TYPES, TIMESTAMP_FIELD, FeatureTable
 from taobao_assets.gold_tables import GoldTable
 from taobao_assets.partitions import end_of_day
@@ -79,6 +80,7 @@ class PostgresPartitionIOManager(ConfigurableIOManager):
             # What the statistics cost this write (the trust layer's overhead, bench/trust.py).
             "stats_seconds": stats_seconds,
         })
+        failpoints.reached("gold.table_written")
 
     @on_server_loss("postgres")
     def load_input(self, context: InputContext) -> pd.DataFrame:

@@ -47,6 +47,7 @@ from typing import Any, BinaryIO
 from aiokafka import TopicPartition
 from tqdm import tqdm
 
+from taobao_assets import failpoints
 from taobao_assets.atomic_file import write_atomic
 from taobao_assets.resources.kafka_client import KafkaClient, KafkaClients
 from taobao_assets.settings import Settings, get_settings
@@ -307,6 +308,7 @@ async def replay(
                 parts = ends.setdefault(delivery.topic, {})
                 parts[delivery.partition] = max(parts.get(delivery.partition, 0), await delivery.end_offset())
             Checkpoint(records_done, ends).save(checkpoint_path)
+            failpoints.reached("replay.checkpoint_saved")
             if on_progress is not None:
                 on_progress(records_done, total, sent / max(time.monotonic() - t0, 1e-9))
 

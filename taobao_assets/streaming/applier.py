@@ -17,21 +17,17 @@ An :class:`Applier` holds the stream's lease (one applier at a time; a run waits
 An applier never skips: a run asked for ``[start, end)`` starts from the stored offset when that
 is behind ``start`` (an earlier run failed) and skips what is already applied when it is ahead.
 
-Fault injection. ``TFP_STREAMING_FAILPOINT=<point>:<n>[:kill]`` makes the n-th pass through
-``before_commit`` (dead letters sent, nothing committed), ``after_commit`` (committed, not yet
-written online) or ``after_write`` (written online, the entities not yet unmarked) raise
-:class:`InjectedFailure`, or with ``kill`` end the process with SIGKILL there (no ``finally``
-runs, no lease is released, as when the machine pulls the plug); the tests use it to prove that
-what comes after a crash at any of these points neither double counts nor skips.
+Fault injection. The fail points ``streaming.before_commit`` (dead letters sent, nothing
+committed), ``streaming.after_commit`` (committed, not yet written online) and
+``streaming.after_write`` (written online, the entities not yet unmarked) of
+:mod:`taobao_assets.failpoints` let the tests crash an applier there (``TFP_FAILPOINT``) and
+prove that what comes after neither double counts nor skips.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import gc
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +40,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
+from taobao_assets import failpoints
 from taobao_assets.streaming.counters import Deltas
 from taobao_assets.streaming.dead_letter import send_dead_letters
 from taobao_assets.streaming.join import aggregate, parse_contexts, parse_samples
@@ -51,41 +48,9 @@ from taobao_assets.streaming.online import CtrPrior, OnlineWriter, Prior, stream
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets.streaming.state import Commit, OffsetMove, StreamState, refuse_offsets_beyond
 
-FAILPOINT_ENV = "TFP_STREAMING_FAILPOINT"
 #: A bounded read that gets nothing for this long means the broker lost the records or is down.
 FETCH_TIMEOUT_SECONDS = 30.0
 CONTEXT_BATCH_RECORDS = 500
-
-
-class FailPoint(enum.StrEnum):
-    BEFORE_COMMIT = "before_commit"
-    AFTER_COMMIT = "after_commit"
-    AFTER_WRITE = "after_write"
-
-
-@dataclass(frozen=True)
-class _FailAt:
-    point: FailPoint
-    nth: int
-    kill: bool
-
-
-class InjectedFailure(RuntimeError):
-    """Raised at a fail point named by ``TFP_STREAMING_FAILPOINT`` (tests only)."""
-
-
-def _failpoint_from_env() -> _FailAt | None:
-    raw = os.environ.get(FAILPOINT_ENV, "")
-    if not raw:
-        return None
-    point, _, rest = raw.partition(":")
-    nth, _, action = rest.partition(":")
-    try:
-        if action not in ("", "kill"):
-            raise ValueError(action)
-        return _FailAt(FailPoint(point), int(nth or 1), action == "kill")
-    except ValueError:
-        raise ValueError(f"{FAILPOINT_ENV}={raw!r}: expected <{'|'.join(FailPoint)}>[:<n>[:kill]]") from None
 
 
 @dataclass(frozen=True)
@@ -150,8 +115,6 @@ class Applier:
         self.prior = CtrPrior(self.state, streaming.feast.postgres, ctr_prior)
         self.writer = OnlineWriter(streaming_store(streaming.feast), self.state)
         self.report = ApplyReport()
-        self._failpoint = _failpoint_from_env()
-        self._failpoint_passes: Counter[FailPoint] = Counter()
         self._stack = AsyncExitStack()
         self._renewed = 0.0
         self._flushed = time.monotonic()
@@ -231,15 +194,6 @@ class Applier:
         if time.monotonic() - self._renewed >= seconds / 3:
             self.state.renew_lease(self.owner, seconds)
             self._renewed = time.monotonic()
-
-    def _pass(self, point: FailPoint) -> None:
-        if self._failpoint is None or self._failpoint.point is not point:
-            return
-        self._failpoint_passes[point] += 1
-        if self._failpoint_passes[point] == self._failpoint.nth:
-            if self._failpoint.kill:
-                os.kill(os.getpid(), signal.SIGKILL)
-            raise InjectedFailure(f"{FAILPOINT_ENV}: failing at pass {self._failpoint.nth} of {point}")
 
     @staticmethod
     def _tp(topic: str, partition: int) -> TopicPartition:
@@ -389,7 +343,7 @@ class Applier:
     def _submit(self, prepared: _Prepared, records: Mapping[int, list[ConsumerRecord]],
                 positions: dict[int, int]) -> _InFlight:
         """Start the batch's commit in a thread; ``positions`` assume it will succeed."""
-        self._pass(FailPoint.BEFORE_COMMIT)
+        failpoints.reached("streaming.before_commit")
         moves = [OffsetMove(p, positions[p], messages[-1].offset + 1) for p, messages in records.items()]
         commit = asyncio.ensure_future(asyncio.to_thread(self.state.apply_samples, moves, prepared.deltas,
                                                          prepared.totals))
@@ -402,7 +356,7 @@ class Applier:
         if not commit.applied:
             self._resume_from(self.samples, self.topics.samples.name, commit.stored, positions)
             return False
-        self._pass(FailPoint.AFTER_COMMIT)
+        failpoints.reached("streaming.after_commit")
         totals = in_flight.prepared.totals
         self.report.samples_committed += in_flight.records
         self.report.totals.update(totals)
@@ -422,7 +376,7 @@ class Applier:
             self._renewed = time.monotonic()
             states = self.state.read_states(keys)
             self.report.rows_written.update(self.writer.write(states, prior.ctr))
-            self._pass(FailPoint.AFTER_WRITE)
+            failpoints.reached("streaming.after_write")
             found = {state.key for state in states}
             self.state.clear_dirty(states, expired=[key for key in keys if key not in found])
         now_ms = time.time() * 1000

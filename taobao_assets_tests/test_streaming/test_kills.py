@@ -12,9 +12,9 @@ import pytest
 from dagster import DagsterInstance
 
 from deploy.service import Service
+from taobao_assets.failpoints import FAILPOINT_ENV
 from taobao_assets.settings import Settings
 from taobao_assets.source.replay import ReplayRecord
-from taobao_assets.streaming.applier import FAILPOINT_ENV
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets_tests.conftest import ensure_running
 from taobao_assets_tests.test_streaming.conftest import produce, recompute
@@ -29,7 +29,8 @@ from taobao_assets_tests.test_streaming.test_streaming import (
 )
 
 
-@pytest.mark.parametrize("failpoint", ["before_commit:2:kill", "after_commit:2:kill", "after_write:2:kill"])
+@pytest.mark.parametrize("failpoint", ["streaming.before_commit:2:kill", "streaming.after_commit:2:kill",
+                                       "streaming.after_write:2:kill"])
 def test_a_consumer_killed_at_any_step_of_a_batch_loses_and_repeats_nothing(
         stream: StreamingResource, events: list[ReplayRecord], failpoint: str) -> None:
     # Everything is in Kafka first: a sample produced at the same time as its context may be
@@ -40,7 +41,7 @@ def test_a_consumer_killed_at_any_step_of_a_batch_loses_and_repeats_nothing(
     state = stream.state()
     applied = sum(state.sample_offsets().values())
     assert 0 < applied < samples_in(events)
-    if failpoint.startswith(("after_commit", "after_write")):
+    if failpoint.startswith(("streaming.after_commit", "streaming.after_write")):
         # Committed (and, after the write, in Feast) but still marked: the next applier writes it again.
         assert dirty_entities(stream) > 0
     wait_for_lease_expiry(state)

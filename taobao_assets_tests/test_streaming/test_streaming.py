@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, RunRequest, SensorResult, build_sensor_context
 
+from taobao_assets.failpoints import FAILPOINT_ENV
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.features import smoothed_ctr
 from taobao_assets.jobs import streaming_job
@@ -29,7 +30,7 @@ from taobao_assets.sensors.streaming import SensorCursor, streaming_sensor
 from taobao_assets.settings import Settings
 from taobao_assets.source.replay import PRODUCED_AT_HEADER, ReplayRecord
 from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER
-from taobao_assets.streaming.applier import FAILPOINT_ENV, Applier
+from taobao_assets.streaming.applier import Applier
 from taobao_assets.streaming.dead_letter import (
     MESSAGE_HEADER,
     REASON_HEADER,
@@ -321,7 +322,7 @@ def test_runs_over_what_the_replay_wrote_report_the_freshness_of_every_record(
     assert_online_matches(replayed_stream, expected)
 
 
-@pytest.mark.parametrize("failpoint", ["before_commit:3", "after_commit:3"])
+@pytest.mark.parametrize("failpoint", ["streaming.before_commit:3", "streaming.after_commit:3"])
 def test_a_run_that_crashes_at_either_side_of_a_commit_is_replayed_without_double_counting(
         stream: StreamingResource, events: list[ReplayRecord], failpoint: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -336,7 +337,7 @@ def test_a_run_that_crashes_at_either_side_of_a_commit_is_replayed_without_doubl
     state = stream.state()
     applied = sum(state.sample_offsets().values())
     assert 0 < applied < samples_in(part)
-    if failpoint.startswith("after_commit"):
+    if failpoint.startswith("streaming.after_commit"):
         assert dirty_entities(stream) > 0, "the crash should leave committed rows unwritten"
     # The next run starts from what the crashed one committed, not from its own range's start.
     assert all(execute_request(stream, instance, request).success for request in other_requests)
