@@ -28,6 +28,7 @@ FAILPOINT_ENV = "TFP_FAILPOINT"
 #: Every fail point, with where it is.
 POINTS = {
     "replay.checkpoint_saved": "the replay saved a checkpoint; later records are still on their way",
+    "bronze.partition_read": "one Kafka partition of a bronze day is read, the next one not yet",
     "bronze.objects_stored": "a bronze day's first object is stored, its manifest not yet written",
     "silver.table_written": "one silver table of the day is committed, the next one not yet",
     "gold.table_written": "one gold table of the day is written, the next one not yet",

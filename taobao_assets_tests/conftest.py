@@ -90,6 +90,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.stack)
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault matrix of ``test_faults.py``, when it ran: every fault injected and whether the layers converged."""
+    faults = sys.modules.get("taobao_assets_tests.test_faults")
+    matrix = getattr(faults, "FAULT_MATRIX", None)
+    if not matrix:
+        return
+    stages = list(dict.fromkeys(stage for stage, _ in matrix))
+    kinds = list(dict.fromkeys(fault for _, fault in matrix))
+    terminalreporter.section("fault matrix (kill -9 inside the stage; '-': the stage does not use it)")
+    terminalreporter.write_line("| stage | " + " | ".join(kinds) + " |")
+    terminalreporter.write_line("|---|" + "---|" * len(kinds))
+    for stage in stages:
+        terminalreporter.write_line(f"| {stage} | " + " | ".join(matrix.get((stage, k), "-") for k in kinds) + " |")
+    converged = sum(v == "converged" for v in matrix.values())
+    terminalreporter.write_line(f"{len(matrix)} faults injected, {converged} converged")
+
+
 def ensure_running(name: str, settings: Settings) -> Service:
     """Start ``name`` through the stack manager (a no-op health check when it already runs).
 

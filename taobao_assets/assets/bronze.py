@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, AssetSpec, DailyPartitionsDefinition, asset
 
+from taobao_assets import failpoints
 from taobao_assets.bronze_objects import AppendTimes, BronzeDay, BronzePart
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
 from taobao_assets.server_loss import SERVER_RETRY, on_server_loss
@@ -81,6 +82,7 @@ async def capture_day(
                     log.info(f"{topic}[{partition}] {day}: {records:,} of {end - start:,} records")
         parts.append(BronzePart(partition, start, end, records, size, digest.hexdigest(),
                                 data_file, index_file, faults))
+        failpoints.reached("bronze.partition_read")
     return BronzeDay(topic, day, parts, AppendTimes.of(event_ms, appended_ms))
 
 

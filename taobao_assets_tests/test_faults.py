@@ -1,0 +1,251 @@
+"""The fault matrix: kill -9 of a server (restarted by the stack manager) or of the run itself, inside the
+stage it can hit, on one day of the session's data; every layer must then equal the uninterrupted run's.
+
+Each cell arms a fail point (:mod:`taobao_assets.failpoints`) in the stage's code, so the fault lands at
+the same place every time: between a bronze day's objects and its manifest, between two silver or gold
+tables, between two feature views of the online store. A killed server is restarted a second later by
+the stack manager, as an operator or a supervisor would; the step's retry policy
+(:mod:`taobao_assets.server_loss`) must carry the run through it, so the run itself succeeds. A killed
+run process cannot carry on: the stage is run again, as a user would. Either way the layer is then
+compared with what the uninterrupted run left (row counts and order-independent hashes, or the stored
+objects byte for byte): nothing lost, nothing doubled, nothing half written.
+
+The matrix is printed at the end of the run (``conftest.py``) and kept in ``FAULT_MATRIX``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from dagster import AssetSelection, RetryPolicy, materialize
+
+from deploy.service import Service, port_open
+from deploy.services import SERVICES
+from taobao_assets import failpoints
+from taobao_assets.assets import bronze as bronze_module
+from taobao_assets.assets.bronze import bronze_asset_key, bronze_assets
+from taobao_assets.bronze_objects import day_prefix
+from taobao_assets.failpoints import FAILPOINT_ENV
+from taobao_assets.gold_tables import GOLD_TABLES
+from taobao_assets.io_managers.bronze import BronzeIOManager
+from taobao_assets.partitions import end_of_day
+from taobao_assets.resources.kafka import KafkaResource
+from taobao_assets.resources.postgres import PostgresResource
+from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.settings import Settings, get_settings
+from taobao_assets.source.topics import RawTopics
+from taobao_assets_tests.conftest import (
+    DAILY,
+    TOPICS,
+    gold_resources,
+    materialize_gold,
+    materialize_silver,
+    silver_digest,
+    silver_resources,
+)
+
+pytestmark = pytest.mark.slow
+DAY = DAILY.get_partition_keys()[1]
+#: (stage, fault) -> "converged" or what went wrong; printed at the end of the session.
+FAULT_MATRIX: dict[tuple[str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class Cell:
+    stage: str
+    fault: str  # a stack service's name, or "run process"
+    point: str  # the fail point where the fault is injected
+
+
+def _service(name: str, settings: Settings) -> Service:
+    (cls,) = [c for c in SERVICES if c.name == name]
+    return cls(settings)
+
+
+@contextlib.contextmanager
+def server_killed_at(point: str, name: str, settings: Settings, down_seconds: float = 1.0) -> Iterator[None]:
+    """At the first pass through ``point``, SIGKILL the server ``name`` (its whole process group, as an
+    OOM kill or a crash would) and have the stack manager start it again ``down_seconds`` later."""
+    service = _service(name, settings)
+    restarts: list[threading.Thread] = []
+
+    def kill() -> None:
+        pid = service.pid()
+        assert pid is not None, f"{name} is not running under the stack manager"
+        os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):  # started by this process (a fixture): reap it
+            os.waitpid(pid, 0)
+        host_port = _address(service)
+        deadline = time.monotonic() + 10
+        while port_open(*host_port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        def restart_later() -> None:
+            time.sleep(down_seconds)
+            service.start()
+        restart = threading.Thread(target=restart_later, daemon=True)
+        restart.start()
+        restarts.append(restart)
+
+    with failpoints.armed(point, kill):
+        yield
+    assert restarts, f"the stage never reached {point}: no fault was injected"
+    for restart in restarts:
+        restart.join(timeout=120)
+    assert service.healthy(), f"{name} did not come back"
+
+
+def _address(service: Service) -> tuple[str, int]:
+    port = service.port()
+    assert port is not None
+    return "127.0.0.1", port
+
+
+# --- the layers, as digests an uninterrupted run and a faulted one must share ----------------------------
+def bronze_digest(s3: S3Resource, day: str) -> dict[str, str]:
+    """Every object of the day's bronze prefixes (both topics), by key: its SHA-256."""
+    return {key: hashlib.sha256(s3.get_bytes(key)).hexdigest()
+            for topic in TOPICS.all for key in s3.list_keys(day_prefix(topic.name, day))}
+
+
+def gold_digest(postgres: PostgresResource, day: str) -> dict[str, tuple[int, str]]:
+    """Per gold table: the day's rows and an MD5 of all of them in a fixed order."""
+    digest = {}
+    with postgres.connect() as conn, conn.cursor() as cur:
+        for table in GOLD_TABLES:
+            cur.execute(f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                        f"FROM {table.qualified_name} t WHERE event_timestamp = %s", (end_of_day(day),))
+            count, md5 = cur.fetchone() or (0, "")
+            digest[table.name] = (int(count), str(md5))
+    return digest
+
+
+# --- the stages, as a run of one day -------------------------------------------------------------------
+def run_bronze(settings: Settings, s3: S3Resource) -> bool:
+    resources = {"kafka": KafkaResource.from_settings(settings), "s3": s3, "bronze_io_manager": BronzeIOManager(s3=s3)}
+    return materialize(bronze_assets(DAILY, TOPICS), partition_key=DAY, resources=resources,
+                       raise_on_error=False).success
+
+
+def run_in_child(stage: str) -> None:
+    """A stage's run in a spawned interpreter whose ``TFP_FAILPOINT`` kills it (SIGKILL) mid-stage."""
+    settings = get_settings()
+    s3 = S3Resource.from_settings(settings)
+    if stage == "bronze":
+        run_bronze(settings, s3)
+    else:
+        from taobao_assets.resources.spark import SparkResource
+
+        materialize_gold(DAY, gold_resources(settings, SparkResource.from_settings(settings), s3))
+
+
+def killed_run(stage: str, point: str) -> None:
+    """Run ``stage`` in a child process that SIGKILLs itself at the first pass through ``point``."""
+    import multiprocessing
+
+    os.environ[FAILPOINT_ENV] = f"{point}:1:kill"
+    try:
+        with (ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool,
+              pytest.raises(BrokenProcessPool)):
+            pool.submit(run_in_child, stage).result(timeout=600)
+    finally:
+        del os.environ[FAILPOINT_ENV]
+
+
+def _record(cell: Cell, check: Callable[[], None]) -> None:
+    try:
+        check()
+    except BaseException as failure:
+        FAULT_MATRIX[cell.stage, cell.fault] = f"FAILED: {type(failure).__name__}: {str(failure)[:200]}"
+        raise
+    FAULT_MATRIX[cell.stage, cell.fault] = "converged"
+
+
+BRONZE = [Cell("bronze", "kafka", "bronze.partition_read"), Cell("bronze", "minio", "bronze.objects_stored"),
+          Cell("bronze", "run process", "bronze.objects_stored")]
+SILVER = [Cell("silver", "minio", "silver.table_written"), Cell("silver", "postgres", "silver.table_written")]
+GOLD = [Cell("gold", "postgres", "gold.table_written"), Cell("gold", "minio", "gold.table_written"),
+        Cell("gold", "run process", "gold.table_written")]
+
+
+@pytest.mark.parametrize("cell", BRONZE, ids=lambda c: f"{c.stage}-{c.fault}")
+def test_bronze_converges_after_a_fault(cell: Cell, bronze: S3Resource, settings: Settings) -> None:
+    before = bronze_digest(bronze, DAY)
+
+    def check() -> None:
+        if cell.fault == "run process":
+            killed_run("bronze", cell.point)
+            assert run_bronze(settings, bronze)
+        else:
+            with server_killed_at(cell.point, cell.fault, settings):
+                assert run_bronze(settings, bronze), "the run did not survive the restart"
+        assert bronze_digest(bronze, DAY) == before
+    _record(cell, check)
+
+
+@pytest.mark.parametrize("cell", SILVER, ids=lambda c: f"{c.stage}-{c.fault}")
+def test_silver_converges_after_a_fault(cell: Cell, silver: object, bronze: S3Resource, spark: Any,
+                                        settings: Settings) -> None:
+    before = silver_digest(spark, settings, DAY)
+
+    def check() -> None:
+        with server_killed_at(cell.point, cell.fault, settings):
+            assert materialize_silver(DAY, silver_resources(settings, spark, bronze)).success
+        assert silver_digest(spark, settings, DAY) == before
+    _record(cell, check)
+
+
+@pytest.mark.parametrize("cell", GOLD, ids=lambda c: f"{c.stage}-{c.fault}")
+def test_gold_converges_after_a_fault(cell: Cell, gold: PostgresResource, bronze: S3Resource, spark: Any,
+                                      settings: Settings) -> None:
+    before = gold_digest(gold, DAY)
+
+    def check() -> None:
+        if cell.fault == "run process":
+            killed_run("gold", cell.point)
+            assert materialize_gold(DAY, gold_resources(settings, spark, bronze)).success
+        else:
+            with server_killed_at(cell.point, cell.fault, settings):
+                assert materialize_gold(DAY, gold_resources(settings, spark, bronze)).success
+        assert gold_digest(gold, DAY) == before
+    _record(cell, check)
+
+
+def test_a_server_that_stays_down_fails_the_run_in_one_line_naming_it(
+        bronze: S3Resource, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With MinIO gone for good, the bronze run fails, and its error names MinIO and the command."""
+    monkeypatch.setattr(bronze_module, "SERVER_RETRY", RetryPolicy(max_retries=1, delay=1))
+    service = _service("minio", settings)
+    pid = service.pid()
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    try:
+        resources = {"kafka": KafkaResource.from_settings(settings), "s3": bronze,
+                     "bronze_io_manager": BronzeIOManager(s3=bronze)}
+        samples = bronze_asset_key(RawTopics.short_name(TOPICS.samples))
+        result = materialize(bronze_assets(DAILY, TOPICS), partition_key=DAY, resources=resources,
+                             selection=AssetSelection.assets(samples), raise_on_error=False)
+    finally:
+        service.start()
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    messages = []
+    error = failure.step_failure_data.error
+    while error is not None:  # Dagster's wrapper of an IO manager's error, then what it was raised from
+        messages.append(error.message.strip())
+        error = error.cause or error.context
+    (down,) = [m for m in messages if "ServerDown" in m]
+    assert down.startswith("taobao_assets.server_loss.ServerDown: minio at 127.0.0.1:"), messages
+    assert "`python -m deploy.stack up minio`" in down and "\n" not in down
