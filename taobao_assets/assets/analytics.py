@@ -10,11 +10,13 @@ reports too):
 - ``funnel_by_segment``: impression -> click -> conversion per day, gender and age, in events and
   distinct users.
 
-A file creates its table if needed, deletes the days of the run and inserts them again, so a
+A file creates its table if needed and replaces the days of the run with one ``MERGE``, so a
 re-run replaces them; its last statement reads the days back, shown in Dagster as a Markdown
-table. The delete and the insert are two Iceberg commits (Trino's Iceberg connector has no
-multi-statement write transactions): between them, for about a second, a reader sees the days
-empty, never doubled. The delete matches whole ``day`` partitions, so it only rewrites metadata.
+table. Trino's Iceberg connector has no multi-statement transactions and no ``INSERT OVERWRITE``,
+so a delete then an insert would be two commits, with the days empty between them (or for good,
+if the run died there). The ``MERGE`` is one commit: its source is one row per day to replace,
+which matches and deletes every stored row of that day, plus the new rows, which match nothing
+and are inserted. A reader sees the old days or the new ones.
 
 Backfills run as one run over the whole range (:class:`BackfillPolicy` single run): the SQL
 groups by day, so Trino does seven days in one pass instead of seven times the fixed cost.
