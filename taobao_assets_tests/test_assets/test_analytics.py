@@ -184,13 +184,19 @@ def test_rerun_of_one_day_replaces_it_exactly(analytics: ExecuteInProcessResult,
         return {r.name: trino.query_df(f"SELECT * FROM {r.trino_table} ORDER BY "
                                        + ", ".join(f"{k} NULLS FIRST" for k in KEYS[r.name])) for r in REPORTS}
 
-    before = snapshot()
+    def commits() -> dict[str, int]:
+        return {r.name: int(trino.query_df(f'SELECT count(*) AS n FROM iceberg.analytics."{r.name}$snapshots"'
+                                           )["n"][0]) for r in REPORTS}
+
+    before, committed = snapshot(), commits()
     day = DAILY.get_partition_keys()[2]
     result = _run(settings, spark, day, day)
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
     for name, frame in snapshot().items():
         pd.testing.assert_frame_equal(frame, before[name], check_exact=True, obj=name)
+    # One commit per report: no reader ever saw the day deleted and not yet inserted again.
+    assert {name: n - committed[name] for name, n in commits().items()} == dict.fromkeys(committed, 1)
 
 
 def test_check_fails_when_a_report_loses_rows(analytics: ExecuteInProcessResult, trino: TrinoResource,
