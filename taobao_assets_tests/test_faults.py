@@ -28,18 +28,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from dagster import AssetSelection, RetryPolicy, materialize
+from dagster import AssetKey, AssetSelection, RetryPolicy, materialize
 
 from deploy.service import Service, port_open
 from deploy.services import SERVICES
 from taobao_assets import failpoints
 from taobao_assets.assets import bronze as bronze_module
 from taobao_assets.assets.bronze import bronze_asset_key, bronze_assets
+from taobao_assets.assets.serving import ONLINE_STORE_KEY, REGISTRY_KEY, gold_views, serving_assets
 from taobao_assets.bronze_objects import day_prefix
 from taobao_assets.failpoints import FAILPOINT_ENV
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.io_managers.bronze import BronzeIOManager
 from taobao_assets.partitions import end_of_day
+from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
@@ -130,11 +132,37 @@ def gold_digest(postgres: PostgresResource, day: str) -> dict[str, tuple[int, st
     return digest
 
 
+def online_digest(feast: FeastResource, postgres: PostgresResource, day: str) -> dict[str, str]:
+    """Per gold feature view: a hash of what Feast serves for every entity of the day's gold."""
+    import pandas as pd
+
+    from taobao_assets.feast_repo import generated_repo
+
+    repo, store, digest = generated_repo(), feast.store(), {}
+    for name in gold_views(repo):
+        view = repo.view(name)
+        keys = [c.name for c in view.entity_columns]
+        with postgres.connect() as conn:
+            entities = pd.read_sql_query(f"SELECT {', '.join(keys)} FROM {view.tags['table']} WHERE event_timestamp "
+                                         f"= %(t)s ORDER BY {', '.join(keys)}", conn, params={"t": end_of_day(day)})
+        served = store.get_online_features(features=[f"{name}:{f.name}" for f in view.features],
+                                           entity_rows=entities.to_dict("records")).to_df()
+        digest[name] = hashlib.sha256(served.to_csv(index=False).encode()).hexdigest()
+    return digest
+
+
 # --- the stages, as a run of one day -------------------------------------------------------------------
 def run_bronze(settings: Settings, s3: S3Resource) -> bool:
     resources = {"kafka": KafkaResource.from_settings(settings), "s3": s3, "bronze_io_manager": BronzeIOManager(s3=s3)}
     return materialize(bronze_assets(DAILY, TOPICS), partition_key=DAY, resources=resources,
                        raise_on_error=False).success
+
+
+def run_online(settings: Settings, day: str = DAY, selection: AssetKey = ONLINE_STORE_KEY) -> bool:
+    resources = {"feast": FeastResource.from_settings(settings), "postgres": PostgresResource.from_settings(settings),
+                 "s3": S3Resource.from_settings(settings)}
+    return materialize(serving_assets(DAILY), partition_key=day if selection == ONLINE_STORE_KEY else None,
+                       resources=resources, selection=[selection], raise_on_error=False).success
 
 
 def run_in_child(stage: str) -> None:
@@ -218,6 +246,28 @@ def test_gold_converges_after_a_fault(cell: Cell, gold: PostgresResource, bronze
             with server_killed_at(cell.point, cell.fault, settings):
                 assert materialize_gold(DAY, gold_resources(settings, spark, bronze)).success
         assert gold_digest(gold, DAY) == before
+    _record(cell, check)
+
+
+ONLINE = [Cell("online store", "redis", "online.view_written"),
+          Cell("online store", "postgres", "online.view_written")]
+
+
+@pytest.fixture(scope="module")
+def online(gold: PostgresResource, redis_service: object, settings: Settings) -> dict[str, str]:
+    """The registry applied and the day in the online store, uninterrupted; what Feast serves then."""
+    assert run_online(settings, selection=REGISTRY_KEY)
+    assert run_online(settings)
+    return online_digest(FeastResource.from_settings(settings), gold, DAY)
+
+
+@pytest.mark.parametrize("cell", ONLINE, ids=lambda c: f"online-{c.fault}")
+def test_the_online_store_converges_after_a_fault(cell: Cell, online: dict[str, str], gold: PostgresResource,
+                                                  settings: Settings) -> None:
+    def check() -> None:
+        with server_killed_at(cell.point, cell.fault, settings):
+            assert run_online(settings), "the run did not survive the restart"
+        assert online_digest(FeastResource.from_settings(settings), gold, DAY) == online
     _record(cell, check)
 
 
