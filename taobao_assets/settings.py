@@ -7,6 +7,9 @@ part to a cluster is setting that variable (e.g. ``TFP_SPARK_MASTER=spark://host
 
 Credentials are not hard-coded: unless given in the environment they are generated on first use
 and kept in ``<state_dir>/credentials.json`` (mode 0600), so each install has its own.
+
+A variable the platform cannot use stops :func:`load_settings` with a :class:`SettingsError` whose
+message names it and says what to set, before anything starts with half a configuration.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import dataclasses
 import json
 import os
 import secrets
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,14 @@ from typing import Any
 ENV_PREFIX = "TFP_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GENERATED_SECRETS = ("postgres_password", "redis_password", "minio_secret_key")
+
+
+class SettingsError(ValueError):
+    """A ``TFP_*`` variable holds a value the platform cannot use.
+
+    Its message is all a user needs, on one line: the variable, its value and what to set instead,
+    so a command line can print it in place of a traceback. A ``ValueError``, as a bad value is.
+    """
 
 
 def _default_cache_dir() -> Path:
@@ -137,12 +150,47 @@ class Settings:
         return self.state_dir / "logs"
 
 
-def _parse(raw: str, kind: Any) -> Any:
-    if kind in (int, "int"):
-        return int(raw)
-    if kind in (Path, "Path"):
-        return Path(raw).expanduser()
+def _variable(name: str) -> str:
+    """The environment variable of the setting ``name`` (``postgres_port`` -> ``TFP_POSTGRES_PORT``)."""
+    return ENV_PREFIX + name.upper()
+
+
+def _default(f: Field[Any]) -> Any:
+    """A setting's default, which a message about a bad value offers as the way back."""
+    return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+
+
+def _parse(f: Field[Any], raw: str) -> Any:
+    """The value of setting ``f`` that its variable's text ``raw`` gives, or a :class:`SettingsError`."""
+    if f.type in (int, "int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{_variable(f.name)}={raw!r} is not an integer: set it to a whole number "
+                                f"(default {_default(f)}) or unset it") from None
+    if f.type in (Path, "Path"):
+        try:
+            return Path(raw).expanduser()
+        except RuntimeError as error:  # "~name/..." of a user this machine does not know
+            raise SettingsError(f"{_variable(f.name)}={raw!r} is not a usable path ({error}): set it to a "
+                                f"folder (default {_default(f)}) or unset it") from None
     return raw
+
+
+def _check(settings: Settings) -> None:
+    """Refuse the values that parse but that the time line cannot use.
+
+    Checked here, not where they are used: a bad start date would otherwise surface as a bare
+    ``ValueError`` of ``date.fromisoformat`` from deep inside the definitions or a replay.
+    """
+    try:
+        date.fromisoformat(settings.event_start_date)
+    except ValueError:
+        raise SettingsError(f"{_variable('event_start_date')}={settings.event_start_date!r} is not a date: set it "
+                            f"to an ISO date YYYY-MM-DD (default {Settings.event_start_date}) or unset it") from None
+    if settings.event_days < 1:
+        raise SettingsError(f"{_variable('event_days')}={str(settings.event_days)!r} is less than 1: set it to "
+                            f"the number of simulated days (default {Settings.event_days}) or unset it")
 
 
 def _load_or_create_secrets(state_dir: Path, wanted: list[str]) -> dict[str, str]:
@@ -159,15 +207,19 @@ def _load_or_create_secrets(state_dir: Path, wanted: list[str]) -> dict[str, str
     return stored
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Build settings from ``environ`` (default ``os.environ``); fill in generated credentials."""
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default ``os.environ``); fill in generated credentials.
+
+    Raises :class:`SettingsError` on the first variable whose value cannot be used.
+    """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        raw = env.get(ENV_PREFIX + f.name.upper())
+        raw = env.get(_variable(f.name))
         if raw is not None:
-            values[f.name] = _parse(raw, f.type)
+            values[f.name] = _parse(f, raw)
     settings = Settings(**values)
+    _check(settings)
     unset = [name for name in GENERATED_SECRETS if not getattr(settings, name)]
     if unset:
         stored = _load_or_create_secrets(settings.state_dir, unset)
