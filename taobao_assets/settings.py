@@ -9,13 +9,16 @@ Credentials are not hard-coded: unless given in the environment they are generat
 and kept in ``<state_dir>/credentials.json`` (mode 0600), so each install has its own.
 
 A variable the platform cannot use stops :func:`load_settings` with a :class:`SettingsError` whose
-message names it and says what to set, before anything starts with half a configuration.
+message names it and says what to set, before anything starts with half a configuration; a
+``TFP_*`` variable that is no setting (a typo) is reported and ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
 import os
 import secrets
 from collections.abc import Mapping
@@ -28,6 +31,12 @@ from typing import Any
 ENV_PREFIX = "TFP_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GENERATED_SECRETS = ("postgres_password", "redis_password", "minio_secret_key")
+#: ``TFP_*`` variables read on purpose outside :class:`Settings`, so not reported as unknown ones.
+#: They are no settings because they are not configuration: the fail point is fault injection for
+#: the tests (taobao_assets/streaming/applier.py), set for one process and never by an install.
+READ_ELSEWHERE = ("TFP_STREAMING_FAILPOINT",)
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -193,6 +202,19 @@ def _check(settings: Settings) -> None:
                             f"the number of simulated days (default {Settings.event_days}) or unset it")
 
 
+def _report_unknown(env: Mapping[str, str], known: list[str]) -> None:
+    """Warn of each ``TFP_*`` variable that is no setting: a misspelt one would be silently ignored.
+
+    Names are compared without their common prefix, which would make every name look alike.
+    """
+    suffixes = {name.removeprefix(ENV_PREFIX): name for name in known}
+    for name in sorted(set(env) - set(known)):
+        if name.startswith(ENV_PREFIX):
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), list(suffixes), n=1)
+            hint = f" (did you mean {suffixes[close[0]]}?)" if close else ""
+            log.warning(f"{name} is not a setting{hint}; it is ignored")
+
+
 def _load_or_create_secrets(state_dir: Path, wanted: list[str]) -> dict[str, str]:
     path = state_dir / "credentials.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
@@ -213,6 +235,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     Raises :class:`SettingsError` on the first variable whose value cannot be used.
     """
     env = os.environ if environ is None else environ
+    _report_unknown(env, [*(_variable(f.name) for f in fields(Settings)), *READ_ELSEWHERE])
     values: dict[str, Any] = {}
     for f in fields(Settings):
         raw = env.get(_variable(f.name))

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import logging
+import re
 import stat
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from taobao_assets.settings import REPO_ROOT, SettingsError, load_settings
+from taobao_assets.settings import READ_ELSEWHERE, REPO_ROOT, Settings, SettingsError, load_settings
 
 
 def test_environment_overrides_defaults_with_types(tmp_path: Path) -> None:
@@ -57,3 +60,25 @@ def test_a_bad_value_is_one_line_naming_the_variable_and_what_to_set(
         load_settings({"TFP_STATE_DIR": str(tmp_path), **environ})
     assert str(raised.value) == message.format(repo=REPO_ROOT)
     assert not (tmp_path / "credentials.json").exists()
+
+
+def test_a_misspelt_variable_is_reported_with_the_setting_it_resembles(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="taobao_assets.settings"):
+        s = load_settings({"TFP_STATE_DIR": str(tmp_path), "TFP_POSTGRES_PROT": "5999", "TFP_WHATEVER": "1",
+                           "TFP_STREAMING_FAILPOINT": "after_commit:1", "OTHER_PROT": "1"})
+    assert s.postgres_port == 15432
+    assert caplog.messages == [
+        "TFP_POSTGRES_PROT is not a setting (did you mean TFP_POSTGRES_PORT?); it is ignored",
+        "TFP_WHATEVER is not a setting; it is ignored",
+    ]
+
+
+def test_every_tfp_variable_the_code_and_docs_name_is_known() -> None:
+    """A variable read outside Settings and missing from READ_ELSEWHERE would be reported as a typo."""
+    known = {"TFP_" + f.name.upper() for f in fields(Settings)} | set(READ_ELSEWHERE)
+    files = [REPO_ROOT / "README.md", REPO_ROOT / "Makefile",
+             *(p for folder in ("taobao_assets", "deploy", "bench", "docs") for p in (REPO_ROOT / folder).rglob("*")
+               if p.suffix in {".py", ".md", ".sh", ".yaml"})]
+    named = {name: path for path in files for name in re.findall(r"\bTFP_[A-Z][A-Z0-9_]*", path.read_text())}
+    assert {name: str(path) for name, path in named.items() if name not in known} == {}
