@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import date
@@ -215,6 +216,24 @@ def _report_unknown(env: Mapping[str, str], known: list[str]) -> None:
             log.warning(f"{name} is not a setting{hint}; it is ignored")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable and writable by its owner only from the first byte.
+
+    For every file that holds a password (the generated credentials, server configurations).
+    Written then chmod-ed, such a file is readable by everyone in between; here the temporary file
+    is created 0600 (``mkstemp``: ``O_EXCL``, so it is a new file of ours, not one planted there),
+    filled, then renamed over ``path``, so a reader sees the old content or all of the new.
+    """
+    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _load_or_create_secrets(state_dir: Path, wanted: list[str]) -> dict[str, str]:
     path = state_dir / "credentials.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
@@ -222,10 +241,7 @@ def _load_or_create_secrets(state_dir: Path, wanted: list[str]) -> dict[str, str
     if missing:
         stored.update({name: secrets.token_urlsafe(18) for name in missing})
         state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stored, indent=2))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        write_private(path, json.dumps(stored, indent=2))
     return stored
 
 
