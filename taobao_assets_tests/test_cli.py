@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 import pytest
+from feast.errors import FeatureServiceNotFoundException
 
+from taobao_assets import retrieval
 from taobao_assets.source import replay
 
 
@@ -49,3 +51,24 @@ def test_replay_takes_a_positive_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(Reached) as reached:
         replay.main(["--rate", "2.5"])
     assert reached.value.args == (2.5,)
+
+
+def test_retrieval_names_the_services_it_knows(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(retrieval.OnlineFeatures, "from_settings", unreachable)
+    assert retrieval.main(["online", "--service", "ctr_model_v9", "--user", "1"]) == 2
+    assert error_line(capsys) == ("error: --service 'ctr_model_v9' is not a feature service of this project: "
+                                  "use one of ctr_model_v1, ctr_model_v1_realtime")
+
+
+def test_retrieval_of_a_service_not_registered_yet_says_how_to_register_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    class EmptyRegistry:
+        def lookup(self, service: str, **_: int) -> NoReturn:
+            raise FeatureServiceNotFoundException(service, "taobao")
+
+    monkeypatch.setattr(retrieval.OnlineFeatures, "from_settings", EmptyRegistry)
+    assert retrieval.main(["online", "--service", "ctr_model_v1_realtime", "--user", "1"]) == 2
+    assert error_line(capsys) == ("error: Feature service ctr_model_v1_realtime does not exist in project taobao: "
+                                  "register the project's services first (Dagster's feast_apply_job; "
+                                  "the demo runs it)")
