@@ -29,7 +29,7 @@ def demo(rows: int, open_ui: bool, source: Path | None, limit: int | None, summa
         try:
             summary = run_demo(settings, build_definitions(settings), console, rows, source, limit)
         except StageFailed as failure:
-            print(f"\nFAILED: {failure}\nlog: {log.path}\nservice logs: {settings.logs_dir}", file=sys.stderr)
+            print(failure.report(log.path), file=sys.stderr)
             return 1
         facts = summary_facts(settings)
     print_summary(summary, settings, facts, log.path)

@@ -6,13 +6,24 @@ runs) is replaced by a stand-in that fails the test if it is reached.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 from feast.errors import FeatureServiceNotFoundException
 
+import taobao_assets.cli
+import taobao_assets.definitions
+import taobao_assets.demo
 from taobao_assets import retrieval
+from taobao_assets.console import StageConsole
+from taobao_assets.demo import StageFailed, Summary
+from taobao_assets.settings import get_settings
 from taobao_assets.source import replay
+
+LOG = Path("/state/logs/demo-20261101-000000.log")
 
 
 def unreachable(*_: Any, **__: Any) -> NoReturn:
@@ -72,3 +83,59 @@ def test_retrieval_of_a_service_not_registered_yet_says_how_to_register_it(
     assert error_line(capsys) == ("error: Feature service ctr_model_v1_realtime does not exist in project taobao: "
                                   "register the project's services first (Dagster's feast_apply_job; "
                                   "the demo runs it)")
+
+
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    """The process-wide settings read again from the environment the test sets, and again after it."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def failed_stage(name: str, error: Exception) -> StageFailed:
+    """What the demo raises when ``error`` ends its stage ``name``."""
+    summary = Summary(StageConsole(io.StringIO()))
+    with pytest.raises(StageFailed) as failed, summary.stage(name):
+        raise error
+    assert failed.value.__cause__ is error
+    return failed.value
+
+
+def test_a_failed_stage_is_reported_with_its_error_and_the_log() -> None:
+    failure = failed_stage("Feast apply", KeyError("user_features"))
+    assert failure.report(LOG) == (
+        "FAILED stage 'Feast apply': KeyError: 'user_features' (log: /state/logs/demo-20261101-000000.log, "
+        "service logs beside it)")
+
+
+def test_an_error_without_a_message_is_reported_by_its_type() -> None:
+    failure = failed_stage("replay into Kafka", TimeoutError())
+    assert failure.report(LOG).startswith("FAILED stage 'replay into Kafka': TimeoutError (log: ")
+
+
+def test_a_failed_run_is_reported_with_the_stage_it_ran_in_on_one_line() -> None:
+    # What Summary.record raises for a failed run: the step's error may run over several lines.
+    run_failed = StageFailed("daily_batch_job 2026-11-01: run 1f2e failed in step gold__user_features: "
+                             "ValueError: no rows for 2026-11-01\n  second line of the error")
+    failure = failed_stage("bronze -> silver -> gold for 7 days", run_failed)
+    assert failure.report(LOG) == (
+        "FAILED stage 'bronze -> silver -> gold for 7 days': daily_batch_job 2026-11-01: run 1f2e failed in "
+        "step gold__user_features: ValueError: no rows for 2026-11-01 … (log: "
+        "/state/logs/demo-20261101-000000.log, service logs beside it)")
+
+
+def test_the_demo_prints_a_failed_stage_as_one_line(tmp_path: Path, fresh_settings: None,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    def run_demo(*_: Any) -> NoReturn:
+        raise StageFailed.in_stage("Feast apply", ConnectionRefusedError(111, "Connection refused"))
+
+    monkeypatch.setenv("TFP_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(taobao_assets.definitions, "build_definitions", lambda _: None)
+    monkeypatch.setattr(taobao_assets.demo, "run_demo", run_demo)
+    assert taobao_assets.cli.main(["demo", "--no-ui"]) == 1
+    err = capfd.readouterr().err
+    (log,) = (tmp_path / "logs").glob("demo-*.log")
+    assert err == (f"FAILED stage 'Feast apply': ConnectionRefusedError: [Errno 111] Connection refused "
+                   f"(log: {log}, service logs beside it)\n")
