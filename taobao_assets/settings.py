@@ -15,6 +15,7 @@ message names it and says what to set, before anything starts with half a config
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
@@ -271,3 +272,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings (read once; tests that change the environment call load_settings)."""
     return load_settings()
+
+
+def command_settings(parser: argparse.ArgumentParser) -> Settings:
+    """:func:`get_settings` for a command line: a bad variable ends the command with its one-line
+    message and exit status 2, as a bad option does, instead of a traceback."""
+    try:
+        return get_settings()
+    except SettingsError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")

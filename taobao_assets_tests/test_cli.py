@@ -7,13 +7,14 @@ runs) is replaced by a stand-in that fails the test if it is reached.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 from feast.errors import FeatureServiceNotFoundException
 
+import deploy.stack
 import taobao_assets.cli
 import taobao_assets.definitions
 import taobao_assets.demo
@@ -91,6 +92,23 @@ def fresh_settings() -> Iterator[None]:
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(("main", "argv", "prog"), [
+    (replay.main, [], "python -m taobao_assets.source.replay"),
+    (taobao_assets.cli.main, ["demo", "--no-ui"], "python -m taobao_assets.cli"),
+    (deploy.stack.main, ["status"], "python -m deploy.stack"),
+], ids=["replay", "demo", "stack"])
+def test_a_bad_setting_ends_a_command_with_its_one_line(
+        main: Callable[[list[str]], int], argv: list[str], prog: str, fresh_settings: None,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TFP_POSTGRES_PORT", "abc")
+    monkeypatch.setattr(replay.KafkaClient, "from_settings", unreachable)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert error_line(capsys) == (f"{prog}: error: TFP_POSTGRES_PORT='abc' is not an integer: set it to a whole "
+                                  f"number (default 15432) or unset it")
 
 
 def failed_stage(name: str, error: Exception) -> StageFailed:

@@ -48,7 +48,7 @@ from aiokafka import TopicPartition
 from tqdm import tqdm
 
 from taobao_assets.resources.kafka_client import KafkaClient, KafkaClients
-from taobao_assets.settings import Settings, get_settings
+from taobao_assets.settings import Settings, command_settings
 from taobao_assets.source.event_time import EventTimeConfig, Timeline, count_lines, event_time_config
 from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind
 from taobao_assets.source.partition_batches import Delivery, PartitionBatches
@@ -373,13 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reset", action="store_true",
                         help="delete the topics and replay checkpoints first (a new data set)")
     args = parser.parse_args(argv)
+    settings = command_settings(parser)
     bar = tqdm(unit="rec", unit_scale=True, desc="replay", file=sys.stderr)
 
     def progress(done: int, total: int, _rate: float) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
-    settings = get_settings()
     result = run_replay(settings, KafkaClient.from_settings(settings), args.data, args.rate, progress,
                         reset=args.reset)
     bar.close()
