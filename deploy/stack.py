@@ -12,7 +12,7 @@ import time
 
 from deploy.service import Service, ServiceError
 from deploy.services import SERVICES
-from taobao_assets.settings import get_settings
+from taobao_assets.settings import command_settings, get_settings
 
 
 def _select(names: list[str], *, include_optional: bool) -> list[Service]:
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("service")
     logs.add_argument("-n", "--lines", type=int, default=60)
     args = parser.parse_args(argv)
+    command_settings(parser)  # every action reads them: a bad variable is its one line, up front
 
     if args.action == "logs":
         (service,) = _select([args.service], include_optional=True)

@@ -10,6 +10,7 @@ POSIX makes atomic.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 #: Permissions of a file only its owner may read: credentials, configuration holding passwords.
@@ -17,18 +18,27 @@ PRIVATE = 0o600
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> Path:
-    """Replace ``path`` with ``data`` (text as UTF-8) atomically, the file created with ``mode``."""
+    """Replace ``path`` with ``data`` (text as UTF-8) atomically, the file created with ``mode``.
+
+    The temporary file is a new one of this writer's (``mkstemp``: created ``O_EXCL`` and 0600, so
+    not one planted there or left by a crashed run with other permissions), given ``mode`` before
+    it holds a byte, flushed to disk, then renamed over ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(descriptor, mode)  # also when a crashed run left the temporary file behind, or a umask narrowed it
+        os.fchmod(descriptor, mode)
         with os.fdopen(descriptor, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_private(path: Path, text: str) -> Path:
+    """:func:`write_atomic` of a file that holds a password: readable by its owner only, from the first byte."""
+    return write_atomic(path, text, PRIVATE)

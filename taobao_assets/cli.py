@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from taobao_assets.instance import prepare_home
-from taobao_assets.settings import REPO_ROOT, get_settings
+from taobao_assets.settings import REPO_ROOT, command_settings, get_settings
 
 
 def demo(rows: int, open_ui: bool, source: Path | None, limit: int | None, summary_json: Path | None) -> int:
@@ -29,7 +29,7 @@ def demo(rows: int, open_ui: bool, source: Path | None, limit: int | None, summa
         try:
             summary = run_demo(settings, build_definitions(settings), console, rows, source, limit)
         except StageFailed as failure:
-            print(f"\nFAILED: {failure}\nlog: {log.path}\nservice logs: {settings.logs_dir}", file=sys.stderr)
+            print(failure.report(log.path), file=sys.stderr)
             return 1
         facts = summary_facts(settings)
     print_summary(summary, settings, facts, log.path)
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     hops = sub.add_parser("freshness", help="print how long a day's samples took from event time to each layer")
     hops.add_argument("--day", help="the day (YYYY-MM-DD; default: the latest day bronze holds)")
     args = parser.parse_args(argv)
+    command_settings(parser)  # every command reads them: a bad variable is its one line, up front
     if args.command == "demo":
         return demo(args.rows, open_ui=not args.no_ui, source=args.source, limit=args.limit,
                     summary_json=args.summary_json)

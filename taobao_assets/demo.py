@@ -40,7 +40,31 @@ log = logging.getLogger(__name__)
 
 
 class StageFailed(RuntimeError):
-    """A stage of the demo failed; the message names it and where to look."""
+    """A stage of the demo failed: which one, and why, as one line of text (the log has the rest).
+
+    Made where a run fails (``cause`` only: the run's failed step and its error) or around any
+    other error of a stage (:meth:`in_stage`), which also names the stage. The cause is kept as
+    text, the type and message of what went wrong, so the command line never shows this wrapper's
+    own repr or a traceback: :meth:`report` is the line it prints.
+    """
+
+    def __init__(self, cause: str, stage: str | None = None) -> None:
+        super().__init__(cause if stage is None else f"stage '{stage}' failed: {cause}")
+        self.cause, self.stage = cause, stage
+
+    @classmethod
+    def in_stage(cls, stage: str, error: Exception) -> StageFailed:
+        """``error``, raised while ``stage`` ran, as the failure of that stage."""
+        if isinstance(error, StageFailed):
+            return cls(error.cause, stage)
+        message = str(error).strip()
+        return cls(f"{type(error).__name__}: {message}" if message else type(error).__name__, stage)
+
+    def report(self, log: Path) -> str:
+        """The one line the CLI prints: the stage, the cause's first line (… when it has more), the log."""
+        first, *rest = self.cause.strip().splitlines() or [""]
+        where = "" if self.stage is None else f" stage '{self.stage}'"
+        return f"FAILED{where}: {first.strip()}{' …' if rest else ''} (log: {log}, service logs beside it)"
 
 
 @dataclass
@@ -62,9 +86,7 @@ class Summary:
                 yield line
             except Exception as exc:
                 log.exception(f"stage '{name}' failed")
-                if isinstance(exc, StageFailed):
-                    raise
-                raise StageFailed(f"stage '{name}' failed: {type(exc).__name__}: {exc}") from exc
+                raise StageFailed.in_stage(name, exc) from exc
         self.stages.append((name, line.seconds, line.detail))
         log.info(f"stage '{name}' done in {line.seconds:.1f}s {line.detail}".rstrip())
 

@@ -34,14 +34,20 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from feast.errors import FeatureServiceNotFoundException
 
 from deploy.service import stop_process_group
+from taobao_assets.feast_repo import FEATURE_SERVICES
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.online_read import OnlineReader
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.settings import get_settings
 
 DEFAULT_SERVICE = "ctr_model_v1"
+#: The services the CLI can read: those the project generates and the Feast apply job registers.
+#: Known without the registry, so an unknown name is refused before a server is asked (Feast's
+#: own answer to it is a traceback from deep inside the registry).
+SERVICES = tuple(spec.name for spec in FEATURE_SERVICES)
 #: Every join key a gold table declares: one CLI option each (``user_id`` -> ``--user``).
 ENTITY_KEYS = sorted({key.name for table in GOLD_TABLES for key in table.keys})
 
@@ -140,13 +146,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m taobao_assets.retrieval", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     online = sub.add_parser("online", help="one entity row's features of a feature service, from Redis")
-    online.add_argument("--service", default=DEFAULT_SERVICE)
+    online.add_argument("--service", default=DEFAULT_SERVICE,
+                        help=f"one of {', '.join(SERVICES)} (default: %(default)s)")
     for key in ENTITY_KEYS:
         online.add_argument(f"--{key.removesuffix('_id')}", type=int, dest=key, help=f"{key} (join key)")
     args = parser.parse_args(argv)
+    if args.service not in SERVICES:
+        print(f"error: --service {args.service!r} is not a feature service of this project: "
+              f"use one of {', '.join(SERVICES)}", file=sys.stderr)
+        return 2
     keys = {k: getattr(args, k) for k in ENTITY_KEYS}
     try:
         values = OnlineFeatures.from_settings().lookup(args.service, **keys)
+    except FeatureServiceNotFoundException as error:  # a service of the project, not applied yet
+        print(f"error: {error}: register the project's services first (Dagster's feast_apply_job; "
+              f"the demo runs it)", file=sys.stderr)
+        return 2
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

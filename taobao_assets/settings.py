@@ -7,23 +7,48 @@ part to a cluster is setting that variable (e.g. ``TFP_SPARK_MASTER=spark://host
 
 Credentials are not hard-coded: unless given in the environment they are generated on first use
 and kept in ``<state_dir>/credentials.json`` (mode 0600), so each install has its own.
+
+A variable the platform cannot use stops :func:`load_settings` with a :class:`SettingsError` whose
+message names it and says what to set, before anything starts with half a configuration; a
+``TFP_*`` variable that is no setting (a typo) is reported and ignored.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
 import json
+import logging
 import os
 import secrets
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from taobao_assets.atomic_file import write_private
+
 ENV_PREFIX = "TFP_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GENERATED_SECRETS = ("postgres_password", "redis_password", "minio_secret_key")
+#: ``TFP_*`` variables read on purpose outside :class:`Settings`, so not reported as unknown ones.
+#: They are no settings because they are not configuration: the fail point is fault injection for
+#: the tests (taobao_assets/failpoints.py), set for one process and never by an install.
+READ_ELSEWHERE = ("TFP_FAILPOINT",)
+
+log = logging.getLogger(__name__)
+
+
+class SettingsError(ValueError):
+    """A ``TFP_*`` variable holds a value the platform cannot use.
+
+    Its message is all a user needs, on one line: the variable, its value and what to set instead,
+    so a command line can print it in place of a traceback. A ``ValueError``, as a bad value is.
+    """
 
 
 def _default_cache_dir() -> Path:
@@ -142,12 +167,60 @@ def libpq_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _parse(raw: str, kind: Any) -> Any:
-    if kind in (int, "int"):
-        return int(raw)
-    if kind in (Path, "Path"):
-        return Path(raw).expanduser()
+def _variable(name: str) -> str:
+    """The environment variable of the setting ``name`` (``postgres_port`` -> ``TFP_POSTGRES_PORT``)."""
+    return ENV_PREFIX + name.upper()
+
+
+def _default(f: Field[Any]) -> Any:
+    """A setting's default, which a message about a bad value offers as the way back."""
+    return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+
+
+def _parse(f: Field[Any], raw: str) -> Any:
+    """The value of setting ``f`` that its variable's text ``raw`` gives, or a :class:`SettingsError`."""
+    if f.type in (int, "int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{_variable(f.name)}={raw!r} is not an integer: set it to a whole number "
+                                f"(default {_default(f)}) or unset it") from None
+    if f.type in (Path, "Path"):
+        try:
+            return Path(raw).expanduser()
+        except RuntimeError as error:  # "~name/..." of a user this machine does not know
+            raise SettingsError(f"{_variable(f.name)}={raw!r} is not a usable path ({error}): set it to a "
+                                f"folder (default {_default(f)}) or unset it") from None
     return raw
+
+
+def _check(settings: Settings) -> None:
+    """Refuse the values that parse but that the time line cannot use.
+
+    Checked here, not where they are used: a bad start date would otherwise surface as a bare
+    ``ValueError`` of ``date.fromisoformat`` from deep inside the definitions or a replay.
+    """
+    try:
+        date.fromisoformat(settings.event_start_date)
+    except ValueError:
+        raise SettingsError(f"{_variable('event_start_date')}={settings.event_start_date!r} is not a date: set it "
+                            f"to an ISO date YYYY-MM-DD (default {Settings.event_start_date}) or unset it") from None
+    if settings.event_days < 1:
+        raise SettingsError(f"{_variable('event_days')}={str(settings.event_days)!r} is less than 1: set it to "
+                            f"the number of simulated days (default {Settings.event_days}) or unset it")
+
+
+def _report_unknown(env: Mapping[str, str], known: list[str]) -> None:
+    """Warn of each ``TFP_*`` variable that is no setting: a misspelt one would be silently ignored.
+
+    Names are compared without their common prefix, which would make every name look alike.
+    """
+    suffixes = {name.removeprefix(ENV_PREFIX): name for name in known}
+    for name in sorted(set(env) - set(known)):
+        if name.startswith(ENV_PREFIX):
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), list(suffixes), n=1)
+            hint = f" (did you mean {suffixes[close[0]]}?)" if close else ""
+            log.warning(f"{name} is not a setting{hint}; it is ignored")
 
 
 def _load_or_create_secrets(state_dir: Path, wanted: list[str]) -> dict[str, str]:
@@ -157,22 +230,24 @@ def _load_or_create_secrets(state_dir: Path, wanted: list[str]) -> dict[str, str
     if missing:
         stored.update({name: secrets.token_urlsafe(18) for name in missing})
         state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stored, indent=2))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        write_private(path, json.dumps(stored, indent=2))
     return stored
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Build settings from ``environ`` (default ``os.environ``); fill in generated credentials."""
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default ``os.environ``); fill in generated credentials.
+
+    Raises :class:`SettingsError` on the first variable whose value cannot be used.
+    """
     env = os.environ if environ is None else environ
+    _report_unknown(env, [*(_variable(f.name) for f in fields(Settings)), *READ_ELSEWHERE])
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        raw = env.get(ENV_PREFIX + f.name.upper())
+        raw = env.get(_variable(f.name))
         if raw is not None:
-            values[f.name] = _parse(raw, f.type)
+            values[f.name] = _parse(f, raw)
     settings = Settings(**values)
+    _check(settings)
     unset = [name for name in GENERATED_SECRETS if not getattr(settings, name)]
     if unset:
         stored = _load_or_create_secrets(settings.state_dir, unset)
@@ -185,3 +260,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings (read once; tests that change the environment call load_settings)."""
     return load_settings()
+
+
+def command_settings(parser: argparse.ArgumentParser) -> Settings:
+    """:func:`get_settings` for a command line: a bad variable ends the command with its one-line
+    message and exit status 2, as a bad option does, instead of a traceback."""
+    try:
+        return get_settings()
+    except SettingsError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from deploy.service import Service, ServiceError, apt_install, run
+from taobao_assets.atomic_file import write_private
 
 
 def _bin_dir() -> Path | None:
@@ -71,7 +72,7 @@ class Postgres(Service):
         if (self.data / "PG_VERSION").exists():
             return
         pwfile = self.state / "pwfile"
-        pwfile.write_text(self.settings.postgres_password + "\n")
+        write_private(pwfile, self.settings.postgres_password + "\n")
         self._chown(self.state)
         run(
             [*self._as_owner(), self.bin("initdb"), "-D", self.data, "-U", self.settings.postgres_user,

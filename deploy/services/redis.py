@@ -11,6 +11,7 @@ import socket
 import subprocess
 
 from deploy.service import Service, ServiceError, apt_install
+from taobao_assets.atomic_file import write_private
 
 
 class Redis(Service):
@@ -34,12 +35,12 @@ class Redis(Service):
         self.state.mkdir(parents=True, exist_ok=True)
         conf = self.state / "redis.conf"
         # The password goes in a 0600 file rather than on the command line (visible in ps).
-        conf.write_text(
+        write_private(
+            conf,
             f"bind 127.0.0.1\nport {self.port()}\nrequirepass {self.settings.redis_password}\n"
             f"dir {self.state}\nappendonly yes\nappendfsync everysec\nsave \"\"\n"
-            "protected-mode yes\ndaemonize no\n"
+            "protected-mode yes\ndaemonize no\n",
         )
-        conf.chmod(0o600)
 
     def command(self) -> list[str]:
         binary = shutil.which("redis-server")

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from deploy.service import Service, ServiceError, run
 from deploy.services.postgres import Postgres
+from taobao_assets.atomic_file import write_private
 
 VERSION = "476"
 # The PostgreSQL connector maps PostGIS columns, so it does not load without the geospatial types.
@@ -280,10 +281,7 @@ class Trino(Service):
             if f"catalog/{stale.name}" not in files:
                 stale.unlink()
         for rel, text in files.items():
-            path = self.etc / rel
-            path.touch(mode=0o600)
-            path.chmod(0o600)  # catalogs hold passwords
-            path.write_text(text)
+            write_private(self.etc / rel, text)  # catalogs hold passwords
 
     def prepare(self) -> None:
         self.write_config()

@@ -50,7 +50,7 @@ from tqdm import tqdm
 from taobao_assets import failpoints
 from taobao_assets.atomic_file import write_atomic
 from taobao_assets.resources.kafka_client import KafkaClient, KafkaClients
-from taobao_assets.settings import Settings, get_settings
+from taobao_assets.settings import Settings, command_settings
 from taobao_assets.source.event_time import EventTimeConfig, Timeline, count_lines, event_time_config
 from taobao_assets.source.format import COLUMN_SEP, SPLITS, FileKind, raw_files
 from taobao_assets.source.partition_batches import Delivery, PartitionBatches
@@ -353,21 +353,35 @@ def run_replay(settings: Settings, kafka: KafkaClients, folder: Path | None = No
     ))
 
 
+def _events_per_second(text: str) -> float:
+    """``--rate``: a positive, finite number. 0 divides by zero in the pacing, and a negative or
+    infinite rate would quietly mean "as fast as possible", which leaving ``--rate`` out says."""
+    wrong = argparse.ArgumentTypeError(f"{text!r} is not a positive number of events per second: "
+                                       f"give e.g. --rate 5000, or leave --rate out to replay as fast as possible")
+    try:
+        rate = float(text)
+    except ValueError:
+        raise wrong from None
+    if not 0 < rate < float("inf"):
+        raise wrong
+    return rate
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m taobao_assets.source.replay", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="folder with the raw files (default: TFP_SOURCE_DIR)")
-    parser.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    parser.add_argument("--rate", type=_events_per_second, help="events per second (default: as fast as possible)")
     parser.add_argument("--reset", action="store_true",
                         help="delete the topics and replay checkpoints first (a new data set)")
     args = parser.parse_args(argv)
+    settings = command_settings(parser)
     bar = tqdm(unit="rec", unit_scale=True, desc="replay", file=sys.stderr)
 
     def progress(done: int, total: int, _rate: float) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
-    settings = get_settings()
     result = run_replay(settings, KafkaClient.from_settings(settings), args.data, args.rate, progress,
                         reset=args.reset)
     bar.close()
