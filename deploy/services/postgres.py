@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -68,19 +69,22 @@ class Postgres(Service):
     def prepare(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
+        self.socket_dir.chmod(0o700)  # the Unix socket is the server user's alone
         self._chown(self.socket_dir)
         if (self.data / "PG_VERSION").exists():
             return
         pwfile = self.state / "pwfile"
         write_private(pwfile, self.settings.postgres_password + "\n")
         self._chown(self.state)
-        run(
-            [*self._as_owner(), self.bin("initdb"), "-D", self.data, "-U", self.settings.postgres_user,
-             f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
-             "--encoding=UTF8", "--locale=C.UTF-8"],
-            what="initdb", log=self.settings.logs_dir / "postgres-initdb.log",
-        )
-        pwfile.unlink()
+        try:
+            run(
+                [*self._as_owner(), self.bin("initdb"), "-D", self.data, "-U", self.settings.postgres_user,
+                 f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
+                 "--encoding=UTF8", "--locale=C.UTF-8"],
+                what="initdb", log=self.settings.logs_dir / "postgres-initdb.log",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)  # also when initdb failed: the password is in credentials.json
         # Dagster runs, Feast, Spark JDBC, Trino and tests all hold connections at once.
         (self.data / "postgresql.auto.conf").write_text(
             "listen_addresses = '127.0.0.1'\n"
@@ -115,7 +119,26 @@ class Postgres(Service):
             raise ServiceError(f"[postgres] {sql!r} failed: {out.stderr.strip()}")
         return out.stdout.strip()
 
+    def require_passwords(self) -> bool:
+        """Make every ``trust`` line of ``pg_hba.conf`` ask for the password (``scram-sha-256``).
+
+        Earlier installs let any local user in over the Unix socket without one. Returns whether the
+        file changed (the server then reloads it).
+        """
+        hba = self.data / "pg_hba.conf"
+        lines = hba.read_text().splitlines(keepends=True)
+        fixed = [re.sub(r"\btrust\b", "scram-sha-256", line) if not line.lstrip().startswith("#") else line
+                 for line in lines]
+        if fixed == lines:
+            return False
+        hba.write_text("".join(fixed))
+        self._chown(hba)
+        return True
+
     def after_start(self) -> None:
+        self.socket_dir.chmod(0o700)  # an install from before it was created so
+        if self.require_passwords():
+            self.psql("SELECT pg_reload_conf()")
         db = self.settings.postgres_db
         if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") != "1":
             self.psql(f'CREATE DATABASE "{db}"')

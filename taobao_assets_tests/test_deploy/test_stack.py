@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 from deploy.service import Service
+from deploy.services.postgres import Postgres
 from deploy.services.redis import Redis
 from taobao_assets.settings import Settings
 
@@ -39,3 +41,17 @@ def test_a_reused_pid_is_not_taken_for_ours(settings: Settings, tmp_path: Path) 
     service.run_dir = tmp_path
     service.pid_path.write_text(f"{os.getpid()} 1")  # our PID, but a start time that is not ours
     assert service.pid() is None
+
+
+def test_postgres_asks_every_connection_for_the_password(postgres_service: Service, settings: Settings) -> None:
+    """No ``trust`` in pg_hba.conf, the socket's folder is the server's alone, and a local connection
+    without the password is refused (it used to be let in over the Unix socket)."""
+    assert isinstance(postgres_service, Postgres)
+    hba = (postgres_service.data / "pg_hba.conf").read_text().splitlines()
+    assert [line for line in hba if not line.lstrip().startswith("#") and "trust" in line.split()] == []
+    assert stat.S_IMODE(postgres_service.socket_dir.stat().st_mode) == 0o700
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    refused = subprocess.run(["psql", "-h", str(postgres_service.socket_dir), "-p", str(settings.postgres_port),
+                              "-U", settings.postgres_user, "-d", "postgres", "-w", "-tAc", "SELECT 1"],
+                             capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and "password" in refused.stderr, refused.stderr
