@@ -34,7 +34,7 @@ from taobao_assets.atomic_file import write_private
 
 ENV_PREFIX = "TFP_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-GENERATED_SECRETS = ("postgres_password", "redis_password", "minio_secret_key")
+GENERATED_SECRETS = ("postgres_password", "redis_password", "minio_secret_key", "trino_postgres_password")
 #: ``TFP_*`` variables read on purpose outside :class:`Settings`, so not reported as unknown ones.
 #: They are no settings because they are not configuration: the fail point is fault injection for
 #: the tests (taobao_assets/failpoints.py), set for one process and never by an install.
@@ -94,6 +94,9 @@ class Settings:
     trino_host: str = "127.0.0.1"
     trino_port: int = 18080
     trino_user: str = "tfp"
+    #: Trino's role in Postgres for the ``postgresql`` catalog: it may read gold and nothing else.
+    trino_postgres_user: str = "tfp_trino"
+    trino_postgres_password: str = ""
     #: JDK for Trino (it needs a newer Java than Spark); empty = pick one (see deploy/services/trino.py).
     trino_java_home: str = ""
 

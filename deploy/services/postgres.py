@@ -7,12 +7,18 @@ refuses to run as root, so as root the server runs as the ``postgres`` system us
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
 
 from deploy.service import Service, ServiceError, apt_install, run
 from taobao_assets.atomic_file import write_private
@@ -21,6 +27,11 @@ from taobao_assets.atomic_file import write_private
 def _bin_dir() -> Path | None:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)
     return candidates[0].parent if candidates else None
+
+
+#: The gold tables' schema (``taobao_assets.gold_tables.SCHEMA``, which imports Dagster: the stack manager
+#: does not; a test keeps the two equal).
+GOLD_SCHEMA = "gold"
 
 
 class Postgres(Service):
@@ -135,15 +146,54 @@ class Postgres(Service):
         self._chown(hba)
         return True
 
+    def execute(self, statements: Sequence[sql.Composable], database: str = "postgres") -> None:
+        """Run ``statements`` one by one, each its own transaction (``CREATE DATABASE`` needs that).
+
+        Names and passwords from the settings enter them as ``psycopg2.sql`` identifiers and
+        literals, never by string formatting: a database named ``a"b`` or a password with a quote is
+        quoted, not executed.
+        """
+        with self.connect(database) as conn, conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+
+    @contextlib.contextmanager
+    def connect(self, database: str = "postgres") -> Iterator[psycopg2.extensions.connection]:
+        """An autocommit connection as the platform's role."""
+        s = self.settings
+        with contextlib.closing(psycopg2.connect(host="127.0.0.1", port=self.port(), user=s.postgres_user,
+                                                 password=s.postgres_password, dbname=database)) as conn:
+            conn.autocommit = True
+            yield conn
+
     def after_start(self) -> None:
+        s = self.settings
         self.socket_dir.chmod(0o700)  # an install from before it was created so
         if self.require_passwords():
-            self.psql("SELECT pg_reload_conf()")
-        db = self.settings.postgres_db
-        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") != "1":
-            self.psql(f'CREATE DATABASE "{db}"')
-        # Earlier versions turned nested loops off for the platform's role, against the plans
-        # Postgres picked for Feast's stock point-in-time SQL. The offline store now probes the
-        # tables' indexes (taobao_assets/offline_store.py), which needs nested loops: an existing
-        # installation gets the default back.
-        self.psql(f'ALTER ROLE "{self.settings.postgres_user}" IN DATABASE "{db}" RESET enable_nestloop')
+            self.execute([sql.SQL("SELECT pg_reload_conf()")])
+        db, owner, reader = (sql.Identifier(name) for name in (s.postgres_db, s.postgres_user, s.trino_postgres_user))
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (s.postgres_db,))
+            missing_db = cur.fetchone() is None
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (s.trino_postgres_user,))
+            missing_reader = cur.fetchone() is None
+        self.execute([
+            *([sql.SQL("CREATE DATABASE {}").format(db)] if missing_db else []),
+            *([sql.SQL("CREATE ROLE {} LOGIN").format(reader)] if missing_reader else []),
+            # Trino's role: it reads gold and nothing else, and writes nothing (see trino.py).
+            sql.SQL("ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                reader, sql.Literal(s.trino_postgres_password)),
+            # Earlier versions turned nested loops off for the platform's role, against the plans
+            # Postgres picked for Feast's stock point-in-time SQL. The offline store now probes the
+            # tables' indexes (taobao_assets/offline_store.py), which needs nested loops: an existing
+            # installation gets the default back.
+            sql.SQL("ALTER ROLE {} IN DATABASE {} RESET enable_nestloop").format(owner, db),
+        ])
+        gold = sql.Identifier(GOLD_SCHEMA)
+        self.execute([
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(gold),
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(gold, reader),
+            sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(gold, reader),
+            sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
+                owner, gold, reader),
+        ], database=s.postgres_db)

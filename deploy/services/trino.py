@@ -206,8 +206,10 @@ class Trino(Service):
             "postgresql": {
                 "connector.name": "postgresql",
                 "connection-url": s.postgres_jdbc_url,
-                "connection-user": s.postgres_user,
-                "connection-password": s.postgres_password,
+                # Read-only, gold only (deploy/services/postgres.py): the analytics join gold, and
+                # a query through Trino must not be able to change it.
+                "connection-user": s.trino_postgres_user,
+                "connection-password": s.trino_postgres_password,
             },
             "iceberg": {
                 "connector.name": "iceberg",
