@@ -332,7 +332,11 @@ def gold(silver: dict[str, ExecuteInProcessResult], bronze: S3Resource, spark: S
     resources = gold_resources(settings, spark, bronze)
     postgres = PostgresResource.from_settings(settings)
     with postgres.connect() as conn, conn.cursor() as cur:
-        cur.execute("DROP SCHEMA IF EXISTS gold CASCADE")
+        # The tables, not the schema: its grants to Trino's read-only role stay (deploy/services/postgres.py).
+        cur.execute("SELECT format('DROP TABLE %I.%I CASCADE', schemaname, tablename) FROM pg_tables "
+                    "WHERE schemaname = 'gold'")
+        for (drop,) in cur.fetchall():
+            cur.execute(drop)
     for day in DAILY.get_partition_keys():
         result = materialize_gold(day, resources)
         assert result.success

@@ -38,6 +38,8 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from psycopg2 import sql
+
 from deploy.service import Service, ServiceError, run
 from deploy.services.postgres import Postgres
 from taobao_assets.atomic_file import write_private
@@ -287,8 +289,12 @@ class Trino(Service):
 
     def prepare(self) -> None:
         self.write_config()
-        # Before the start, not after: the health check scans this table (see healthy()).
-        Postgres(self.settings).psql(ICEBERG_CATALOG_DDL, database=self.settings.postgres_db)
+        # Before the start, not after: the health check scans this table (see healthy()), as Trino's
+        # read-only role, which may read it besides gold (table names and metadata locations).
+        postgres = Postgres(self.settings)
+        postgres.psql(ICEBERG_CATALOG_DDL, database=self.settings.postgres_db)
+        postgres.execute([sql.SQL("GRANT SELECT ON iceberg_tables TO {}").format(
+            sql.Identifier(self.settings.trino_postgres_user))], database=self.settings.postgres_db)
         # The stack's own PID file already guards against a second server; the launcher's copy can
         # name a process that has exited but is not reaped yet and would refuse the start.
         (self.data / "var" / "run" / "launcher.pid").unlink(missing_ok=True)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg2
+from psycopg2 import sql
+
 from deploy.service import Service
-from deploy.services.postgres import Postgres
+from deploy.services.postgres import GOLD_SCHEMA, Postgres
 from deploy.services.redis import Redis
+from taobao_assets.gold_tables import SCHEMA
 from taobao_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,3 +60,24 @@ def test_postgres_asks_every_connection_for_the_password(postgres_service: Servi
                               "-U", settings.postgres_user, "-d", "postgres", "-w", "-tAc", "SELECT 1"],
                              capture_output=True, text=True, env=env)
     assert refused.returncode != 0 and "password" in refused.stderr, refused.stderr
+
+
+def test_names_from_the_settings_are_quoted_not_executed(postgres_service: Service, settings: Settings) -> None:
+    """A database and a reader role with quotes and spaces in their names are created as named."""
+    odd = dataclasses.replace(settings, postgres_db='tfp "odd" db; x', trino_postgres_user="tfp reader's")
+    Postgres(odd).after_start()
+    try:
+        with psycopg2.connect(host="127.0.0.1", port=settings.postgres_port, user=settings.postgres_user,
+                              password=settings.postgres_password, dbname=odd.postgres_db) as conn, \
+                conn.cursor() as cur:
+            cur.execute("SELECT current_database(), has_schema_privilege(%s, 'gold', 'USAGE')",
+                        (odd.trino_postgres_user,))
+            assert cur.fetchone() == (odd.postgres_db, True)
+    finally:
+        cleanup = Postgres(settings)
+        cleanup.execute([sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(odd.postgres_db))])
+        cleanup.execute([sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(odd.trino_postgres_user))])
+
+
+def test_gold_schema_name_agrees_with_the_assets() -> None:
+    assert GOLD_SCHEMA == SCHEMA

@@ -29,6 +29,10 @@ def pg_schema(settings: Settings, postgres_service: Service) -> Iterator[str]:
     schema = f"trino_test_{uuid.uuid4().hex[:8]}"
     with psycopg2.connect(settings.postgres_dsn) as conn, conn.cursor() as cur:
         cur.execute(f"CREATE SCHEMA {schema}")
+        # Readable by Trino's read-only role, as gold is (deploy/services/postgres.py).
+        cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {settings.trino_postgres_user}")
+        cur.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO "
+                    f"{settings.trino_postgres_user}")
     yield schema
     with psycopg2.connect(settings.postgres_dsn) as conn, conn.cursor() as cur:
         cur.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -105,16 +109,48 @@ def test_iceberg_round_trip_uses_the_jdbc_catalog_and_minio(
 
 
 def test_sql_file_runs_every_statement_in_order(
-    trino_resource: TrinoResource, pg_schema: str, tmp_path: Path
+    settings: Settings, trino_resource: TrinoResource, tmp_path: Path
 ) -> None:
+    schema = f"trino_test_{uuid.uuid4().hex[:8]}"
     script = tmp_path / "notes.sql"
     script.write_text(
         "-- build a table; fill it; read it back\n"
-        f"CREATE TABLE postgresql.{pg_schema}.notes (id bigint, body varchar);\n"
-        f"INSERT INTO postgresql.{pg_schema}.notes VALUES (1, 'semi;colon'), (2, 'it''s');\n"
-        f"/* the answer; */ SELECT id, body FROM postgresql.{pg_schema}.notes ORDER BY id;\n"
+        f"CREATE SCHEMA iceberg.{schema} WITH (location = 's3://{settings.lake_bucket}/warehouse/{schema}/');\n"
+        f"CREATE TABLE iceberg.{schema}.notes (id bigint, body varchar);\n"
+        f"INSERT INTO iceberg.{schema}.notes VALUES (1, 'semi;colon'), (2, 'it''s');\n"
+        f"/* the answer; */ SELECT id, body FROM iceberg.{schema}.notes ORDER BY id;\n"
     )
-    assert trino_resource.run_sql_file(script) == [(1, "semi;colon"), (2, "it's")]
+    try:
+        assert trino_resource.run_sql_file(script) == [(1, "semi;colon"), (2, "it's")]
+    finally:
+        trino_resource.query(f"DROP TABLE IF EXISTS iceberg.{schema}.notes")
+        trino_resource.query(f"DROP SCHEMA IF EXISTS iceberg.{schema}")
+
+
+def test_trino_reads_gold_and_nothing_else_and_writes_nothing(
+    settings: Settings, trino_resource: TrinoResource
+) -> None:
+    """Trino's Postgres role is read-only on gold: a query through Trino cannot change the feature store
+    or read the Feast registry and the other schemas."""
+    with psycopg2.connect(settings.postgres_dsn) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS gold.trino_probe (id bigint)")
+        cur.execute("TRUNCATE gold.trino_probe")
+        cur.execute("INSERT INTO gold.trino_probe VALUES (7)")
+        cur.execute("CREATE TABLE public.trino_secret_probe (id bigint)")
+    try:
+        assert trino_resource.query("SELECT id FROM postgresql.gold.trino_probe") == [(7,)]
+        for statement in ("INSERT INTO postgresql.gold.trino_probe VALUES (8)",
+                          "DELETE FROM postgresql.gold.trino_probe",
+                          "DROP TABLE postgresql.gold.trino_probe",
+                          "CREATE TABLE postgresql.gold.trino_new (id bigint)",
+                          "SELECT * FROM postgresql.public.trino_secret_probe"):
+            with pytest.raises(Exception, match=r"(?i)permission denied|must be owner|does not exist"):
+                trino_resource.query(statement)
+        assert trino_resource.query("SELECT id FROM postgresql.gold.trino_probe") == [(7,)]
+    finally:
+        with psycopg2.connect(settings.postgres_dsn) as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE gold.trino_probe")
+            cur.execute("DROP TABLE public.trino_secret_probe")
 
 
 def test_sql_splitter_keeps_semicolons_inside_literals_and_identifiers() -> None:
