@@ -25,7 +25,7 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from dagster import Backoff, Failure, RetryPolicy
 
@@ -122,8 +122,11 @@ def on_server_loss(*uses: str) -> Callable[[F], F]:
     if unknown:
         raise ValueError(f"unknown servers {sorted(unknown)}: known are {', '.join(SERVER_NAMES)}")
 
-    def sorted_errors(exc: Exception) -> Exception:
-        return step_error(exc, uses)
+    def raise_sorted(exc: Exception) -> NoReturn:
+        error = step_error(exc, uses)
+        if error is exc:
+            raise exc
+        raise error from exc
 
     def decorate(fn: F) -> F:
         if inspect.isgeneratorfunction(fn):
@@ -132,10 +135,7 @@ def on_server_loss(*uses: str) -> Callable[[F], F]:
                 try:
                     yield from fn(*args, **kwargs)
                 except Exception as exc:
-                    error = sorted_errors(exc)
-                    if error is exc:
-                        raise
-                    raise error from exc
+                    raise_sorted(exc)
             return cast(F, generator)
 
         @functools.wraps(fn)
@@ -143,9 +143,6 @@ def on_server_loss(*uses: str) -> Callable[[F], F]:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                error = sorted_errors(exc)
-                if error is exc:
-                    raise
-                raise error from exc
+                raise_sorted(exc)
         return cast(F, plain)
     return decorate

@@ -10,7 +10,8 @@ reports too):
 - ``funnel_by_segment``: impression -> click -> conversion per day, gender and age, in events and
   distinct users.
 
-A file creates its table if needed and replaces the days of the run with one ``MERGE``, so a
+A file creates its table if needed, then ``INSERT INTO`` it the days' new rows, which the asset
+runs as one ``MERGE`` replacing the rows stored for those days (:func:`replacing_days`), so a
 re-run replaces them; its last statement reads the days back, shown in Dagster as a Markdown
 table. Trino's Iceberg connector has no multi-statement transactions and no ``INSERT OVERWRITE``,
 so a delete then an insert would be two commits, with the days empty between them (or for good,
@@ -28,7 +29,7 @@ one file on Trino, Spark and Postgres with each engine's table names.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -67,6 +68,7 @@ PREVIEW_ROWS = 20
 
 SqlValue = date | datetime | str
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_INSERT = re.compile(r"INSERT\s+INTO\s+(\S+)\s+(.*)", re.DOTALL | re.IGNORECASE)
 
 
 def sql_literal(value: SqlValue) -> str:
@@ -99,10 +101,42 @@ def render(path: Path, values: Mapping[str, SqlValue]) -> list[str]:
     return statements
 
 
+def replacing_days(insert: str, columns: Sequence[str], first: date, last: date) -> str:
+    """``INSERT INTO <table> <query>`` of a report as one ``MERGE`` that replaces the rows of the days
+    ``first`` .. ``last`` with the query's (the module docstring says why and how)."""
+    found = _INSERT.fullmatch(insert.strip())
+    if found is None:
+        raise ValueError(f"not an INSERT INTO <table> <query>: {insert[:80]!r}")
+    table, query = found.groups()
+    return (f"MERGE INTO {table} AS t\nUSING (\n"
+            f"WITH new_rows AS (\n{query}\n)\n"
+            # one row per day to replace: it matches, and so deletes, every stored row of its day
+            f"SELECT d.day AS replaced_day, n.* FROM UNNEST(sequence({sql_literal(first)}, {sql_literal(last)})) "
+            f"AS d (day) LEFT JOIN new_rows AS n ON false\n"
+            # the new rows: they match nothing and are inserted
+            f"UNION ALL SELECT CAST(NULL AS date), n.* FROM new_rows AS n\n"
+            f") AS s\nON t.day = s.replaced_day\n"
+            f"WHEN MATCHED THEN DELETE\n"
+            f"WHEN NOT MATCHED AND s.replaced_day IS NULL THEN INSERT ({', '.join(columns)}) "
+            f"VALUES ({', '.join(f's.{c}' for c in columns)})")
+
+
+def run_report(trino_resource: TrinoResource, report: "Report", first: date, last: date) -> "pd.DataFrame":
+    """Run ``report``'s file for the days ``first`` .. ``last``, its ``INSERT`` as :func:`replacing_days`."""
+    def statement(text: str) -> str:
+        if not text.lstrip().upper().startswith(f"INSERT INTO {report.trino_table.upper()}"):
+            return text
+        columns = trino_resource.query_df(f"DESCRIBE {report.trino_table}")["Column"].tolist()
+        return replacing_days(text, columns, first, last)
+    return run_trino_script(trino_resource, report.sql_path, {"first_day": first, "last_day": last}, statement)
+
+
 def run_trino_script(
-    trino_resource: TrinoResource, path: Path, values: Mapping[str, SqlValue]
+    trino_resource: TrinoResource, path: Path, values: Mapping[str, SqlValue],
+    rewrite: Callable[[str], str] = lambda statement: statement,
 ) -> "pd.DataFrame":
-    """Run every statement of the template at ``path`` in order; return the last one's result."""
+    """Run every statement of the template at ``path`` in order, each through ``rewrite`` just before it
+    runs (after the earlier ones); return the last one's result."""
     import pandas as pd
     from trino.exceptions import TrinoQueryError
 
@@ -110,7 +144,7 @@ def run_trino_script(
     result = pd.DataFrame()
     for number, statement in enumerate(statements, start=1):
         try:
-            result = trino_resource.query_df(statement)
+            result = trino_resource.query_df(rewrite(statement))
         except TrinoQueryError as error:
             error.add_note(f"in {path}, statement {number} of {len(statements)}")
             raise
@@ -186,7 +220,7 @@ def report_asset(report: Report, daily: DailyPartitionsDefinition) -> AssetsDefi
     def _report(context: AssetExecutionContext, trino: TrinoResource) -> MaterializeResult:
         first, last = day_range(context)
         context.log.info(f"{report.trino_table}: running {report.sql_path.name} for {first} .. {last}")
-        rows = run_trino_script(trino, report.sql_path, {"first_day": first, "last_day": last})
+        rows = run_report(trino, report, first, last)
         return MaterializeResult(metadata={
             "row_count": len(rows),
             "dagster/row_count": len(rows),

@@ -8,7 +8,7 @@
 -- segment, so a day's rows add up to the day's impressions.
 --
 -- Run by the analytics asset of the same name for the days ${first_day} .. ${last_day}, whose rows
--- one MERGE replaces in one commit.
+-- it replaces.
 
 CREATE SCHEMA IF NOT EXISTS iceberg.analytics;
 
@@ -29,68 +29,53 @@ CREATE TABLE IF NOT EXISTS iceberg.analytics.funnel_by_segment (
 COMMENT 'Daily impression -> click -> conversion funnel per gender and age (analytics asset, Trino)'
 WITH (partitioning = ARRAY['day']);
 
-MERGE INTO iceberg.analytics.funnel_by_segment AS t
-USING (
-    WITH contexts AS (
-        SELECT
-            common_feature_index,
-            user_id,
-            gender_id,
-            age_id,
-            event_time AS valid_from,
-            lead(event_time) OVER (
-                PARTITION BY common_feature_index ORDER BY event_time, source_file, source_line
-            ) AS valid_until
-        FROM iceberg.silver.user_context
-        WHERE event_time < with_timezone(CAST(${last_day} + INTERVAL '1' DAY AS timestamp(6)), 'UTC')
-    ),
-    impressions AS (
-        SELECT
-            i.day,
-            i.click,
-            i.conversion,
-            c.user_id,
-            c.gender_id,
-            c.age_id
-        FROM iceberg.silver.impressions AS i
-        LEFT JOIN contexts AS c
-            ON c.common_feature_index = i.common_feature_index
-            AND c.valid_from < with_timezone(CAST(i.day + INTERVAL '1' DAY AS timestamp(6)), 'UTC')
-            AND (c.valid_until IS NULL
-                 OR c.valid_until >= with_timezone(CAST(i.day + INTERVAL '1' DAY AS timestamp(6)), 'UTC'))
-        WHERE i.day BETWEEN ${first_day} AND ${last_day}
-    ),
-    new_rows AS (
-        SELECT
-            day,
-            gender_id,
-            age_id,
-            count(*) AS impressions,
-            sum(click) AS clicks,
-            sum(conversion) AS conversions,
-            count(DISTINCT user_id) AS users,
-            count(DISTINCT user_id) FILTER (WHERE click = 1) AS users_clicking,
-            count(DISTINCT user_id) FILTER (WHERE conversion = 1) AS users_converting,
-            CAST(sum(click) AS double) / count(*) AS ctr,
-            CAST(sum(conversion) AS double) / nullif(sum(click), 0) AS cvr,
-            CAST(sum(conversion) AS double) / count(*) AS conversions_per_impression
-        FROM impressions
-        GROUP BY day, gender_id, age_id
-    )
-    -- one row per day to replace: it matches (and deletes) every stored row of its day
-    SELECT d.day AS replaced_day, n.*
-    FROM UNNEST(sequence(${first_day}, ${last_day})) AS d (day)
-    LEFT JOIN new_rows AS n ON false
-    UNION ALL
-    -- the day's new rows: they match nothing and are inserted
-    SELECT CAST(NULL AS date), n.*
-    FROM new_rows AS n
-) AS s
-ON t.day = s.replaced_day
-WHEN MATCHED THEN DELETE
-WHEN NOT MATCHED AND s.replaced_day IS NULL THEN
-    INSERT (day, gender_id, age_id, impressions, clicks, conversions, users, users_clicking, users_converting, ctr, cvr, conversions_per_impression)
-    VALUES (s.day, s.gender_id, s.age_id, s.impressions, s.clicks, s.conversions, s.users, s.users_clicking, s.users_converting, s.ctr, s.cvr, s.conversions_per_impression);
+-- The days' new rows: the asset runs this as one MERGE that replaces the rows stored for the days
+-- (taobao_assets/assets/analytics.py), so a reader sees the old days or the new ones.
+INSERT INTO iceberg.analytics.funnel_by_segment
+WITH contexts AS (
+    SELECT
+        common_feature_index,
+        user_id,
+        gender_id,
+        age_id,
+        event_time AS valid_from,
+        lead(event_time) OVER (
+            PARTITION BY common_feature_index ORDER BY event_time, source_file, source_line
+        ) AS valid_until
+    FROM iceberg.silver.user_context
+    WHERE event_time < with_timezone(CAST(${last_day} + INTERVAL '1' DAY AS timestamp(6)), 'UTC')
+),
+impressions AS (
+    SELECT
+        i.day,
+        i.click,
+        i.conversion,
+        c.user_id,
+        c.gender_id,
+        c.age_id
+    FROM iceberg.silver.impressions AS i
+    LEFT JOIN contexts AS c
+        ON c.common_feature_index = i.common_feature_index
+        AND c.valid_from < with_timezone(CAST(i.day + INTERVAL '1' DAY AS timestamp(6)), 'UTC')
+        AND (c.valid_until IS NULL
+             OR c.valid_until >= with_timezone(CAST(i.day + INTERVAL '1' DAY AS timestamp(6)), 'UTC'))
+    WHERE i.day BETWEEN ${first_day} AND ${last_day}
+)
+SELECT
+    day,
+    gender_id,
+    age_id,
+    count(*) AS impressions,
+    sum(click) AS clicks,
+    sum(conversion) AS conversions,
+    count(DISTINCT user_id) AS users,
+    count(DISTINCT user_id) FILTER (WHERE click = 1) AS users_clicking,
+    count(DISTINCT user_id) FILTER (WHERE conversion = 1) AS users_converting,
+    CAST(sum(click) AS double) / count(*) AS ctr,
+    CAST(sum(conversion) AS double) / nullif(sum(click), 0) AS cvr,
+    CAST(sum(conversion) AS double) / count(*) AS conversions_per_impression
+FROM impressions
+GROUP BY day, gender_id, age_id;
 
 SELECT *
 FROM iceberg.analytics.funnel_by_segment
