@@ -199,7 +199,8 @@ def test_each_file_holding_a_password_is_private_from_its_creation(
     settings = load_settings({"TFP_STATE_DIR": str(tmp_path)})  # writes the credentials
     path = write(settings)
     probe.snapshot()
-    secret = next(s for s in (settings.redis_password, settings.postgres_password) if s in path.read_text())
+    secret = next(s for s in (settings.redis_password, settings.postgres_password, settings.trino_postgres_password)
+                  if s in path.read_text())
     seen = probe.modes_holding(secret)
     assert path.name in seen and all(modes == {0o600} for modes in seen.values()), seen
 
