@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -256,6 +257,9 @@ async def replay(
 
     ``reset`` first deletes the topics and the checkpoints of replays into them, for a new data set.
     """
+    if rate is not None and not (0 < rate < math.inf):
+        raise ValueError(f"replay rate {rate!r}: give a positive number of events per second, or none to "
+                         f"replay as fast as possible")
     t0 = time.monotonic()
     total = total_records(folder)
     timeline = Timeline.from_folder(folder, config)

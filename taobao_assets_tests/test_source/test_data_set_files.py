@@ -88,3 +88,13 @@ def test_the_demo_regenerates_an_interrupted_generation_and_uses_real_files_as_t
     (real / RAW[-1]).unlink()
     with pytest.raises(FileNotFoundError, match=rf"{RAW[-1]} is missing"):
         ensure_data(settings, rows=2_000, source=real)
+
+
+@pytest.mark.parametrize("rate", [0.0, -5.0, float("nan"), float("inf")])
+def test_a_replay_rate_that_is_no_positive_number_is_refused_before_anything(
+        malformed_dataset: GeneratedDataset, tmp_path: Path, rate: float) -> None:
+    """The replay job's config reaches :func:`replay` without the CLI's check: it refuses by itself."""
+    kafka: Any = None
+    with pytest.raises(ValueError, match="give a positive number of events per second"):
+        asyncio.run(replay(malformed_dataset.folder, kafka, topics=RawTopics.of("t"), config=EventTimeConfig(),
+                           checkpoint_dir=tmp_path, rate=rate))
