@@ -100,6 +100,10 @@ def step_error(exc: Exception, uses: tuple[str, ...], settings: Settings | None 
     if isinstance(exc, (Failure, ServerDown)) or type(exc).__module__.startswith("dagster"):
         return exc  # already decided, or Dagster's own control flow (retry requests, interrupts)
     down = servers_down(settings or get_settings(), uses)
+    if (down or lost_connection(exc)) and any(type(e).__module__.startswith("py4j") for e in _chain(exc)):
+        from taobao_assets.resources.spark import reconnect_catalogs
+
+        reconnect_catalogs()  # the retry must not reuse Spark's dead catalog connections
     if down:
         names = " ".join(down)
         where = ", ".join(f"{name} at {host}:{port}" for name, (host, port) in down.items())

@@ -158,10 +158,14 @@ def run_bronze(settings: Settings, s3: S3Resource) -> bool:
                        raise_on_error=False).success
 
 
-def run_online(settings: Settings, day: str = DAY, selection: AssetKey = ONLINE_STORE_KEY) -> bool:
-    resources = {"feast": FeastResource.from_settings(settings), "postgres": PostgresResource.from_settings(settings),
-                 "s3": S3Resource.from_settings(settings)}
-    return materialize(serving_assets(DAILY), partition_key=day if selection == ONLINE_STORE_KEY else None,
+def run_online(settings: Settings, spark: Any, day: str = DAY, selection: AssetKey = ONLINE_STORE_KEY) -> bool:
+    from taobao_assets.assets.gold import gold_assets
+    from taobao_assets.assets.silver import silver_assets
+
+    resources = {**gold_resources(settings, spark, S3Resource.from_settings(settings)),
+                 "feast": FeastResource.from_settings(settings)}
+    assets = [*bronze_assets(DAILY, TOPICS), *silver_assets(DAILY), *gold_assets(DAILY), *serving_assets(DAILY)]
+    return materialize(assets, partition_key=day if selection == ONLINE_STORE_KEY else None,
                        resources=resources, selection=[selection], raise_on_error=False).success
 
 
@@ -254,19 +258,19 @@ ONLINE = [Cell("online store", "redis", "online.view_written"),
 
 
 @pytest.fixture(scope="module")
-def online(gold: PostgresResource, redis_service: object, settings: Settings) -> dict[str, str]:
+def online(gold: PostgresResource, redis_service: object, spark: Any, settings: Settings) -> dict[str, str]:
     """The registry applied and the day in the online store, uninterrupted; what Feast serves then."""
-    assert run_online(settings, selection=REGISTRY_KEY)
-    assert run_online(settings)
+    assert run_online(settings, spark, selection=REGISTRY_KEY)
+    assert run_online(settings, spark)
     return online_digest(FeastResource.from_settings(settings), gold, DAY)
 
 
 @pytest.mark.parametrize("cell", ONLINE, ids=lambda c: f"online-{c.fault}")
 def test_the_online_store_converges_after_a_fault(cell: Cell, online: dict[str, str], gold: PostgresResource,
-                                                  settings: Settings) -> None:
+                                                  spark: Any, settings: Settings) -> None:
     def check() -> None:
         with server_killed_at(cell.point, cell.fault, settings):
-            assert run_online(settings), "the run did not survive the restart"
+            assert run_online(settings, spark), "the run did not survive the restart"
         assert online_digest(FeastResource.from_settings(settings), gold, DAY) == online
     _record(cell, check)
 

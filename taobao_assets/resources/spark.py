@@ -160,3 +160,19 @@ class SparkResource(LazyPySparkResource):
         if self.spark_config.get("spark.driver.bindAddress") == LOOPBACK:
             os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
         self._spark_session = spark_session_from_config(self.session_config())
+
+
+def reconnect_catalogs() -> None:
+    """Make the running SparkSession open new connections for its catalogs at their next use.
+
+    Iceberg's JDBC catalog keeps a pool of Postgres connections and only replaces one on the JDBC
+    driver's "connection" exception classes; pgjdbc reports a connection the restarted server
+    closed as a plain ``PSQLException``, so without this every retry of a step would reuse the dead
+    connection. Spark's catalog manager forgets its catalog instances (``reset``), and the next
+    statement builds the catalog again from the session's configuration.
+    """
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session._jsparkSession.sessionState().catalogManager().reset()

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg2
 from psycopg2 import sql
 
 from deploy.service import Service
@@ -67,9 +66,7 @@ def test_names_from_the_settings_are_quoted_not_executed(postgres_service: Servi
     odd = dataclasses.replace(settings, postgres_db='tfp "odd" db; x', trino_postgres_user="tfp reader's")
     Postgres(odd).after_start()
     try:
-        with psycopg2.connect(host="127.0.0.1", port=settings.postgres_port, user=settings.postgres_user,
-                              password=settings.postgres_password, dbname=odd.postgres_db) as conn, \
-                conn.cursor() as cur:
+        with Postgres(settings).connect(odd.postgres_db) as conn, conn.cursor() as cur:
             cur.execute("SELECT current_database(), has_schema_privilege(%s, 'gold', 'USAGE')",
                         (odd.trino_postgres_user,))
             assert cur.fetchone() == (odd.postgres_db, True)
