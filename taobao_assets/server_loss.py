@@ -70,12 +70,16 @@ def lost_connection(exc: BaseException) -> bool:
     """Whether ``exc`` (or an error it was raised from) is a client losing its server."""
     import aiokafka.errors
     import botocore.exceptions
+    import psycopg
     import psycopg2
     import redis.exceptions
+    import sqlalchemy.exc
 
     lost = (ConnectionError, TimeoutError, psycopg2.OperationalError, psycopg2.InterfaceError,
+            psycopg.OperationalError, sqlalchemy.exc.OperationalError,  # Feast's registry and offline store
             botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
             botocore.exceptions.ReadTimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            redis.exceptions.BusyLoadingError,  # a restarted Redis reading its append-only file back
             aiokafka.errors.KafkaConnectionError, aiokafka.errors.KafkaTimeoutError,
             aiokafka.errors.NodeNotReadyError, aiokafka.errors.RequestTimedOutError)
     for error in _chain(exc):

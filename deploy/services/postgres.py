@@ -82,6 +82,7 @@ class Postgres(Service):
         self.socket_dir.mkdir(exist_ok=True)
         self.socket_dir.chmod(0o700)  # the Unix socket is the server user's alone
         self._chown(self.socket_dir)
+        self._remove_stale_lock()
         if (self.data / "PG_VERSION").exists():
             return
         pwfile = self.state / "pwfile"
@@ -129,6 +130,25 @@ class Postgres(Service):
         if out.returncode != 0:
             raise ServiceError(f"[postgres] {sql!r} failed: {out.stderr.strip()}")
         return out.stdout.strip()
+
+    def _remove_stale_lock(self) -> None:
+        """Delete ``postmaster.pid`` when the process it names is gone or a zombie.
+
+        After a kill -9 the dead postmaster stays a zombie until its parent reaps it (init does so
+        when it gets to it); Postgres takes a zombie for a live server and refuses to start, so a
+        restart within seconds of the crash failed.
+        """
+        lock = self.data / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().split()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, IndexError):
+            state = "gone"
+        if state in ("gone", "Z", "X"):
+            lock.unlink(missing_ok=True)
 
     def require_passwords(self) -> bool:
         """Make every ``trust`` line of ``pg_hba.conf`` ask for the password (``scram-sha-256``).

@@ -14,6 +14,12 @@ from deploy.service import Service, ServiceError, apt_install
 from taobao_assets.atomic_file import write_private
 
 
+def _command(*words: str) -> bytes:
+    """A Redis command in the protocol's array form: any bytes in a word (a space in a password) stay in it."""
+    encoded = [w.encode() for w in words]
+    return b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded)
+
+
 class Redis(Service):
     name = "redis"
 
@@ -51,7 +57,7 @@ class Redis(Service):
     def healthy(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port()), timeout=1) as sock:
-                sock.sendall(f"AUTH {self.settings.redis_password}\r\nPING\r\n".encode())
+                sock.sendall(_command("AUTH", self.settings.redis_password) + _command("PING"))
                 reply = b""
                 while b"PONG" not in reply and len(reply) < 256:
                     chunk = sock.recv(256)
