@@ -85,6 +85,9 @@ def lost_connection(exc: BaseException) -> bool:
     for error in _chain(exc):
         if isinstance(error, lost):
             return True
+        # The same, as a reply inside a pipeline (Feast's writes): no BusyLoadingError there.
+        if isinstance(error, redis.exceptions.ResponseError) and str(error).startswith("LOADING"):
+            return True
         if type(error).__module__.startswith("py4j") and _JAVA_CONNECTION_LOSS.search(str(error)):
             return True
     return False

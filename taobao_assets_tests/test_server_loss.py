@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import redis.exceptions
 from dagster import Failure, RetryPolicy, asset, materialize
 
 from taobao_assets import server_loss
@@ -57,6 +58,8 @@ def test_client_connection_errors_are_recognised_through_their_causes() -> None:
             raise RuntimeError("writing the day failed") from cause
     except RuntimeError as wrapped:
         assert lost_connection(wrapped)
+    assert lost_connection(redis.exceptions.ResponseError("LOADING Redis is loading the dataset in memory"))
+    assert not lost_connection(redis.exceptions.ResponseError("WRONGTYPE Operation against a key"))
     assert not lost_connection(ValueError("line 7: field 205 is not an integer"))
     assert not lost_connection(_JavaError("AnalysisException: column itemid does not exist"))
 
