@@ -131,6 +131,25 @@ class Postgres(Service):
             raise ServiceError(f"[postgres] {sql!r} failed: {out.stderr.strip()}")
         return out.stdout.strip()
 
+    def start(self) -> None:
+        """Start the server; after a (re)start, restart a running Trino too.
+
+        Trino's Iceberg catalog keeps a pool of JDBC connections to this server and does not replace
+        the ones a restart closed: every Iceberg query failed ("Cannot check and eventually update
+        SQL schema") until Trino itself was restarted.
+        """
+        running = self.pid() is not None and self.healthy()
+        super().start()
+        if not running:
+            from deploy.services.trino import Trino  # it imports this module
+
+            trino = Trino(self.settings)
+            if trino.pid() is not None:
+                print("[postgres] restarting Trino: its Iceberg catalog's connections died with the old server",
+                      flush=True)
+                trino.stop()
+                trino.start()
+
     def _remove_stale_lock(self) -> None:
         """Delete ``postmaster.pid`` when the process it names is gone or a zombie.
 
