@@ -210,7 +210,7 @@ def test_a_failing_stage_prints_its_cause_and_the_log(tmp_path: Path) -> None:
                             text=True, timeout=300)
     assert result.returncode == 1
     assert "✗ source data" in result.stdout
-    assert f"FAILED: stage 'source data' failed: FileNotFoundError: {empty} holds no raw Ali-CCP files" in result.stderr
+    assert f"FAILED stage 'source data': FileNotFoundError: {empty} holds no raw Ali-CCP files" in result.stderr
     log = _log_path(result.stderr)
     assert f"log: {log}" in result.stderr and log.parent == tmp_path / "state" / "logs"
     assert "Traceback" in log.read_text()

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetKey, ExecuteInProcessResult, PartitionKeyRange, build_input_context, build_output_context
+from dagster import (
+    AssetKey,
+    ExecuteInProcessResult,
+    Failure,
+    PartitionKeyRange,
+    build_input_context,
+    build_output_context,
+)
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 
@@ -217,8 +224,11 @@ def test_io_manager_refuses_a_frame_that_breaks_the_contract(
         definition_metadata={COLUMN_SCHEMA_KEY: table_schema(IMPRESSIONS_SCHEMA)},
     )
     rows_before = table.count()
-    with pytest.raises(ValueError, match=r"missing \[\('item_id', 'bigint'\)\].*unexpected \[\('itemid'"):
+    # A Failure that Dagster does not retry (taobao_assets/server_loss.py), raised from the contract's ValueError.
+    with pytest.raises(Failure, match=r"ValueError: missing \[\('item_id', 'bigint'\)\].*unexpected \[\('itemid'"
+                       ) as refused:
         IcebergIOManager.from_settings(settings, spark).handle_output(context, drifted)
+    assert isinstance(refused.value.__cause__, ValueError) and not refused.value.allow_retries
     assert table.count() == rows_before
 
 
