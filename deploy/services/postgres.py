@@ -151,23 +151,24 @@ class Postgres(Service):
                 trino.start()
 
     def _remove_stale_lock(self) -> None:
-        """Delete ``postmaster.pid`` when the process it names is gone or a zombie.
+        """Delete the data folder's and the socket's lock files when the process they name is gone or
+        a zombie.
 
         After a kill -9 the dead postmaster stays a zombie until its parent reaps it (init does so
         when it gets to it); Postgres takes a zombie for a live server and refuses to start, so a
         restart within seconds of the crash failed.
         """
-        lock = self.data / "postmaster.pid"
-        try:
-            pid = int(lock.read_text().split()[0])
-        except (FileNotFoundError, IndexError, ValueError):
-            return
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, IndexError):
-            state = "gone"
-        if state in ("gone", "Z", "X"):
-            lock.unlink(missing_ok=True)
+        for lock in (self.data / "postmaster.pid", self.socket_dir / f".s.PGSQL.{self.port()}.lock"):
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (FileNotFoundError, IndexError, ValueError):
+                continue
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, IndexError):
+                state = "gone"
+            if state in ("gone", "Z", "X"):
+                lock.unlink(missing_ok=True)
 
     def require_passwords(self) -> bool:
         """Make every ``trust`` line of ``pg_hba.conf`` ask for the password (``scram-sha-256``).
