@@ -45,6 +45,7 @@ from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
+from taobao_assets.resources.spark import reconnect_catalogs
 from taobao_assets.settings import Settings, get_settings
 from taobao_assets.source.topics import RawTopics
 from taobao_assets_tests.conftest import (
@@ -105,6 +106,9 @@ def server_killed_at(point: str, name: str, settings: Settings, down_seconds: fl
     for restart in restarts:
         restart.join(timeout=120)
     assert service.healthy(), f"{name} did not come back"
+    # The session's Spark outlives this test: its catalog's Postgres connections died with the server
+    # (a retried step renews them; the next test's direct reads would not).
+    reconnect_catalogs()
 
 
 def _address(service: Service) -> tuple[str, int]:
