@@ -71,7 +71,7 @@ def run(cmd: Sequence[str | Path], *, what: str, cwd: Path | None = None,
         raise ServiceError(f"{what} failed (exit {out.returncode}): {printable}\n{tail}")
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     """Kernel start time of a live (non-zombie) process, from /proc/<pid>/stat."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -142,7 +142,7 @@ class Service:
             pid = int(pid_text)
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _start_time(pid) == started else None
+        return pid if start_time(pid) == started else None
 
     def retry_hint(self) -> str:
         return f"{sys.executable} -m deploy.stack up {self.name}"
@@ -168,7 +168,7 @@ class Service:
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=self.environment(), cwd=self.state, start_new_session=True,
             )
-        self.pid_path.write_text(f"{proc.pid} {_start_time(proc.pid)}")
+        self.pid_path.write_text(f"{proc.pid} {start_time(proc.pid)}")
         print(f"[{self.name}] started pid {proc.pid}, waiting for health ...", flush=True)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from deploy.service import Service, ServiceError, apt_install, run
+from deploy.service import Service, ServiceError, apt_install, run, start_time
 from taobao_assets.atomic_file import write_private
 
 
@@ -120,16 +120,6 @@ class Postgres(Service):
         )
         return out.returncode == 0
 
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        env = dict(os.environ, PGPASSWORD=self.settings.postgres_password)
-        out = subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.port()), "-U", self.settings.postgres_user,
-             "-d", database, "-v", "ON_ERROR_STOP=1", "-tAc", sql],
-            capture_output=True, text=True, env=env,
-        )
-        if out.returncode != 0:
-            raise ServiceError(f"[postgres] {sql!r} failed: {out.stderr.strip()}")
-        return out.stdout.strip()
 
     def start(self) -> None:
         """Start the server; after a (re)start, restart a running Trino too.
@@ -163,11 +153,7 @@ class Postgres(Service):
                 pid = int(lock.read_text().split()[0])
             except (FileNotFoundError, IndexError, ValueError):
                 continue
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (FileNotFoundError, IndexError):
-                state = "gone"
-            if state in ("gone", "Z", "X"):
+            if start_time(pid) is None:  # gone, or a zombie
                 lock.unlink(missing_ok=True)
 
     def require_passwords(self) -> bool:
@@ -195,7 +181,10 @@ class Postgres(Service):
         """
         with self.connect(database) as conn, conn.cursor() as cur:
             for statement in statements:
-                cur.execute(statement)
+                try:
+                    cur.execute(statement)
+                except psycopg2.Error as error:
+                    raise ServiceError(f"[postgres] {statement.as_string(conn)!r} failed: {error}".strip()) from error
 
     @contextlib.contextmanager
     def connect(self, database: str = "postgres") -> Iterator[psycopg2.extensions.connection]:

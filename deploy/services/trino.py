@@ -292,8 +292,7 @@ class Trino(Service):
         # Before the start, not after: the health check scans this table (see healthy()), as Trino's
         # read-only role, which may read it besides gold (table names and metadata locations).
         postgres = Postgres(self.settings)
-        postgres.psql(ICEBERG_CATALOG_DDL, database=self.settings.postgres_db)
-        postgres.execute([sql.SQL("GRANT SELECT ON iceberg_tables TO {}").format(
+        postgres.execute([sql.SQL(ICEBERG_CATALOG_DDL), sql.SQL("GRANT SELECT ON iceberg_tables TO {}").format(
             sql.Identifier(self.settings.trino_postgres_user))], database=self.settings.postgres_db)
         # The stack's own PID file already guards against a second server; the launcher's copy can
         # name a process that has exited but is not reaped yet and would refuse the start.
