@@ -123,16 +123,17 @@ def test_rows_whose_keys_concatenate_alike_get_their_own_features(
 def test_sql_reference_of_the_training_check_agrees_with_merge_asof(
     serving_settings: Settings, entity_rows: pd.DataFrame, gold: dict[str, pd.DataFrame], generated: FeastRepo
 ) -> None:
-    """The LATERAL join the leakage audit relies on is itself right."""
+    """The SQL the leakage audit relies on is itself right, for every view of the service."""
     expected = merge_asof_reference(entity_rows, gold, generated)
-    view = generated.view("user_category_features")
-    keys = [c.name for c in view.entity_columns]
-    audited = ViewToAudit.of(view, keys)
+    views = [generated.view(p.name) for p in generated.service(TRAINING_SERVICE).feature_view_projections]
     found = expected_values(PostgresResource.from_settings(serving_settings),
-                            entity_rows.sort_values("row", ignore_index=True), [audited])[view.name]
-    names = [f.name for f in view.features]
-    pd.testing.assert_frame_equal(found[names], expected[[f"{view.name}__{n}" for n in names]].set_axis(names, axis=1),
-                                  check_dtype=False)
+                            entity_rows.sort_values("row", ignore_index=True),
+                            [ViewToAudit.of(view, [c.name for c in view.entity_columns]) for view in views])
+    for view in views:
+        names = [f.name for f in view.features]
+        pd.testing.assert_frame_equal(found[view.name][names],
+                                      expected[[f"{view.name}__{n}" for n in names]].set_axis(names, axis=1),
+                                      check_dtype=False)
 
 
 @pytest.mark.parametrize("readers", [{}, {"readers": 3, "reader_min_rows": 100}], ids=["one part", "three parts"])
