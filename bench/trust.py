@@ -3,7 +3,8 @@
 ``python -m bench.trust [--rows 1000000] [--repeats 3]`` runs the main job (``python -m
 taobao_assets.cli demo --no-ui``) ``repeats`` times on one generated data set of ``rows`` samples
 (cached under ``.state/bench/trust``), each run in a namespace of its own (topics, bucket, database,
-Feast project, Dagster instance), so every run does the whole work. From each run's Dagster event
+Feast project, Dagster instance), so every run does the whole work; a run's namespace is dropped
+once it finished (``bench/namespace.py``), so no run walks an earlier one's data. From each run's Dagster event
 log it sums the trust layer's cost:
 
 - its steps: the gold checks (contract, keys, rates, counters, totals, drift), the training-set
@@ -33,6 +34,7 @@ from typing import Any
 from dagster import DagsterEventType, DagsterInstance
 
 from bench import machine, markdown_table, write_results
+from bench.namespace import drop_namespace
 from bench.pipeline import stack_up
 from taobao_assets.settings import REPO_ROOT, get_settings
 
@@ -86,17 +88,21 @@ def run_once(run: str, rows: int, work: Path) -> dict[str, Any]:
     summary, log = work / f"summary-{rows}-{run}.json", work / f"demo-{rows}-{run}.log"
     print(f"== run {run}: {rows:,} samples, log {log}", flush=True)
     started = time.monotonic()
-    with log.open("w") as out:
-        code = subprocess.call([sys.executable, "-m", "taobao_assets.cli", "demo", "--no-ui", "--rows", str(rows),
-                                "--summary-json", str(summary)], cwd=REPO_ROOT, env=env, stdout=out,
-                               stderr=subprocess.STDOUT)
-    if code != 0:
-        raise RuntimeError(f"the demo failed (exit {code}); see {log}")
+    try:
+        with log.open("w") as out:
+            code = subprocess.call([sys.executable, "-m", "taobao_assets.cli", "demo", "--no-ui", "--rows", str(rows),
+                                    "--summary-json", str(summary)], cwd=REPO_ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+        wall = time.monotonic() - started
+        if code != 0:
+            raise RuntimeError(f"the demo failed (exit {code}); see {log}")
+    finally:
+        drop_namespace(env)  # the next run's data-set switch would otherwise walk this run's Redis keys
     result = json.loads(summary.read_text())
     pipeline = sum(stage["seconds"] for stage in result["stages"][1:])
     spent = layer_seconds(Path(env["TFP_DAGSTER_HOME"]))
     layer = sum(spent.values())
-    return {"run": run, "wall_s": round(time.monotonic() - started, 1), "pipeline_s": round(pipeline, 1),
+    return {"run": run, "wall_s": round(wall, 1), "pipeline_s": round(pipeline, 1),
             "layer_s": round(layer, 1), "overhead": layer / (pipeline - layer),
             "components_s": {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])},
             "checks_failed": result["checks_failed"], "checks_warned": result["checks_warned"]}

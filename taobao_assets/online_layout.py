@@ -66,6 +66,18 @@ def _key_layout(project: str, join_keys: tuple[str, ...]) -> tuple[bytes, tuple[
     return b"".join(header), order, project.encode()
 
 
+def key_pattern(project: str, join_keys: Sequence[str]) -> bytes:
+    """A ``SCAN`` glob of every key of ``join_keys`` in ``project`` (Feast's own delete uses the same):
+    the keys' shared header, any values, the project; glob characters in the header's packed lengths
+    and in the project are escaped."""
+    header, _, suffix = _key_layout(project, tuple(join_keys))
+    return _glob_escaped(header) + b"*" + _glob_escaped(suffix)
+
+
+def _glob_escaped(text: bytes) -> bytes:
+    return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in text)
+
+
 def redis_key(project: str, join_keys: Sequence[str], values: Sequence[Any]) -> bytes:
     """The Redis key of the entity ``join_keys`` = ``values`` (INT64 or STRING keys) in ``project``.
 

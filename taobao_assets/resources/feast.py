@@ -22,7 +22,7 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
 from taobao_assets.resources.postgres import PostgresResource
-from taobao_assets.resources.redis import RedisResource
+from taobao_assets.resources.redis import RedisResource, unlink_matching
 from taobao_assets.settings import REPO_ROOT, Settings
 
 # Feast (seconds to import) and the project's Feast plug-ins are imported where they are used:
@@ -258,11 +258,11 @@ class FeastResource(ConfigurableResource):
         For a new data set: Feast's Redis store keeps a stored row over any write with an older
         timestamp, so the old set's later days would shadow the new set's earlier ones.
         """
-        from feast.infra.online_stores.redis import RedisOnlineStore
+        from taobao_assets.online_layout import key_pattern
 
-        config = self.repo_config()
+        client = self.redis.client()
         for keys in {tuple(k) for k in join_keys}:
-            RedisOnlineStore().delete_entity_values(config, list(keys))
+            unlink_matching(client, key_pattern(self.project, keys))
 
     def apply(self, contents: RepoContents) -> list[Drift]:
         """Make the registry (and the online store's tables) equal ``contents``, as ``feast apply`` does.

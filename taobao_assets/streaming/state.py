@@ -78,6 +78,7 @@ import redis
 
 from taobao_assets.online_encoding import Cells, command, decimal, single, wire
 from taobao_assets.online_writes import raw_pipeline
+from taobao_assets.resources.redis import unlink_matching
 from taobao_assets.streaming.counters import Deltas, Stored, Updated, advance
 
 #: The shortest TTL of entity state: the ``today`` span (see the module docstring).
@@ -417,22 +418,8 @@ class StreamState:
 
     def reset(self) -> int:
         """Delete the whole state of the stream (after its topics were re-created); returns keys deleted."""
-        deleted = 0
         # Topic names are [a-zA-Z0-9._-], none of which is special in a SCAN pattern.
-        for keys in _chunks(self.client.scan_iter(match=self.prefix + "*", count=10_000), 10_000):
-            deleted += cast(int, self.client.unlink(*keys))
-        return deleted
-
-
-def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+        return unlink_matching(self.client, self.prefix + "*")
 
 
 #: The layout of the counters this module reads and writes (see the module docstring).

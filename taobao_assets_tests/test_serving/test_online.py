@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import uuid
 
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ from dagster import AssetSelection, ExecuteInProcessResult
 from taobao_assets.assets.serving import ONLINE_STORE_KEY
 from taobao_assets.feast_repo import FeastRepo
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
+from taobao_assets.online_layout import redis_key
 from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.postgres import PostgresResource
@@ -135,3 +138,28 @@ def test_retrieval_cli_prints_the_service_as_json(
     assert out.returncode == 0, out.stderr
     printed = json.loads(out.stdout)
     assert printed == OnlineFeatures.of(applied).lookup(user_id=user, item_id=3, category_id=category)
+
+
+def test_clearing_the_online_store_deletes_the_projects_rows_of_those_keys_and_nothing_else(
+    settings: Settings, redis_service: object
+) -> None:
+    """A new data set clears the project's online rows (``demo.forget_previous_data_set``); another
+    project's rows, and rows of other join keys, stay. One set of keys has a name 42 bytes long, which
+    packs as ``*`` in the keys' header: unescaped in the ``SCAN`` pattern it would match the others."""
+    feast = FeastResource.from_settings(dataclasses.replace(settings, feast_project=f"clear_{uuid.uuid4().hex[:8]}"))
+    star, plus = ["k" * 42], ["k" * 43]
+    rows = {(project, tuple(keys)): [redis_key(project, keys, [i]) for i in range(1_500)]
+            for project in (feast.project, f"{feast.project}_other") for keys in (star, plus, ["user_id"])}
+    client = feast.redis.client()
+    try:
+        for keys in rows.values():
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hset(key, "f", "1")
+                pipe.execute()
+        feast.clear_online([star, ["user_id"], ["user_id"]])
+        left = {where: sum(int(client.exists(k)) for k in keys) for where, keys in rows.items()}
+        assert left == {(project, tuple(keys)): 0 if project == feast.project and keys != tuple(plus) else 1_500
+                        for project, keys in rows}
+    finally:
+        client.delete(*(k for keys in rows.values() for k in keys))
