@@ -162,7 +162,8 @@ def write_inputs(folder: Path, settings: Settings, out: Path) -> Inputs:
 
 
 def java_properties(settings: Settings) -> list[str]:
-    """The replay's producer settings, as ``name=value`` properties of Kafka's Java producer."""
+    """The replay's producer settings, as ``name=value`` properties of Kafka's Java producer (its sign-in
+    is in the broker's client properties file, given apart: it holds the password)."""
     def java_value(value: object) -> str:
         return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     return [f"bootstrap.servers={settings.kafka_bootstrap_servers}",
@@ -281,7 +282,8 @@ class Bench:
         topics = RawTopics.of(prefix)
         process = _process(self.kafka.java_command(
             "RecordFileProducer", self.inputs.record_file, topics.samples.name, topics.common_features.name,
-            *java_properties(self.settings), jvm_opts=CLIENT_JVM_OPTS, classpath=[self.classes]))
+            *java_properties(self.settings), f"@{self.kafka.client_config}", jvm_opts=CLIENT_JVM_OPTS,
+            classpath=[self.classes]))
         return json.loads(process.stdout.strip().splitlines()[-1])["seconds"], process
 
     def _producer_performance(self, prefix: str) -> tuple[float, Process]:
@@ -289,6 +291,7 @@ class Bench:
             "org.apache.kafka.tools.ProducerPerformance", "--topic", f"{prefix}.perf",
             "--num-records", str(self.inputs.records), "--throughput", "-1",
             "--payload-file", self.inputs.payload_file,
+            "--command-config", self.kafka.client_config,
             "--command-property", *java_properties(self.settings), jvm_opts=CLIENT_JVM_OPTS))
         final = re.search(r"(\d+) records sent, ([\d.]+) records/sec", process.stdout.strip().splitlines()[-1])
         if final is None:

@@ -58,16 +58,23 @@ def stop_process_group(process: subprocess.Popen[Any], first: signal.Signals = s
 
 
 def run(cmd: Sequence[str | Path], *, what: str, cwd: Path | None = None,
-        env: dict[str, str] | None = None, log: Path | None = None) -> None:
-    """Run an install step; on failure raise with the command and the end of its output."""
+        env: dict[str, str] | None = None, log: Path | None = None, secrets: Sequence[str] = ()) -> None:
+    """Run an install step; on failure raise with the command and the end of its output.
+
+    ``secrets`` are blanked out of the output before it is logged or raised: a tool that echoes a
+    rejected setting (Kafka's ``ConfigCommand`` does) would otherwise put a password in the log.
+    """
     printable = " ".join(str(c) for c in cmd)
     print(f"  $ {printable}", flush=True)
     out = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    output = out.stdout + out.stderr
+    for secret in filter(None, secrets):
+        output = output.replace(secret, "***")
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(out.stdout + out.stderr)
+        log.write_text(output)
     if out.returncode != 0:
-        tail = "\n".join((out.stdout + out.stderr).splitlines()[-30:])
+        tail = "\n".join(output.splitlines()[-30:])
         raise ServiceError(f"{what} failed (exit {out.returncode}): {printable}\n{tail}")
 
 

@@ -34,11 +34,16 @@ from taobao_assets.atomic_file import write_private
 
 ENV_PREFIX = "TFP_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-GENERATED_SECRETS = ("postgres_password", "redis_password", "minio_secret_key", "trino_postgres_password")
+GENERATED_SECRETS = ("postgres_password", "redis_password", "minio_secret_key", "trino_postgres_password",
+                     "kafka_password")
 #: ``TFP_*`` variables read on purpose outside :class:`Settings`, so not reported as unknown ones.
 #: They are no settings because they are not configuration: the fail point is fault injection for
 #: the tests (taobao_assets/failpoints.py), set for one process and never by an install.
 READ_ELSEWHERE = ("TFP_FAILPOINT",)
+#: How Kafka clients authenticate on the broker's listener; the broker enables only this one.
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
+#: Characters Kafka's JAAS configuration (quotes) and its SCRAM credential syntax (``[a=b,c=d]``) cannot carry.
+KAFKA_UNSAFE = '"\\,[]'
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +63,11 @@ def _default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """Connection settings of the whole stack; see the module docstring for how they are set."""
+    """Connection settings of the whole stack; see the module docstring for how they are set.
+
+    Secrets are left out of ``repr`` (as in the resources built from them): a failed assertion, a
+    traceback's locals or a log line may print the settings.
+    """
 
     # Paths: downloads and builds are shared between clones; data and logs belong to a checkout.
     cache_dir: Path = field(default_factory=_default_cache_dir)
@@ -67,16 +76,20 @@ class Settings:
     postgres_host: str = "127.0.0.1"
     postgres_port: int = 15432
     postgres_user: str = "tfp"
-    postgres_password: str = ""
+    postgres_password: str = field(default="", repr=False)
     postgres_db: str = "tfp"
 
     redis_host: str = "127.0.0.1"
     redis_port: int = 16379
-    redis_password: str = ""
+    redis_password: str = field(default="", repr=False)
 
     kafka_host: str = "127.0.0.1"
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    #: Kafka's one user: clients authenticate with SASL/SCRAM (``KAFKA_SASL_MECHANISM``), the
+    #: controller listener with SASL/PLAIN; both are set up by the stack manager.
+    kafka_user: str = "tfp"
+    kafka_password: str = field(default="", repr=False)
     #: Prefix of the raw topics (``<prefix>.samples``); the tests use their own so they never
     #: touch a demo's data on the same broker.
     topic_prefix: str = "aliccp"
@@ -85,7 +98,7 @@ class Settings:
     minio_port: int = 19000
     minio_console_port: int = 19001
     minio_access_key: str = "tfp-admin"
-    minio_secret_key: str = ""
+    minio_secret_key: str = field(default="", repr=False)
     minio_region: str = "us-east-1"
     lake_bucket: str = "lake"
     #: Iceberg catalog shared by Spark and Trino: a JDBC catalog in Postgres, data files in MinIO.
@@ -96,7 +109,7 @@ class Settings:
     trino_user: str = "tfp"
     #: Trino's role in Postgres for the ``postgresql`` catalog: it may read gold and nothing else.
     trino_postgres_user: str = "tfp_trino"
-    trino_postgres_password: str = ""
+    trino_postgres_password: str = field(default="", repr=False)
     #: JDK for Trino (it needs a newer Java than Spark); empty = pick one (see deploy/services/trino.py).
     trino_java_home: str = ""
 
@@ -208,6 +221,10 @@ def _check(settings: Settings) -> None:
     except ValueError:
         raise SettingsError(f"{_variable('event_start_date')}={settings.event_start_date!r} is not a date: set it "
                             f"to an ISO date YYYY-MM-DD (default {Settings.event_start_date}) or unset it") from None
+    for name in ("kafka_user", "kafka_password"):
+        if set(getattr(settings, name)) & set(KAFKA_UNSAFE):
+            raise SettingsError(f"{_variable(name)} holds one of {' '.join(KAFKA_UNSAFE)}, which Kafka's "
+                                f"configuration files cannot carry: set it to a value without them")
     if settings.event_days < 1:
         raise SettingsError(f"{_variable('event_days')}={str(settings.event_days)!r} is less than 1: set it to "
                             f"the number of simulated days (default {Settings.event_days}) or unset it")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from deploy.services.kafka import Kafka
 from deploy.services.postgres import Postgres
 from deploy.services.redis import Redis
 from deploy.services.trino import Trino
@@ -18,6 +19,7 @@ from taobao_assets.atomic_file import write_private
 from taobao_assets.feast_repo import write_config
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.settings import (
+    GENERATED_SECRETS,
     READ_ELSEWHERE,
     REPO_ROOT,
     Settings,
@@ -63,6 +65,10 @@ def test_credentials_from_the_environment_win(tmp_path: Path) -> None:
     pytest.param({"TFP_EVENT_DAYS": "0"},
                  "TFP_EVENT_DAYS='0' is less than 1: set it to the number of simulated days (default 7) or unset it",
                  id="days-below-one"),
+    pytest.param({"TFP_KAFKA_PASSWORD": 'pa"ss'},
+                 "TFP_KAFKA_PASSWORD holds one of \" \\ , [ ], which Kafka's configuration files cannot carry: "
+                 "set it to a value without them",
+                 id="kafka-password-with-a-quote"),
     pytest.param({"TFP_SOURCE_DIR": "~no-such-user-tfp/aliccp"},
                  "TFP_SOURCE_DIR='~no-such-user-tfp/aliccp' is not a usable path (Could not determine home "
                  "directory.): set it to a folder (default {repo}/.state/aliccp) or unset it",
@@ -189,18 +195,29 @@ def _trino_catalog(s: Settings) -> Path:
     return Trino(s).etc / "catalog" / "postgresql.properties"
 
 
+def _kafka_config(s: Settings) -> Path:
+    Kafka(s).write_config()
+    return Kafka(s).config
+
+
+def _kafka_client_config(s: Settings) -> Path:
+    Kafka(s).write_config()
+    return Kafka(s).client_config
+
+
 def _feast_config(s: Settings) -> Path:
     return write_config(s.state_dir / "feature_store.yaml", FeastResource.from_settings(s))
 
 
-@pytest.mark.parametrize("write", [_credentials, _redis_config, _trino_catalog, _feast_config])
+@pytest.mark.parametrize("write", [_credentials, _redis_config, _trino_catalog, _kafka_config, _kafka_client_config,
+                                   _feast_config])
 def test_each_file_holding_a_password_is_private_from_its_creation(
         tmp_path: Path, probe: ModeProbe, write: Callable[[Settings], Path]) -> None:
     settings = load_settings({"TFP_STATE_DIR": str(tmp_path)})  # writes the credentials
     path = write(settings)
     probe.snapshot()
-    secret = next(s for s in (settings.redis_password, settings.postgres_password, settings.trino_postgres_password)
-                  if s in path.read_text())
+    secret = next(s for s in (settings.redis_password, settings.postgres_password, settings.trino_postgres_password,
+                              settings.kafka_password) if s in path.read_text())
     seen = probe.modes_holding(secret)
     assert path.name in seen and all(modes == {0o600} for modes in seen.values()), seen
 
@@ -222,3 +239,15 @@ def test_the_postgres_password_file_is_private_while_initdb_reads_it(
     assert read == [postgres.settings.postgres_password + "\n"]
     seen = probe.modes_holding(postgres.settings.postgres_password)
     assert "pwfile" in seen and all(modes == {0o600} for modes in seen.values()), seen
+
+
+def test_no_secret_shows_in_the_printed_settings_or_resources(tmp_path: Path) -> None:
+    """A failed assertion prints the resources it was handed (a CI log once showed two passwords)."""
+    from taobao_assets.definitions import build_resources
+
+    settings = load_settings({"TFP_STATE_DIR": str(tmp_path)})
+    secrets = [getattr(settings, name) for name in GENERATED_SECRETS]
+    printed = [repr(settings), *(repr(resource) for resource in build_resources(settings).values())]
+    assert all(secret for secret in secrets)
+    leaks = [(secret, text[:80]) for secret in secrets for text in printed if secret in text]
+    assert not leaks

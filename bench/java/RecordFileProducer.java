@@ -37,12 +37,19 @@ public final class RecordFileProducer {
     public static void main(String[] args) throws Exception {
         if (args.length < 3) {
             throw new IllegalArgumentException(
-                "usage: RecordFileProducer FILE SAMPLES_TOPIC COMMON_FEATURES_TOPIC name=value...");
+                "usage: RecordFileProducer FILE SAMPLES_TOPIC COMMON_FEATURES_TOPIC (name=value | @properties-file)...");
         }
         long start = System.nanoTime();
         String[] topics = {args[1], args[2]};
         Properties props = new Properties();
         for (int i = 3; i < args.length; i++) {
+            if (args[i].startsWith("@")) {
+                // A properties file: how the sign-in's password arrives, never on the command line.
+                try (FileInputStream file = new FileInputStream(args[i].substring(1))) {
+                    props.load(file);
+                }
+                continue;
+            }
             String[] pair = args[i].split("=", 2);
             props.put(pair[0], pair[1]);
         }

@@ -4,6 +4,7 @@ runs read them. The client methods are in :mod:`taobao_assets.resources.kafka_cl
 from __future__ import annotations
 
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from taobao_assets.resources.kafka_client import KafkaClients, TopicSpec
 from taobao_assets.settings import Settings
@@ -13,9 +14,12 @@ __all__ = ["KafkaResource", "TopicSpec"]
 
 class KafkaResource(ConfigurableResource, KafkaClients):
     bootstrap_servers: str
+    username: str
+    password: str = Field(repr=False)
     client_id: str = "taobao-feature-platform"
     replication_factor: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaResource:
-        return cls(bootstrap_servers=settings.kafka_bootstrap_servers)
+        return cls(bootstrap_servers=settings.kafka_bootstrap_servers, username=settings.kafka_user,
+                   password=settings.kafka_password)

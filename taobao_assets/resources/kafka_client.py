@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from taobao_assets.settings import Settings
+from taobao_assets.settings import KAFKA_SASL_MECHANISM, Settings
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,12 @@ class TopicSpec:
 
 
 class KafkaClients:
-    """The client methods, for any class with the three connection attributes below (the plain
+    """The client methods, for any class with the connection attributes below (the plain
     :class:`KafkaClient` and the Dagster resource)."""
 
     bootstrap_servers: str
+    username: str
+    password: str
     client_id: str
     #: 1 on the local single broker; a cluster sets it to its broker count (at most 3).
     replication_factor: int
@@ -48,9 +50,7 @@ class KafkaClients:
         a 5 ms linger lets the replay fill batches instead of sending one request per record.
         """
         config: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5, **options}
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, **config
-        )
+        producer = AIOKafkaProducer(**self.connection_options(), **config)
         await producer.start()
         try:
             yield producer
@@ -65,18 +65,22 @@ class KafkaClients:
         with the state it produced, so a commit made behind its back could lose records.
         """
         config: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest", **options}
-        consumer = AIOKafkaConsumer(
-            *topics, bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, **config
-        )
+        consumer = AIOKafkaConsumer(*topics, **self.connection_options(), **config)
         await consumer.start()
         try:
             yield consumer
         finally:
             await consumer.stop()
 
+    def connection_options(self) -> dict[str, Any]:
+        """Where the broker is and how to sign in: SASL/SCRAM, the only way the broker lets a client in."""
+        return {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id,
+                "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": KAFKA_SASL_MECHANISM,
+                "sasl_plain_username": self.username, "sasl_plain_password": self.password}
+
     @asynccontextmanager
     async def _admin(self) -> AsyncIterator[AIOKafkaAdminClient]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id)
+        admin = AIOKafkaAdminClient(**self.connection_options())
         await admin.start()
         try:
             yield admin
@@ -195,9 +199,12 @@ class KafkaClient(KafkaClients):
     """The Kafka clients of a command-line tool: the connection settings, no Dagster."""
 
     bootstrap_servers: str
+    username: str
+    password: str = field(repr=False)
     client_id: str = "taobao-feature-platform"
     replication_factor: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaClient:
-        return cls(bootstrap_servers=settings.kafka_bootstrap_servers)
+        return cls(bootstrap_servers=settings.kafka_bootstrap_servers, username=settings.kafka_user,
+                   password=settings.kafka_password)

@@ -9,6 +9,7 @@ from urllib.parse import quote
 import psycopg2
 import psycopg2.extensions
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from taobao_assets.settings import Settings
 
@@ -17,7 +18,7 @@ class PostgresResource(ConfigurableResource):
     host: str
     port: int
     user: str
-    password: str
+    password: str = Field(repr=False)
     database: str
 
     @classmethod

@@ -6,6 +6,7 @@ import json
 
 import redis
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from taobao_assets.settings import Settings
 
@@ -13,7 +14,7 @@ from taobao_assets.settings import Settings
 class RedisResource(ConfigurableResource):
     host: str
     port: int
-    password: str
+    password: str = Field(repr=False)
     db: int = 0
 
     @classmethod

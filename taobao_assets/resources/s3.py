@@ -30,6 +30,9 @@ class S3Resource(DagsterS3Resource):
     """A boto3 client on one bucket, plus the object helpers the lake's IO managers use."""
 
     bucket: str = Field(description="The lake bucket every key of the helpers is in.")
+    #: Dagster's field again, kept out of ``repr``: a failed assertion or a log line prints the resource.
+    aws_secret_access_key: str | None = Field(default=None, repr=False,
+                                              description="The secret key of the boto3 session.")
 
     _client: Any = PrivateAttr(default=None)
 

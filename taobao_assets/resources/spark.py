@@ -35,6 +35,7 @@ from pathlib import Path
 
 from dagster_pyspark import LazyPySparkResource
 from dagster_pyspark.resources import spark_session_from_config
+from pydantic import Field
 
 from taobao_assets.settings import Settings
 
@@ -125,8 +126,8 @@ class SparkResource(LazyPySparkResource):
     #: Download cache holding the connector jars (``settings.cache_dir``).
     cache_dir: str
     catalog: str
-    postgres_password: str
-    minio_secret_key: str
+    postgres_password: str = Field(repr=False)
+    minio_secret_key: str = Field(repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SparkResource:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import stat
@@ -11,10 +12,12 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from deploy.service import Service
+from deploy.service import Service, free_port
+from deploy.services.kafka import Kafka
 from deploy.services.postgres import GOLD_SCHEMA, Postgres
 from deploy.services.redis import Redis
 from taobao_assets.gold_tables import SCHEMA
+from taobao_assets.resources.kafka_client import KafkaClient, TopicSpec
 from taobao_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,3 +81,23 @@ def test_names_from_the_settings_are_quoted_not_executed(postgres_service: Servi
 
 def test_gold_schema_name_agrees_with_the_assets() -> None:
     assert GOLD_SCHEMA == SCHEMA
+
+
+def test_kafka_stores_a_changed_password_on_its_next_start_and_keeps_its_topics(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The credential is stored through the controller at a storage's first start, and again when the
+    password changes (as for a storage formatted before Kafka had one); the old password stops working."""
+    own = dataclasses.replace(settings, state_dir=tmp_path, kafka_port=free_port(),
+                              kafka_controller_port=free_port())
+    changed = dataclasses.replace(own, kafka_password="changed-" + own.kafka_password)
+    Kafka(own).start()
+    try:
+        asyncio.run(KafkaClient.from_settings(own).create_topics([TopicSpec("tfp.test.kept", partitions=1)]))
+        Kafka(own).stop()
+        Kafka(changed).start()
+        assert Kafka(changed).healthy()
+        assert not Kafka(own).healthy()
+        assert asyncio.run(KafkaClient.from_settings(changed).end_offsets("tfp.test.kept")) == {0: 0}
+    finally:
+        Kafka(own).stop()

@@ -1,18 +1,24 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError
 
 from deploy.service import Service
+from deploy.services.kafka import Kafka
 from taobao_assets.resources.kafka import KafkaResource, TopicSpec
+from taobao_assets.resources.kafka_client import KafkaClient
 from taobao_assets.settings import REPO_ROOT, Settings
 
 # The topic is kept between runs (no deletion needed): each test reads only what it wrote,
@@ -30,7 +36,7 @@ class Sent:
 
 
 async def _topic_config_then_delete(kafka: KafkaResource, topic: str) -> dict[str, str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka.connection_options())
     await admin.start()
     try:
         (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
@@ -123,3 +129,29 @@ def test_stack_status_reports_kafka_healthy(kafka_service: Service) -> None:
     out = subprocess.run([sys.executable, "-m", "deploy.stack", "status", "kafka"],
                          capture_output=True, text=True, cwd=REPO_ROOT, check=True).stdout
     assert out.split()[:2] == ["kafka", "healthy"], out
+
+
+def test_the_broker_lets_in_only_clients_that_sign_in_with_the_installs_password(
+    settings: Settings, kafka_service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No sign-in, or a wrong password, gets no metadata; the stack's own check signs in with SCRAM."""
+    async def topics(**options: Any) -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=3000,
+                                    **options)
+        try:
+            await admin.start()
+            return list(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    signed_in = {k: v for k, v in KafkaClient.from_settings(settings).connection_options().items()
+                 if k != "bootstrap_servers"}
+    asyncio.run(KafkaResource.from_settings(settings).create_topics([TOPIC]))
+    assert TOPIC.name in asyncio.run(topics(**signed_in))
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(topics())
+    with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
+        asyncio.run(topics(**{**signed_in, "sasl_plain_password": settings.kafka_password + "x"}))
+    assert "SaslAuthenticationFailed" in caplog.text
+    assert Kafka(settings).healthy()
+    assert not Kafka(dataclasses.replace(settings, kafka_password=settings.kafka_password + "x")).healthy()
