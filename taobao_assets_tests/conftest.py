@@ -91,13 +91,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The fault matrix of ``test_faults.py``, when it ran: every fault injected and whether the layers converged."""
-    faults = sys.modules.get("taobao_assets_tests.test_faults")
+    """The fault matrix, when faults were injected: every fault and whether the layers converged."""
+    faults = sys.modules.get("taobao_assets_tests.fault_matrix")
     matrix = getattr(faults, "FAULT_MATRIX", None)
-    if not matrix:
+    if faults is None or not matrix:
         return
-    stages = list(dict.fromkeys(stage for stage, _ in matrix))
-    kinds = list(dict.fromkeys(fault for _, fault in matrix))
+    stages = [stage for stage in faults.STAGES if any(s == stage for s, _ in matrix)]
+    kinds = [kind for kind in faults.FAULTS if any(k == kind for _, k in matrix)]
     terminalreporter.section("fault matrix (kill -9 inside the stage; '-': the stage does not use it)")
     terminalreporter.write_line("| stage | " + " | ".join(kinds) + " |")
     terminalreporter.write_line("|---|" + "---|" * len(kinds))

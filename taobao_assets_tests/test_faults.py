@@ -10,29 +10,29 @@ run process cannot carry on: the stage is run again, as a user would. Either way
 compared with what the uninterrupted run left (row counts and order-independent hashes, or the stored
 objects byte for byte): nothing lost, nothing doubled, nothing half written.
 
-The matrix is printed at the end of the run (``conftest.py``) and kept in ``FAULT_MATRIX``.
+The matrix is kept in ``fault_matrix.FAULT_MATRIX`` (the stream's cells are injected in
+``test_streaming/test_kills.py``) and printed at the end of the run (``conftest.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import signal
-import threading
-import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from dagster import AssetKey, AssetSelection, RetryPolicy, materialize
 
-from deploy.service import Service, port_open
-from deploy.services import SERVICES
-from taobao_assets import failpoints
+from taobao_assets import jobs
 from taobao_assets.assets import bronze as bronze_module
 from taobao_assets.assets.bronze import bronze_asset_key, bronze_assets
 from taobao_assets.assets.serving import ONLINE_STORE_KEY, REGISTRY_KEY, gold_views, serving_assets
@@ -40,14 +40,15 @@ from taobao_assets.bronze_objects import day_prefix
 from taobao_assets.failpoints import FAILPOINT_ENV
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.io_managers.bronze import BronzeIOManager
+from taobao_assets.jobs import replay_job
 from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import FeastResource
 from taobao_assets.resources.kafka import KafkaResource
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
-from taobao_assets.resources.spark import reconnect_catalogs
 from taobao_assets.settings import Settings, get_settings
-from taobao_assets.source.topics import RawTopics
+from taobao_assets.source.replay import checkpoint_prefix, default_checkpoint_dir
+from taobao_assets.source.topics import LINE_HEADER, SOURCE_HEADER, RawTopics
 from taobao_assets_tests.conftest import (
     DAILY,
     TOPICS,
@@ -57,64 +58,10 @@ from taobao_assets_tests.conftest import (
     silver_digest,
     silver_resources,
 )
+from taobao_assets_tests.fault_matrix import Cell, record, server_killed_at, stack_service
 
 pytestmark = pytest.mark.slow
 DAY = DAILY.get_partition_keys()[1]
-#: (stage, fault) -> "converged" or what went wrong; printed at the end of the session.
-FAULT_MATRIX: dict[tuple[str, str], str] = {}
-
-
-@dataclass(frozen=True)
-class Cell:
-    stage: str
-    fault: str  # a stack service's name, or "run process"
-    point: str  # the fail point where the fault is injected
-
-
-def _service(name: str, settings: Settings) -> Service:
-    (cls,) = [c for c in SERVICES if c.name == name]
-    return cls(settings)
-
-
-@contextlib.contextmanager
-def server_killed_at(point: str, name: str, settings: Settings, down_seconds: float = 1.0) -> Iterator[None]:
-    """At the first pass through ``point``, SIGKILL the server ``name`` (its whole process group, as an
-    OOM kill or a crash would) and have the stack manager start it again ``down_seconds`` later."""
-    service = _service(name, settings)
-    restarts: list[threading.Thread] = []
-
-    def kill() -> None:
-        pid = service.pid()
-        assert pid is not None, f"{name} is not running under the stack manager"
-        os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):  # started by this process (a fixture): reap it
-            os.waitpid(pid, 0)
-        host_port = _address(service)
-        deadline = time.monotonic() + 10
-        while port_open(*host_port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        def restart_later() -> None:
-            time.sleep(down_seconds)
-            service.start()
-        restart = threading.Thread(target=restart_later, daemon=True)
-        restart.start()
-        restarts.append(restart)
-
-    with failpoints.armed(point, kill):
-        yield
-    assert restarts, f"the stage never reached {point}: no fault was injected"
-    for restart in restarts:
-        restart.join(timeout=120)
-    assert service.healthy(), f"{name} did not come back"
-    # The session's Spark outlives this test: its catalog's Postgres connections died with the server
-    # (a retried step renews them; the next test's direct reads would not).
-    reconnect_catalogs()
-
-
-def _address(service: Service) -> tuple[str, int]:
-    port = service.port()
-    assert port is not None
-    return "127.0.0.1", port
 
 
 # --- the layers, as digests an uninterrupted run and a faulted one must share ----------------------------
@@ -155,6 +102,23 @@ def online_digest(feast: FeastResource, postgres: PostgresResource, day: str) ->
     return digest
 
 
+def topics_digest(kafka: KafkaResource, topics: RawTopics) -> dict[str, tuple[int, str]]:
+    """Per raw topic (by its short name): the records, and a hash of their partitions, keys, values,
+    event times and source lines in any order (``produced_at`` is when they were sent: it differs)."""
+    async def read() -> dict[str, tuple[int, str]]:
+        digest = {}
+        for topic in topics.all:
+            rows = []
+            for partition, end in (await kafka.end_offsets(topic.name)).items():
+                async for r in kafka.read_range(topic.name, partition, 0, end):
+                    origin = sorted((k, v) for k, v in r.headers if k in (SOURCE_HEADER, LINE_HEADER))
+                    rows.append(repr((partition, r.key, r.value, r.timestamp, origin)))
+            rows.sort()
+            digest[RawTopics.short_name(topic)] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest())
+        return digest
+    return asyncio.run(read())
+
+
 # --- the stages, as a run of one day -------------------------------------------------------------------
 def run_bronze(settings: Settings, s3: S3Resource) -> bool:
     resources = {"kafka": KafkaResource.from_settings(settings), "s3": s3, "bronze_io_manager": BronzeIOManager(s3=s3)}
@@ -175,14 +139,18 @@ def run_online(settings: Settings, spark: Any, day: str = DAY, selection: AssetK
 
 def run_in_child(stage: str) -> None:
     """A stage's run in a spawned interpreter whose ``TFP_FAILPOINT`` kills it (SIGKILL) mid-stage."""
+    from taobao_assets.resources.spark import SparkResource
+
     settings = get_settings()
     s3 = S3Resource.from_settings(settings)
-    if stage == "bronze":
-        run_bronze(settings, s3)
-    else:
-        from taobao_assets.resources.spark import SparkResource
-
-        materialize_gold(DAY, gold_resources(settings, SparkResource.from_settings(settings), s3))
+    spark = SparkResource.from_settings(settings)
+    runs: dict[str, Callable[[], object]] = {
+        "bronze": lambda: run_bronze(settings, s3),
+        "silver": lambda: materialize_silver(DAY, silver_resources(settings, spark, s3)),
+        "gold": lambda: materialize_gold(DAY, gold_resources(settings, spark, s3)),
+        "online store": lambda: run_online(settings, spark),
+    }
+    runs[stage]()
 
 
 def killed_run(stage: str, point: str) -> None:
@@ -198,18 +166,34 @@ def killed_run(stage: str, point: str) -> None:
         del os.environ[FAILPOINT_ENV]
 
 
-def _record(cell: Cell, check: Callable[[], None]) -> None:
+def test_the_replay_converges_after_a_kafka_restart(replayed: object, dataset: Path, settings: Settings,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay job, into topics of its own, with Kafka killed after its first checkpoint: the topics
+    then hold what the session's replay wrote, no record lost or doubled."""
+    cell = Cell("replay", "kafka", "replay.checkpoint_saved")
+    kafka = KafkaResource.from_settings(settings)
+    other = dataclasses.replace(settings, topic_prefix=f"test.faults.{uuid.uuid4().hex[:8]}")
+    monkeypatch.setattr(jobs, "get_settings", lambda: other)  # the job's topics are the settings' ones
+
+    def check() -> None:
+        with server_killed_at(cell.point, cell.fault, settings):
+            result = replay_job.execute_in_process(
+                run_config={"ops": {"replay_raw_files": {"config": {"source_dir": str(dataset)}}}},
+                resources={"kafka": kafka}, raise_on_error=False)
+        assert result.success, "the replay did not survive the restart"
+        assert topics_digest(kafka, RawTopics.of(other.topic_prefix)) == topics_digest(kafka, TOPICS)
     try:
-        check()
-    except BaseException as failure:
-        FAULT_MATRIX[cell.stage, cell.fault] = f"FAILED: {type(failure).__name__}: {str(failure)[:200]}"
-        raise
-    FAULT_MATRIX[cell.stage, cell.fault] = "converged"
+        record(cell, check)
+    finally:
+        asyncio.run(kafka.delete_topics([t.name for t in RawTopics.of(other.topic_prefix).all]))
+        for path in default_checkpoint_dir(other).glob(f"{checkpoint_prefix(RawTopics.of(other.topic_prefix))}*"):
+            path.unlink()
 
 
 BRONZE = [Cell("bronze", "kafka", "bronze.partition_read"), Cell("bronze", "minio", "bronze.objects_stored"),
           Cell("bronze", "run process", "bronze.objects_stored")]
-SILVER = [Cell("silver", "minio", "silver.table_written"), Cell("silver", "postgres", "silver.table_written")]
+SILVER = [Cell("silver", "minio", "silver.table_written"), Cell("silver", "postgres", "silver.table_written"),
+          Cell("silver", "run process", "silver.table_written")]
 GOLD = [Cell("gold", "postgres", "gold.table_written"), Cell("gold", "minio", "gold.table_written"),
         Cell("gold", "run process", "gold.table_written")]
 
@@ -226,7 +210,7 @@ def test_bronze_converges_after_a_fault(cell: Cell, bronze: S3Resource, settings
             with server_killed_at(cell.point, cell.fault, settings):
                 assert run_bronze(settings, bronze), "the run did not survive the restart"
         assert bronze_digest(bronze, DAY) == before
-    _record(cell, check)
+    record(cell, check)
 
 
 @pytest.mark.parametrize("cell", SILVER, ids=lambda c: f"{c.stage}-{c.fault}")
@@ -235,10 +219,14 @@ def test_silver_converges_after_a_fault(cell: Cell, silver: object, bronze: S3Re
     before = silver_digest(spark, settings, DAY)
 
     def check() -> None:
-        with server_killed_at(cell.point, cell.fault, settings):
+        if cell.fault == "run process":
+            killed_run("silver", cell.point)
             assert materialize_silver(DAY, silver_resources(settings, spark, bronze)).success
+        else:
+            with server_killed_at(cell.point, cell.fault, settings):
+                assert materialize_silver(DAY, silver_resources(settings, spark, bronze)).success
         assert silver_digest(spark, settings, DAY) == before
-    _record(cell, check)
+    record(cell, check)
 
 
 @pytest.mark.parametrize("cell", GOLD, ids=lambda c: f"{c.stage}-{c.fault}")
@@ -254,11 +242,12 @@ def test_gold_converges_after_a_fault(cell: Cell, gold: PostgresResource, bronze
             with server_killed_at(cell.point, cell.fault, settings):
                 assert materialize_gold(DAY, gold_resources(settings, spark, bronze)).success
         assert gold_digest(gold, DAY) == before
-    _record(cell, check)
+    record(cell, check)
 
 
 ONLINE = [Cell("online store", "redis", "online.view_written"),
-          Cell("online store", "postgres", "online.view_written")]
+          Cell("online store", "postgres", "online.view_written"),
+          Cell("online store", "run process", "online.view_written")]
 
 
 @pytest.fixture(scope="module")
@@ -273,17 +262,70 @@ def online(gold: PostgresResource, redis_service: object, spark: Any, settings: 
 def test_the_online_store_converges_after_a_fault(cell: Cell, online: dict[str, str], gold: PostgresResource,
                                                   spark: Any, settings: Settings) -> None:
     def check() -> None:
-        with server_killed_at(cell.point, cell.fault, settings):
-            assert run_online(settings, spark), "the run did not survive the restart"
+        if cell.fault == "run process":
+            killed_run("online store", cell.point)
+            assert run_online(settings, spark)
+        else:
+            with server_killed_at(cell.point, cell.fault, settings):
+                assert run_online(settings, spark), "the run did not survive the restart"
         assert online_digest(FeastResource.from_settings(settings), gold, DAY) == online
-    _record(cell, check)
+    record(cell, check)
+
+
+ANALYTICS = [Cell("analytics", "trino", "analytics.statement_run"),
+             Cell("analytics", "minio", "analytics.statement_run"),
+             Cell("analytics", "postgres", "analytics.statement_run")]
+
+
+def analytics_digest(spark: Any, settings: Settings, day: str) -> dict[str, tuple[int, int]]:
+    """Per report table (Iceberg, written by Trino, read here by Spark): the day's rows and an
+    order-independent hash of all their columns."""
+    from pyspark.sql import functions as F
+
+    from taobao_assets.assets.analytics import REPORTS
+
+    digest = {}
+    for report in REPORTS:
+        frame = spark.spark_session.table(f"{settings.iceberg_catalog}.analytics.{report.name}").where(
+            F.col("day") == F.lit(day))
+        row = frame.agg(F.count(F.lit(1)), F.sum(F.pmod(F.xxhash64(*frame.columns), F.lit(2**31)))).first()
+        assert row is not None
+        digest[report.name] = (row[0], row[1] or 0)
+    return digest
+
+
+def run_analytics(settings: Settings, spark: Any) -> bool:
+    from taobao_assets.assets.analytics import analytics_assets
+    from taobao_assets.resources.trino import TrinoResource
+
+    resources = {"trino": TrinoResource.from_settings(settings), "spark": spark,
+                 "postgres": PostgresResource.from_settings(settings)}
+    return materialize(analytics_assets(DAILY), partition_key=DAY, resources=resources, raise_on_error=False).success
+
+
+@pytest.fixture(scope="module")
+def analyzed(gold: PostgresResource, trino_service: object, spark: Any, settings: Settings
+             ) -> dict[str, tuple[int, int]]:
+    """The day's reports, uninterrupted."""
+    assert run_analytics(settings, spark)
+    return analytics_digest(spark, settings, DAY)
+
+
+@pytest.mark.parametrize("cell", ANALYTICS, ids=lambda c: f"analytics-{c.fault}")
+def test_analytics_converges_after_a_fault(cell: Cell, analyzed: dict[str, tuple[int, int]], spark: Any,
+                                           settings: Settings) -> None:
+    def check() -> None:
+        with server_killed_at(cell.point, cell.fault, settings):
+            assert run_analytics(settings, spark), "the run did not survive the restart"
+        assert analytics_digest(spark, settings, DAY) == analyzed
+    record(cell, check)
 
 
 def test_a_server_that_stays_down_fails_the_run_in_one_line_naming_it(
         bronze: S3Resource, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """With MinIO gone for good, the bronze run fails, and its error names MinIO and the command."""
     monkeypatch.setattr(bronze_module, "SERVER_RETRY", RetryPolicy(max_retries=1, delay=1))
-    service = _service("minio", settings)
+    service = stack_service("minio", settings)
     pid = service.pid()
     assert pid is not None
     os.killpg(pid, signal.SIGKILL)

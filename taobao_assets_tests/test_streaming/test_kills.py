@@ -1,5 +1,6 @@
-"""SIGKILL of the continuous consumer at each step of a batch, and of Redis under it: what comes after
-(the sensor's runs) applies every event exactly once, as the plain-Python recomputation says."""
+"""SIGKILL of the continuous consumer at each step of a batch, of Redis under it, and of Kafka inside a
+sensor's run: what comes after (the sensor's runs, or the run's retry) applies every event exactly
+once, as the plain-Python recomputation says. These are the fault matrix's "streaming apply" cells."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from taobao_assets.settings import Settings
 from taobao_assets.source.replay import ReplayRecord
 from taobao_assets.streaming.resource import StreamingResource
 from taobao_assets_tests.conftest import ensure_running
+from taobao_assets_tests.fault_matrix import Cell, record, server_killed_at
 from taobao_assets_tests.test_streaming.conftest import produce, recompute
 from taobao_assets_tests.test_streaming.test_streaming import (
     assert_online_matches,
@@ -28,11 +30,17 @@ from taobao_assets_tests.test_streaming.test_streaming import (
     wait_for_lease_expiry,
 )
 
+STAGE = "streaming apply"
+
 
 @pytest.mark.parametrize("failpoint", ["streaming.before_commit:2:kill", "streaming.after_commit:2:kill",
                                        "streaming.after_write:2:kill"])
 def test_a_consumer_killed_at_any_step_of_a_batch_loses_and_repeats_nothing(
         stream: StreamingResource, events: list[ReplayRecord], failpoint: str) -> None:
+    record(Cell(STAGE, "run process", failpoint), lambda: _killed_consumer(stream, events, failpoint))
+
+
+def _killed_consumer(stream: StreamingResource, events: list[ReplayRecord], failpoint: str) -> None:
     # Everything is in Kafka first: a sample produced at the same time as its context may be
     # appended before it (two topics), which would make its user unresolved.
     produce(stream, events)
@@ -53,6 +61,12 @@ def test_a_consumer_killed_at_any_step_of_a_batch_loses_and_repeats_nothing(
 
 def test_redis_killed_under_a_consumer_loses_and_repeats_nothing(
         stream: StreamingResource, events: list[ReplayRecord], settings: Settings, redis_service: Service) -> None:
+    record(Cell(STAGE, "redis", "a quarter of the samples applied"),
+           lambda: _redis_killed(stream, events, settings, redis_service))
+
+
+def _redis_killed(stream: StreamingResource, events: list[ReplayRecord], settings: Settings,
+                  redis_service: Service) -> None:
     follower = start_follower(stream)
     producer = threading.Thread(target=produce, args=(stream, events), kwargs={"rate": 4_000})
     producer.start()
@@ -76,3 +90,19 @@ def test_redis_killed_under_a_consumer_loses_and_repeats_nothing(
     expected = recompute(events, state.entity_prefix)
     assert_state_matches(stream, expected)
     assert_online_matches(stream, expected)
+
+
+def test_kafka_killed_inside_a_sensor_run_is_retried_and_loses_and_repeats_nothing(
+        stream: StreamingResource, events: list[ReplayRecord], settings: Settings, kafka_service: Service) -> None:
+    """Kafka dies after a batch's dead letters were sent, before its commit; the stack manager starts it
+    again a second later, and the run's retry (not a new run) finishes the ranges."""
+    cell = Cell(STAGE, "kafka", "streaming.before_commit")
+
+    def check() -> None:
+        produce(stream, events)
+        with server_killed_at(cell.point, cell.fault, settings):
+            catch_up(stream, DagsterInstance.ephemeral(), None)
+        expected = recompute(events, stream.state().entity_prefix)
+        assert_state_matches(stream, expected)
+        assert_online_matches(stream, expected)
+    record(cell, check)
