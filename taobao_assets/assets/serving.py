@@ -52,6 +52,7 @@ from pyspark.sql import functions as F
 from taobao_assets import failpoints
 from taobao_assets.assets.bronze import topic_asset_key
 from taobao_assets.assets.gold import GOLD_KEYS, latest_contexts
+from taobao_assets.baseline_sample import TEST_ROWS, TRAIN_ROWS, sample_days
 from taobao_assets.checks.gold import gold_checks
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.io_managers.postgres import create_table_sql
@@ -299,13 +300,13 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         deps=[AssetDep(TRAINING_SET_KEY, partition_mapping=TimeWindowPartitionMapping(
             start_offset=-(len(daily.get_partition_keys()) - 1), end_offset=0,
             allow_nonexistent_upstream_partitions=True))],
-        description="Logistic regression on the training sets of the days before D, scored on day D (AUC).",
+        description=f"Logistic regression on up to {TRAIN_ROWS:,} rows sampled from the training sets of the days "
+                    f"before D, scored on up to {TEST_ROWS:,} rows of day D (AUC).",
     )
     @on_server_loss("minio")
     def ctr_baseline(context: AssetExecutionContext, s3: S3Resource) -> MaterializeResult:
         # Imported here: every run process loads these definitions (a sensor's streaming run too) and
         # scikit-learn adds seconds to that start, for the one asset that needs it.
-        import pandas as pd
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import roc_auc_score
         from sklearn.pipeline import make_pipeline
@@ -318,8 +319,10 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         if not train_days:
             context.log.warning(f"no training set before {day}: nothing to train on, no score")
             return MaterializeResult(metadata={"trained_on_days": 0})
-        train = pd.concat([pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(d)))) for d in train_days])
-        test = pd.read_parquet(io.BytesIO(s3.get_bytes(training_set_key(day))))
+        # Fixed-size samples, read batch by batch: the step's memory does not grow with the days.
+        seed = date.fromisoformat(day).toordinal()
+        train, train_held = sample_days(s3, [training_set_key(d) for d in train_days], TRAIN_ROWS, seed)
+        test, test_held = sample_days(s3, [training_set_key(day)], TEST_ROWS, seed + 1)
         columns = feature_columns(train)
         if train["click"].nunique() < 2 or test["click"].nunique() < 2:
             raise ValueError(f"day {day}: training ({train_days}) or test labels have a single class; "
@@ -338,7 +341,9 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
             **({"oracle_auc": oracle} if oracle is not None else {}),
             "trained_on_days": len(train_days),
             "train_rows": len(train),
+            "train_rows_available": train_held,
             "test_rows": len(test),
+            "test_rows_available": test_held,
             "features": len(columns),
             "model_path": MetadataValue.path(f"s3://{s3.bucket}/{key}"),
         })

@@ -62,6 +62,10 @@ class S3Resource(DagsterS3Resource):
         """Store a local file at ``key`` without reading it into memory."""
         self.client().upload_file(str(path), self.bucket, key, Config=TRANSFER)
 
+    def download_file(self, key: str, path: Path) -> None:
+        """Store the object at ``key`` in a local file without reading it into memory."""
+        self.client().download_file(self.bucket, key, str(path), Config=TRANSFER)
+
     def get_bytes(self, key: str) -> bytes:
         """The object's bytes; a missing key raises ``client().exceptions.NoSuchKey``."""
         body = self.client().get_object(Bucket=self.bucket, Key=key)["Body"]

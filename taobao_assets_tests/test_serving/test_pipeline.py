@@ -144,6 +144,9 @@ def test_baseline_model_trained_on_earlier_days_scores_the_next_day(
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     test_day = pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(TRAINING_DAYS[-1]))))
     assert metadata["trained_on_days"] == len(TRAINING_DAYS) - 1 and metadata["test_rows"] == len(test_day)
+    earlier = [pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(d)))) for d in TRAINING_DAYS[:-1]]
+    # Days smaller than the sample are taken whole.
+    assert metadata["train_rows"] == metadata["train_rows_available"] == sum(map(len, earlier))
     # The generator's clicks depend on user, item and category effects the gold rates estimate.
     assert 0.5 < metadata["auc"] <= 1.0, metadata
     oracle = json.loads((dataset / TRUTH_FILE).read_text())["signal"]["oracle_auc_by_day"][TRAINING_DAYS[-1]]
