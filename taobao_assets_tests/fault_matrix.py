@@ -64,11 +64,14 @@ def server_killed_at(point: str, name: str, settings: Settings, down_seconds: fl
         restart.start()
         restarts.append(restart)
 
-    with failpoints.armed(point, kill):
-        yield
+    try:
+        with failpoints.armed(point, kill):
+            yield
+    finally:
+        # Also when the stage failed: the next cell must not find the server still starting.
+        for restart in restarts:
+            restart.join(timeout=120)
     assert restarts, f"the stage never reached {point}: no fault was injected"
-    for restart in restarts:
-        restart.join(timeout=120)
     assert service.healthy(), f"{name} did not come back"
     # The session's Spark outlives this test: its catalog's Postgres connections died with the server
     # (a retried step renews them; the next test's direct reads would not).

@@ -10,11 +10,13 @@ from pathlib import Path
 import psycopg2
 import pytest
 import redis.exceptions
+import trino.exceptions
 from dagster import Failure, RetryPolicy, asset, materialize
 
 from taobao_assets import server_loss
 from taobao_assets.server_loss import ServerDown, lost_connection, on_server_loss, step_error
 from taobao_assets.settings import Settings, load_settings
+from taobao_assets.streaming.state import LeaseLost
 
 
 @pytest.fixture
@@ -62,6 +64,10 @@ def test_client_connection_errors_are_recognised_through_their_causes() -> None:
     assert not lost_connection(redis.exceptions.ResponseError("WRONGTYPE Operation against a key"))
     assert not lost_connection(ValueError("line 7: field 205 is not an integer"))
     assert not lost_connection(_JavaError("AnalysisException: column itemid does not exist"))
+    starting = {"errorName": "SERVER_STARTING_UP", "errorType": "INTERNAL_ERROR", "message": "still initializing"}
+    assert lost_connection(trino.exceptions.TrinoQueryError(starting, "q1"))
+    assert not lost_connection(trino.exceptions.TrinoQueryError(
+        {**starting, "errorName": "COLUMN_NOT_FOUND", "errorType": "USER_ERROR"}, "q2"))
 
 
 def test_an_error_while_a_server_is_down_names_it_and_the_command(stack: Settings) -> None:
@@ -81,6 +87,9 @@ def test_with_its_servers_up_a_lost_connection_is_retried_and_anything_else_fail
     bad_input = step_error(ValueError("line 7: bad"), ("minio",))
     assert isinstance(bad_input, Failure) and not bad_input.allow_retries
     assert bad_input.description == "ValueError: line 7: bad"
+    # The stream's lease lapsed while Kafka restarted: the retry takes it again and resumes from the state.
+    lapsed = LeaseLost("the streaming lease of s is held by None, not 'run:1'")
+    assert step_error(lapsed, ("kafka",)) is lapsed
 
 
 def test_dagster_retries_a_lost_server_and_not_a_bad_input(stack: Settings) -> None:
