@@ -166,6 +166,17 @@ def killed_run(stage: str, point: str) -> None:
         del os.environ[FAILPOINT_ENV]
 
 
+def run_through(cell: Cell, run: Callable[[], bool], settings: Settings) -> None:
+    """Run a stage with ``cell``'s fault: under a server's restart the run must succeed by itself; a
+    killed run is run again, as a user would."""
+    if cell.fault == "run process":
+        killed_run(cell.stage, cell.point)
+        assert run(), "the stage, run again, failed"
+    else:
+        with server_killed_at(cell.point, cell.fault, settings):
+            assert run(), "the run did not survive the restart"
+
+
 def test_the_replay_converges_after_a_kafka_restart(replayed: object, dataset: Path, settings: Settings,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The replay job, into topics of its own, with Kafka killed after its first checkpoint: the topics
@@ -203,12 +214,7 @@ def test_bronze_converges_after_a_fault(cell: Cell, bronze: S3Resource, settings
     before = bronze_digest(bronze, DAY)
 
     def check() -> None:
-        if cell.fault == "run process":
-            killed_run("bronze", cell.point)
-            assert run_bronze(settings, bronze)
-        else:
-            with server_killed_at(cell.point, cell.fault, settings):
-                assert run_bronze(settings, bronze), "the run did not survive the restart"
+        run_through(cell, lambda: run_bronze(settings, bronze), settings)
         assert bronze_digest(bronze, DAY) == before
     record(cell, check)
 
@@ -219,12 +225,7 @@ def test_silver_converges_after_a_fault(cell: Cell, silver: object, bronze: S3Re
     before = silver_digest(spark, settings, DAY)
 
     def check() -> None:
-        if cell.fault == "run process":
-            killed_run("silver", cell.point)
-            assert materialize_silver(DAY, silver_resources(settings, spark, bronze)).success
-        else:
-            with server_killed_at(cell.point, cell.fault, settings):
-                assert materialize_silver(DAY, silver_resources(settings, spark, bronze)).success
+        run_through(cell, lambda: materialize_silver(DAY, silver_resources(settings, spark, bronze)).success, settings)
         assert silver_digest(spark, settings, DAY) == before
     record(cell, check)
 
@@ -235,12 +236,7 @@ def test_gold_converges_after_a_fault(cell: Cell, gold: PostgresResource, bronze
     before = gold_digest(gold, DAY)
 
     def check() -> None:
-        if cell.fault == "run process":
-            killed_run("gold", cell.point)
-            assert materialize_gold(DAY, gold_resources(settings, spark, bronze)).success
-        else:
-            with server_killed_at(cell.point, cell.fault, settings):
-                assert materialize_gold(DAY, gold_resources(settings, spark, bronze)).success
+        run_through(cell, lambda: materialize_gold(DAY, gold_resources(settings, spark, bronze)).success, settings)
         assert gold_digest(gold, DAY) == before
     record(cell, check)
 
@@ -262,12 +258,7 @@ def online(gold: PostgresResource, redis_service: object, spark: Any, settings: 
 def test_the_online_store_converges_after_a_fault(cell: Cell, online: dict[str, str], gold: PostgresResource,
                                                   spark: Any, settings: Settings) -> None:
     def check() -> None:
-        if cell.fault == "run process":
-            killed_run("online store", cell.point)
-            assert run_online(settings, spark)
-        else:
-            with server_killed_at(cell.point, cell.fault, settings):
-                assert run_online(settings, spark), "the run did not survive the restart"
+        run_through(cell, lambda: run_online(settings, spark), settings)
         assert online_digest(FeastResource.from_settings(settings), gold, DAY) == online
     record(cell, check)
 
@@ -315,8 +306,7 @@ def analyzed(gold: PostgresResource, trino_service: object, spark: Any, settings
 def test_analytics_converges_after_a_fault(cell: Cell, analyzed: dict[str, tuple[int, int]], spark: Any,
                                            settings: Settings) -> None:
     def check() -> None:
-        with server_killed_at(cell.point, cell.fault, settings):
-            assert run_analytics(settings, spark), "the run did not survive the restart"
+        run_through(cell, lambda: run_analytics(settings, spark), settings)
         assert analytics_digest(spark, settings, DAY) == analyzed
     record(cell, check)
 
