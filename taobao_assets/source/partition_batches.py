@@ -38,10 +38,19 @@ class Delivery:
 
 
 class PartitionBatches:
-    """Open batches per (topic, partition) of one producer; ``partitions`` gives each topic's count."""
+    """Open batches per (topic, partition) of one producer; ``partitions`` gives each topic's count.
 
-    def __init__(self, producer: AIOKafkaProducer, partitions: Mapping[str, int]) -> None:
+    ``upstream`` names a topic whose records others depend on (the replay's common-features rows,
+    which the samples after them need): every open batch of it is handed over before a batch of
+    another topic, so no record reaches Kafka before an upstream record added earlier. Without it a
+    full batch of samples would go out at once while the contexts it needs waited in a batch still
+    filling, and a consumer at the end of the stream would find the samples' users unknown.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, partitions: Mapping[str, int], upstream: str | None = None
+                 ) -> None:
         self._producer = producer
+        self._upstream = upstream
         self._partition_ids = {topic: list(range(count)) for topic, count in partitions.items()}
         self._partitioner = DefaultPartitioner()
         self._open: dict[tuple[str, int], BatchBuilder] = {}
@@ -55,6 +64,8 @@ class PartitionBatches:
         if builder is None:
             builder = self._open[topic, partition] = self._producer.create_batch()
         if builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
+            if topic != self._upstream:
+                await self._hand_upstream()
             await self._hand(topic, partition, builder)
             builder = self._open[topic, partition] = self._producer.create_batch()
             # An empty batch takes any record; one larger than a request fails at the broker, loudly.
@@ -62,9 +73,14 @@ class PartitionBatches:
 
     async def hand_over(self) -> None:
         """Hand every open batch to the producer, which sends it without waiting for more."""
+        await self._hand_upstream()
         for (topic, partition), builder in self._open.items():
             await self._hand(topic, partition, builder)
         self._open.clear()
+
+    async def _hand_upstream(self) -> None:
+        for topic, partition in [key for key in self._open if key[0] == self._upstream]:
+            await self._hand(topic, partition, self._open.pop((topic, partition)))
 
     def handed(self) -> list[Delivery]:
         """The batches handed over since the last call, in order."""

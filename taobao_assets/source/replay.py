@@ -302,7 +302,8 @@ async def replay(
         return ReplayResult(total, 0, 0, time.monotonic() - t0, resumed)
 
     async with kafka.producer(**PRODUCER_OPTIONS) as producer:
-        batches = PartitionBatches(producer, {t.name: t.partitions for t in topics.all})
+        batches = PartitionBatches(producer, {t.name: t.partitions for t in topics.all},
+                                   upstream=topics.common_features.name)
         position = 0
         in_flight: tuple[int, list[Delivery]] | None = None
 

@@ -6,7 +6,9 @@ An :class:`Applier` holds the stream's lease (one applier at a time; a run waits
    replay writes a context before the first sample that uses it, so once the map has caught up
    past the moment a sample was written, the sample's context is there. A run catches up before
    its samples (whose end offsets the sensor read earlier); any applier catches up again when a
-   batch holds a context it does not know, and only what is still unknown then is "unresolved";
+   batch holds a context it does not know, and again until ``context_wait_seconds`` after the
+   batch was produced (two topics: a sample may be appended just before its context); only what is
+   still unknown then is "unresolved";
 2. applies sample records batch by batch, each batch one atomic commit of counters + offsets
    (:mod:`taobao_assets.streaming.state`). Rejected records are sent to the dead-letter topic
    before the commit. A commit that finds the stored offsets moved (another applier got there)
@@ -51,6 +53,7 @@ from taobao_assets.streaming.state import Commit, OffsetMove, StreamState, refus
 #: A bounded read that gets nothing for this long means the broker lost the records or is down.
 FETCH_TIMEOUT_SECONDS = 30.0
 CONTEXT_BATCH_RECORDS = 500
+CONTEXT_RETRY_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -333,9 +336,15 @@ class Applier:
         self.report.samples_read += sum(len(messages) for messages in records.values())
         indexes = parsed.context_indexes
         users = self.state.users_of(indexes)
-        if len(users) < len(indexes):
+        # Contexts unknown after a catch-up may still be on their way (the other topic) while the
+        # batch is recent: catch up again until they come or the batch is context_wait_seconds old.
+        wait_until_ms = max(parsed.produced_at, default=0) + self.streaming.context_wait_seconds * 1000
+        while len(users) < len(indexes):
             await self.catch_up_contexts()
             users.update(self.state.users_of([i for i in indexes if i not in users]))
+            if len(users) == len(indexes) or time.time() * 1000 >= wait_until_ms:
+                break
+            await asyncio.sleep(CONTEXT_RETRY_SECONDS)
         deltas, totals = aggregate(parsed, users, self.state.entity_prefix)
         sent = await send_dead_letters(self.producer, self.topics.dead_letter.name, parsed.dead_letters)
         return _Prepared(deltas, totals, parsed.produced_at, sent)

@@ -59,6 +59,10 @@ class StreamingResource(ConfigurableResource):
     #: A sample whose event time is further ahead of the clock is dead-lettered (``future_timestamp``).
     #: Raise it to replay a simulated time line that lies in the future (``TFP_EVENT_START_DATE``).
     max_future_skew_seconds: float = 3600.0
+    #: A sample whose context is unknown waits for it this long after the sample was produced
+    #: (its ``produced_at`` header) before it counts as ``unresolved_context``: a producer may append
+    #: a sample to its topic just before the context to the other topic.
+    context_wait_seconds: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **pacing: Any) -> StreamingResource:

@@ -136,6 +136,10 @@ class Expected:
     conversions: int
     #: (source file, line, reason) of every rejected record.
     rejected: set[tuple[str, int, str]]
+    #: Samples whose context no record gives.
+    unresolved: int
+    #: Contexts the records give.
+    contexts: int
 
 
 def recompute(records: list[ReplayRecord], entity_prefix: str) -> Expected:
@@ -170,7 +174,8 @@ def recompute(records: list[ReplayRecord], entity_prefix: str) -> Expected:
         hour = [e for e in entity_events if e[0] // MINUTE_MS > latest // MINUTE_MS - 60]
         counters[key] = (latest, _sums(today), _sums(hour))
     return Expected(counters, len(samples), sum(s.click for _, s in samples),
-                    sum(s.conversion for _, s in samples), rejected)
+                    sum(s.conversion for _, s in samples), rejected,
+                    sum(s.common_feature_index not in users for _, s in samples), len(users))
 
 
 def _sums(events: list[tuple[int, int, int]]) -> tuple[int, int, int]:

@@ -107,8 +107,10 @@ def assert_state_matches(stream: StreamingResource, expected: Expected, poison: 
     and ``poison`` records more."""
     state = stream.state()
     keys = {k.decode() for k in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000)}
-    assert keys == set(expected.counters)
-    assert_state_expires(state)
+    assert keys == set(expected.counters), (
+        f"entities missing {sorted(set(expected.counters) - keys)[:5]}, unexpected "
+        f"{sorted(keys - set(expected.counters))[:5]}; stream totals {state.totals()}")
+    assert_state_expires(state, has_contexts=expected.contexts > 0)
     found = {s.key: (s.latest_ms, s.today, s.hour) for s in state.read_states(sorted(keys))}
     wrong = {k: (found.get(k), v) for k, v in expected.counters.items() if found.get(k) != v}
     assert not wrong, f"{len(wrong)} entities differ, e.g. {list(wrong.items())[:3]}"
@@ -116,16 +118,18 @@ def assert_state_matches(stream: StreamingResource, expected: Expected, poison: 
     assert (totals["impressions"], totals.get("clicks", 0), totals.get("conversions", 0)) == (
         expected.impressions, expected.clicks, expected.conversions)
     assert sum(v for k, v in totals.items() if k.startswith("dead_letter.")) == len(expected.rejected) + poison
+    assert totals.get("unresolved_context", 0) == expected.unresolved
     assert dirty_entities(stream) == 0, "every committed entity should have been written online"
 
 
-def assert_state_expires(state: StreamState) -> None:
-    """Entity keys live at most their real-time table's declared TTL, contexts the longest of them."""
+def assert_state_expires(state: StreamState, has_contexts: bool = True) -> None:
+    """Entity keys live at most their real-time table's declared TTL, contexts (there are some if
+    ``has_contexts``) the longest of them."""
     declared = {f"{state.entity_prefix}{KINDS[tuple(t.key_names)]}:": t.ttl_seconds * 1000
                 for t in REALTIME_TABLES}
     contexts = [k.decode() for k in state.client.scan_iter(match=state.context_prefix + "*", count=10_000)]
     entities = [k.decode() for k in state.client.scan_iter(match=state.entity_prefix + "*", count=10_000)]
-    assert contexts and entities
+    assert entities and bool(contexts) == has_contexts
     limits = {k: max(declared.values()) for k in contexts}
     limits.update({k: next(ms for prefix, ms in declared.items() if k.startswith(prefix)) for k in entities})
     with state.client.pipeline(transaction=False) as pipe:
@@ -301,6 +305,40 @@ def test_poison_records_are_dead_lettered_and_the_stream_goes_on(
     assert stream.state().totals()["impressions"] == expected.impressions + 1
     left = Counter(letter.reason for letter in asyncio.run(read_dead_letters(stream.kafka, topic)))
     assert RecordFault.FUTURE_TIMESTAMP not in left and left[RecordFault.BAD_HEADER] == 3
+
+
+def _apply_all_samples(stream: StreamingResource) -> RangeRun:
+    ends = asyncio.run(stream.kafka.end_offsets(stream.topics.samples.name))
+    return apply_ranges(stream, [OffsetRange(p, 0, end) for p, end in ends.items()], owner="test", ctr_prior=PRIOR)
+
+
+def test_samples_appended_before_their_contexts_wait_for_them(
+        stream: StreamingResource, events: list[ReplayRecord]) -> None:
+    """Two topics: a producer may append a sample before the context it needs reaches the other
+    topic. A recent sample's applier catches the contexts up again until they come."""
+    patient = stream.model_copy(update={"context_wait_seconds": 120.0})
+    produce(stream, [r for r in events if r.topic == TOPICS.samples.name])
+    contexts = threading.Timer(3.0, produce, args=(stream, [r for r in events if r.topic != TOPICS.samples.name]))
+    contexts.start()
+    try:
+        run = _apply_all_samples(patient)
+    finally:
+        contexts.join()
+    assert run.report.context_catch_ups > 2, "the contexts came before the samples were read"
+    expected = recompute(events, stream.state().entity_prefix)
+    assert expected.unresolved == 0
+    assert_state_matches(stream, expected)
+
+
+def test_a_sample_whose_context_never_comes_counts_for_its_item_and_as_unresolved(
+        stream: StreamingResource, events: list[ReplayRecord]) -> None:
+    samples = [r for r in events if r.topic == TOPICS.samples.name]
+    produce(stream, samples)
+    _apply_all_samples(stream.model_copy(update={"context_wait_seconds": 0.0}))
+    expected = recompute(samples, stream.state().entity_prefix)
+    assert expected.unresolved == len(samples) - len(expected.rejected)
+    assert not any(":u:" in key or ":uc:" in key for key in expected.counters)
+    assert_state_matches(stream, expected)
 
 
 def test_runs_over_what_the_replay_wrote_report_the_freshness_of_every_record(
@@ -487,8 +525,7 @@ def test_the_sensor_waits_until_the_feast_registry_has_the_real_time_views(
 def test_a_recreated_topic_is_refused_until_the_stream_is_reset(
         stream: StreamingResource, events: list[ReplayRecord]) -> None:
     produce(stream, events)
-    ends = asyncio.run(stream.kafka.end_offsets(stream.topics.samples.name))
-    apply_ranges(stream, [OffsetRange(p, 0, end) for p, end in ends.items()], owner="test", ctr_prior=PRIOR)
+    _apply_all_samples(stream)
     topics = stream.topics
     asyncio.run(stream.kafka.delete_topics([topics.samples.name, topics.common_features.name]))
     asyncio.run(stream.kafka.create_topics([topics.samples, topics.common_features]))
