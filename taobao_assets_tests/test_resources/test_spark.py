@@ -1,13 +1,12 @@
-"""Spark writes Iceberg tables to MinIO through the JDBC catalog in Postgres, locally and on a cluster.
+"""Spark writes Iceberg tables to MinIO through the JDBC catalog in Postgres.
 
-The local tests use the suite's shared resource (``spark`` in conftest): a process holds one
-SparkContext and the layer tests keep theirs open. The standalone job therefore runs in a fresh
-interpreter (spawned), whose driver connects to the stack's cluster.
+The tests use the suite's shared resource (``spark`` in conftest): a process holds one
+SparkContext and the layer tests keep theirs open. The cluster path (a driver on ``spark://``,
+Iceberg written from both workers) is ``test_assets/test_cluster.py``, on a real silver day.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -16,13 +15,10 @@ import pytest
 from dagster import asset, materialize
 from pyspark.sql import DataFrame, SparkSession
 
-from deploy.service import Service
-from deploy.services.spark import Spark
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
-from taobao_assets_tests.conftest import busy_workers, in_fresh_interpreter
 
 NAMESPACE = "spark_test"
 SCHEMA = "user_id BIGINT, item STRING, clicks INT, day DATE"
@@ -105,26 +101,3 @@ def test_assets_get_the_session_through_the_dagster_resource(
 
     assert result.success
     assert _rows(session, table) == sorted(ROWS)
-
-
-def _job_on_cluster(settings: Settings, table: str) -> tuple[list[tuple[object, ...]], int]:
-    """Write and read back the table from a driver on the cluster; also count workers running it."""
-    session = SparkResource.from_settings(settings).spark_session
-    try:
-        busy = busy_workers(Spark(settings))
-        _write_partitioned(session, table)
-        return _rows(session, table), busy
-    finally:
-        session.stop()
-
-
-def test_iceberg_job_runs_on_both_workers_of_the_standalone_cluster(
-    cluster: Spark, table: str, settings: Settings, postgres_service: Service, minio_service: Service,
-) -> None:
-    assert len(cluster.alive_workers()) == settings.spark_standalone_workers == 2
-    on_cluster = dataclasses.replace(settings, spark_master=cluster.master_url)
-
-    rows, busy = in_fresh_interpreter(_job_on_cluster, on_cluster, table)
-
-    assert busy == 2
-    assert rows == sorted(ROWS)
