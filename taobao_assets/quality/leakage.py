@@ -3,10 +3,10 @@
 1. **Point in time.** For every row of the training set and every view of its feature service,
    the values must be those of the latest row of the view's table stamped at or before the
    impression's event time and within the view's TTL (or all missing when there is none). The
-   expectation is recomputed in SQL, ``LATERAL`` probes of the table's primary key for the whole
-   day's rows copied into a temporary table, not Feast's query. A value joined from a row stamped
-   after the impression (the classic off-by-one-day join) differs from it, and so does any other
-   wrong join.
+   expectation is recomputed apart from Feast: the table's rows for the training set's entities
+   are copied out of Postgres and joined backward in time by pandas' ``merge_asof``. A value joined
+   from a row stamped after the impression (the classic off-by-one-day join) differs from it, and
+   so does any other wrong join.
 2. **Label copies.** A feature whose values alone rank the clicks almost perfectly (AUC beyond
    ``LABEL_COPY_AUC``, or below its mirror) is the label in disguise: real CTR features score
    around 0.6.
@@ -70,56 +70,53 @@ class LeakageReport:
 def expected_values(postgres: PostgresResource, frame: pd.DataFrame, views: list[ViewToAudit]
                     ) -> dict[str, pd.DataFrame]:
     """Per view, one row per row of ``frame`` (in order): the features of the latest row at or before
-    its ``event_timestamp`` within the TTL, all null where there is none.
+    its ``event_timestamp`` within the TTL (none: no limit), all null where there is none.
 
-    A table's rows carry few distinct stamps (gold has one per day), so the latest row of an entity
-    at or before an impression is its latest row at or before the table's last stamp before that
-    impression. The table is probed once per entity and such stamp rather than once per training row
-    (about eight times fewer index probes at a week of gold); the TTL is then applied per row.
+    Worked out apart from the offline store (whose SQL probes the table's index row by row): the
+    rows of the view's table for the frame's entities, up to its latest impression, are copied out
+    of Postgres in one scan and joined backward in time by pandas' ``merge_asof``. Index probes per
+    training row cost Postgres a core for most of the audit; one scan and a sorted join cost a
+    fraction of it.
     """
     import pandas as pd
 
     keys = list(dict.fromkeys(k for view in views for k in view.keys))
     micros = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True).dt.as_unit("us").astype("int64").to_numpy()
+    rows = pd.DataFrame({"i": np.arange(len(frame)), "ts": micros,
+                         **{f"k_{k}": frame[k].astype("Int64").array for k in keys}})
     expected = {}
     with postgres.connect() as conn, conn.cursor() as cur:
         cur.execute("SET extra_float_digits = 1")
-        upto = {}
-        for n, view in enumerate(views):
-            # Microseconds since the epoch, the unit Arrow and pandas share with Postgres' timestamps.
-            cur.execute(f"SELECT DISTINCT (extract(epoch FROM {TIMESTAMP_FIELD}) * 1000000)::bigint "
-                        f"FROM {view.table}")
-            stamps = np.sort(np.fromiter((row[0] for row in cur), np.int64))
-            before = np.searchsorted(stamps, micros, side="right") - 1
-            upto[f"u_{n}"] = pa.array(stamps[np.maximum(before, 0)] if len(stamps) else micros,
-                                      mask=before < 0).cast(pa.timestamp("us", tz="UTC"))
-        probes = pa.table({"i": np.arange(len(frame)),
-                           "ts": pa.array(micros).cast(pa.timestamp("us", tz="UTC")),
-                           **{f"k_{k}": pa.array(frame[k].astype("Int64"), pa.int64()) for k in keys}, **upto})
-        # Event times written by Arrow's CSV writer (ISO 8601 with microseconds and ``Z``, which Postgres
-        # reads exactly): formatting them as text in pandas cost seconds per hundred thousand rows.
+        distinct = rows[[f"k_{k}" for k in keys]].drop_duplicates()
+        entities = pa.table({c: pa.array(distinct[c], pa.int64()) for c in distinct.columns})
         csv = io.BytesIO()
-        pa_csv.write_csv(probes, csv, pa_csv.WriteOptions(include_header=False))
+        pa_csv.write_csv(entities, csv, pa_csv.WriteOptions(include_header=False))
         csv.seek(0)
-        cur.execute("CREATE TEMPORARY TABLE audit_rows (i BIGINT PRIMARY KEY, ts TIMESTAMPTZ NOT NULL, "
-                    + ", ".join([*(f"k_{k} BIGINT" for k in keys), *(f"{u} TIMESTAMPTZ" for u in upto)])
+        cur.execute("CREATE TEMPORARY TABLE audit_entities (" + ", ".join(f"k_{k} BIGINT" for k in keys)
                     + ") ON COMMIT DROP")
-        cur.copy_expert(f"COPY audit_rows ({', '.join(probes.column_names)}) FROM STDIN WITH (FORMAT csv)", csv)
-        cur.execute("ANALYZE audit_rows")
-        for n, view in enumerate(views):
-            probe = [*(f"k_{k}" for k in view.keys), f"u_{n}"]
-            matches = " AND ".join([*(f"g.{k} = q.k_{k}" for k in view.keys), f"g.{TIMESTAMP_FIELD} <= q.u_{n}"])
-            in_ttl = f"f.audit_stamp >= p.ts - make_interval(secs => {view.ttl_seconds})"
-            columns = ", ".join(f"CASE WHEN {in_ttl} THEN f.{f} END AS {f}" for f in view.features)
-            found = copy_out_csv(
-                cur,
-                f"WITH probes AS (SELECT DISTINCT {', '.join(probe)} FROM audit_rows WHERE u_{n} IS NOT NULL), "
-                f"found AS (SELECT q.*, g.* FROM probes q CROSS JOIN LATERAL "
-                f"(SELECT g.{TIMESTAMP_FIELD} AS audit_stamp, {', '.join(f'g.{f}' for f in view.features)} "
-                f"FROM {view.table} g WHERE {matches} ORDER BY g.{TIMESTAMP_FIELD} DESC LIMIT 1) g) "
-                f"SELECT p.i, {columns} FROM audit_rows p LEFT JOIN found f ON "
-                + " AND ".join(f"f.{c} = p.{c}" for c in probe) + " ORDER BY p.i")
-            expected[view.name] = found.to_pandas().drop(columns="i").reset_index(drop=True)
+        cur.copy_expert(f"COPY audit_entities ({', '.join(entities.column_names)}) FROM STDIN WITH (FORMAT csv)",
+                        csv)
+        latest = pd.Timestamp(int(micros.max()) if len(micros) else 0, unit="us", tz="UTC").to_pydatetime()
+        for view in views:
+            probe = [f"k_{k}" for k in view.keys]
+            found = copy_out_csv(cur, cur.mogrify(
+                f"SELECT {', '.join(f'g.{k} AS k_{k}' for k in view.keys)}, "
+                f"(extract(epoch FROM g.{TIMESTAMP_FIELD}) * 1000000)::bigint AS audit_stamp, "
+                f"{', '.join(f'g.{f}' for f in view.features)} FROM {view.table} g "
+                f"WHERE ({', '.join(f'g.{k}' for k in view.keys)}) IN "
+                f"(SELECT DISTINCT {', '.join(probe)} FROM audit_entities WHERE "
+                + " AND ".join(f"{c} IS NOT NULL" for c in probe)
+                + f") AND g.{TIMESTAMP_FIELD} <= %s", (latest,)).decode(),
+                {**{c: pa.int64() for c in probe}, "audit_stamp": pa.int64()}).to_pandas()
+            known = rows.dropna(subset=probe).astype({c: "int64" for c in probe}).sort_values("ts")
+            joined = pd.merge_asof(known[["i", "ts", *probe]], found.sort_values("audit_stamp"),
+                                   left_on="ts", right_on="audit_stamp", by=probe, direction="backward",
+                                   allow_exact_matches=True)
+            if view.ttl_seconds:
+                stale = (joined["ts"] - joined["audit_stamp"] > view.ttl_seconds * 1_000_000).to_numpy()
+                joined.loc[stale, view.features] = None
+            expected[view.name] = (joined.set_index("i")[view.features]
+                                   .reindex(np.arange(len(frame))).reset_index(drop=True))
     return expected
 
 
