@@ -57,4 +57,11 @@ def sample_days(s3: S3Resource, keys: Sequence[str], rows: int, seed: int) -> tu
             table, day_rows = sample_file(path, share, rng)
             tables.append(table)
             held += day_rows
-    return pa.concat_tables(tables).to_pandas(), held
+    return combine(tables).to_pandas(), held
+
+
+def combine(days: Sequence[pa.Table]) -> pa.Table:
+    """The days' samples as one table. A day's training set stores a counter as int64 when none of its
+    rows misses it and as double otherwise (pandas' types for a column with nulls), so the types are
+    promoted to what every day's values fit in."""
+    return pa.concat_tables(days, promote_options="permissive")

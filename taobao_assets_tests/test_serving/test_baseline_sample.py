@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from taobao_assets.baseline_sample import BATCH_ROWS, sample_file
+from taobao_assets.baseline_sample import BATCH_ROWS, combine, sample_file
 
 ROWS = 20 * BATCH_ROWS + 123  # a short last batch
 
@@ -40,3 +40,15 @@ def test_a_file_smaller_than_the_sample_is_read_whole(tmp_path: Path) -> None:
     table, held = sample_file(path, ROWS, np.random.default_rng(3))
     assert held == ROWS
     assert table.column("row").to_pylist() == list(range(ROWS))
+
+
+def test_days_whose_counters_are_stored_as_int64_and_as_double_combine_as_double(tmp_path: Path) -> None:
+    """A day where every row has the counter (int64) and one where some miss it (double, with nulls)."""
+    paths = [tmp_path / "whole.parquet", tmp_path / "gaps.parquet"]
+    pq.write_table(pa.table({"row": [0, 1], "clicks_1d": pa.array([3, 4], pa.int64())}), paths[0])
+    pq.write_table(pa.table({"row": [2, 3], "clicks_1d": pa.array([5.0, None], pa.float64())}), paths[1])
+    days = [sample_file(path, 10, np.random.default_rng(1))[0] for path in paths]
+    combined = combine(days)
+    assert combined.schema.field("clicks_1d").type == pa.float64()
+    assert combined.column("clicks_1d").to_pylist() == [3.0, 4.0, 5.0, None]
+    assert combined.column("row").to_pylist() == [0, 1, 2, 3]
