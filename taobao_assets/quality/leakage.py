@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,6 +35,8 @@ LABEL_COPY_AUC = 0.9
 LABEL = "click"
 #: Mismatches kept as examples.
 EXAMPLES = 10
+#: The oldest gold row a view without a TTL may join.
+NO_LOWER_BOUND = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,15 @@ def expected_values(postgres: PostgresResource, frame: pd.DataFrame, views: list
                     + ") ON COMMIT DROP")
         cur.copy_expert(f"COPY audit_entities ({', '.join(entities.column_names)}) FROM STDIN WITH (FORMAT csv)",
                         csv)
-        latest = pd.Timestamp(int(micros.max()) if len(micros) else 0, unit="us", tz="UTC").to_pydatetime()
+        def stamp(us: int) -> datetime:
+            return pd.Timestamp(us, unit="us", tz="UTC").to_pydatetime()
+
+        earliest, latest = (int(micros.min()), int(micros.max())) if len(micros) else (0, 0)
         for view in views:
             probe = [f"k_{k}" for k in view.keys]
+            # A row older than the TTL before the first impression is stale for every impression,
+            # and so is every row older than it: leaving such rows out changes no row's expected values.
+            oldest = stamp(earliest - view.ttl_seconds * 1_000_000) if view.ttl_seconds else NO_LOWER_BOUND
             found = copy_out_csv(cur, cur.mogrify(
                 f"SELECT {', '.join(f'g.{k} AS k_{k}' for k in view.keys)}, "
                 f"(extract(epoch FROM g.{TIMESTAMP_FIELD}) * 1000000)::bigint AS audit_stamp, "
@@ -106,17 +115,23 @@ def expected_values(postgres: PostgresResource, frame: pd.DataFrame, views: list
                 f"WHERE ({', '.join(f'g.{k}' for k in view.keys)}) IN "
                 f"(SELECT DISTINCT {', '.join(probe)} FROM audit_entities WHERE "
                 + " AND ".join(f"{c} IS NOT NULL" for c in probe)
-                + f") AND g.{TIMESTAMP_FIELD} <= %s", (latest,)).decode(),
+                + f") AND g.{TIMESTAMP_FIELD} BETWEEN %s AND %s", (oldest, stamp(latest))).decode(),
                 {**{c: pa.int64() for c in probe}, "audit_stamp": pa.int64()}).to_pandas()
             known = rows.dropna(subset=probe).astype({c: "int64" for c in probe}).sort_values("ts")
-            joined = pd.merge_asof(known[["i", "ts", *probe]], found.sort_values("audit_stamp"),
+            found = found.sort_values("audit_stamp", ignore_index=True)
+            # The join carries each match's position, not its features: merge_asof copies every
+            # column it returns, and the features are picked once, in the frame's order, below.
+            joined = pd.merge_asof(known[["i", "ts", *probe]],
+                                   found[["audit_stamp", *probe]].assign(audit_row=np.arange(len(found))),
                                    left_on="ts", right_on="audit_stamp", by=probe, direction="backward",
                                    allow_exact_matches=True)
+            matched = joined["audit_row"].notna().to_numpy()
             if view.ttl_seconds:
-                stale = (joined["ts"] - joined["audit_stamp"] > view.ttl_seconds * 1_000_000).to_numpy()
-                joined.loc[stale, view.features] = None
-            expected[view.name] = (joined.set_index("i")[view.features]
-                                   .reindex(np.arange(len(frame))).reset_index(drop=True))
+                age = (joined["ts"] - joined["audit_stamp"]).to_numpy(np.float64, na_value=np.inf)
+                matched &= age <= view.ttl_seconds * 1_000_000
+            source = np.full(len(frame), -1, np.int64)  # -1: no row, so all null (reindex fills it)
+            source[joined["i"].to_numpy()[matched]] = joined["audit_row"].to_numpy()[matched].astype(np.int64)
+            expected[view.name] = found[view.features].reindex(source).reset_index(drop=True)
     return expected
 
 
