@@ -11,7 +11,9 @@ pays. Reported per size:
 - end-to-end seconds per million samples;
 - peak memory of the pipeline's process tree (the demo's Python process, its Spark JVM and Python
   workers; sampled every 0.5 s), and of the stack's servers (sum over the service processes at
-  their peak sample), both in MB.
+  their peak sample), both in MB;
+- what each layer holds once the run is over, in MB per million samples (``bench/disk.py``): the
+  whole data set's needs are these times 85.
 
 The markdown also lists the side-by-side ratio of every other benchmark from its latest
 ``bench/results/<name>.json``, so one table shows all the figures. Results go to
@@ -36,8 +38,9 @@ from typing import Any
 import psutil
 
 from bench import RESULTS_DIR, machine, markdown_table, write_results
+from bench.disk import layer_bytes
 from deploy.services import SERVICES
-from taobao_assets.settings import REPO_ROOT, Settings, get_settings
+from taobao_assets.settings import REPO_ROOT, Settings, get_settings, load_settings
 
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 EVENT_DAYS = 7
@@ -137,6 +140,7 @@ def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
     result = json.loads(summary.read_text())
     stages = [{"stage": s["name"], "seconds": s["seconds"], "samples_per_s": round(rows / s["seconds"])}
               for s in result["stages"]]
+    disk = layer_bytes(load_settings(env))
     return {
         "samples": rows,
         "wall_s": round(wall, 1),
@@ -144,6 +148,7 @@ def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
         "s_per_million": round(wall / (rows / 1e6), 1),
         "peak_pipeline_mb": round(memory.tree_mb),
         "peak_servers_mb": round(memory.servers_mb),
+        "disk_mb_per_million": {layer: round(size / 1e6 / (rows / 1e6), 1) for layer, size in disk.items()},
         "checks_passed": result["checks_passed"],
         "checks_failed": result["checks_failed"],
         "rows": result["rows"],
@@ -180,6 +185,10 @@ def markdown(results: list[dict[str, Any]], context: dict[str, Any]) -> str:
         ["peak RSS servers", *(f"{r['peak_servers_mb']:,} MB" for r in results)],
         ["asset checks passed / failed", *(f"{r['checks_passed']} / {len(r['checks_failed'])}" for r in results)],
     ]
+    disk = [r.get("disk_mb_per_million", {}) for r in results]  # sizes run before it was measured have none
+    rows += [[f"disk: {layer}, MB per million samples",
+              *(f"{d[layer]:,.1f}" if layer in d else "not measured" for d in disk)]
+             for layer in dict.fromkeys(layer for d in disk for layer in d)]
     loads = ", ".join(f"{r['samples']:,}: {r['machine']['load_average']}" for r in results)
     head = (f"Whole pipeline (`python -m bench.pipeline`), {EVENT_DAYS} days, on {context['cpus']} cores, "
             f"{context['memory_gb']} GB RAM, {context['platform']}; load average after each size: {loads}.\n\n")
