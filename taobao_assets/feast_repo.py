@@ -35,6 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import yaml
 from dagster import AssetKey
 from feast import Entity, FeatureService, FeatureView, Field, PushSource, ValueType
@@ -54,6 +55,7 @@ from taobao_assets.settings import REPO_ROOT, get_settings
 FEATURE_REPO = REPO_ROOT / "feature_repo"
 REPO_MODULE = FEATURE_REPO / "repo.py"
 FEAST_TYPES: dict[str, FeastType] = {"int64": Int64, "float64": Float64, "string": String}
+ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
 VALUE_TYPES = {"int64": ValueType.INT64, "float64": ValueType.DOUBLE, "string": ValueType.STRING}
 #: Tags every generated object carries, so the registry says where it came from.
 GENERATED_BY = {"generated_by": "taobao_assets.feast_repo"}
@@ -132,6 +134,13 @@ class FeastRepo:
     def service(self, name: str) -> FeatureService:
         (service,) = [s for s in self.feature_services if s.name == name]
         return service
+
+    def served_types(self, service: str) -> dict[str, pa.DataType]:
+        """The Arrow type of each column a feature service adds to a training set (``<view>__<feature>``,
+        Feast's full names), as its view declares it."""
+        arrow = {FEAST_TYPES[name]: arrow_type for name, arrow_type in ARROW_TYPES.items()}
+        return {f"{p.name}__{f.name}": arrow[f.dtype]
+                for p in self.service(service).feature_view_projections for f in p.features}
 
     def feature_refs(self, service: str) -> list[str]:
         """The service's features as ``view:feature`` references (a request may name them instead)."""

@@ -25,8 +25,13 @@ metadata, so the Dagster UI shows the columns Feast serves.
 
 import contextlib
 import io
+import itertools
 import json
+import math
 import pickle
+import tempfile
+import time
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +44,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
+    Config,
     DagsterInstance,
     DailyPartitionsDefinition,
     MaterializeResult,
@@ -46,6 +52,7 @@ from dagster import (
     TimeWindowPartitionMapping,
     asset,
 )
+from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -77,6 +84,8 @@ GROUP = "serving"
 TRAINING_SERVICE = "ctr_model_v1"
 LABELS = ("click", "conversion")
 TRAINING_PREFIX = f"training/{TRAINING_SERVICE}"
+#: Impressions per chunk of a day's training set (:class:`TrainingSetConfig`): about 0.5 GB in pandas.
+CHUNK_ROWS = 500_000
 MODEL_PREFIX = "models/ctr_baseline"
 REFERENCE_FEATURE = "item_features__ctr_7d"
 
@@ -167,10 +176,32 @@ def entity_frame(rows: "pd.DataFrame", keys: list[str]) -> "pd.DataFrame":
     return frame
 
 
-def to_parquet(frame: "pd.DataFrame") -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
+class TrainingSetConfig(Config):
+    """How a day's training set is built."""
+
+    chunk_rows: int = Field(
+        default=CHUNK_ROWS, gt=0,
+        description="Impressions joined per Feast query and written per Parquet row group: the step's memory "
+                    "grows with this, not with the day.")
+
+
+def sample_id_chunks(rows: DataFrame, chunk_rows: int) -> list[DataFrame]:
+    """``rows`` in consecutive ranges of ``sample_id`` of about ``chunk_rows`` rows each (one range when
+    the day fits in one). The bounds are approximate quantiles, so a range may hold somewhat more;
+    every row is in exactly one range (half-open, the outer ones unbounded)."""
+    chunks = max(1, math.ceil(rows.count() / chunk_rows))
+    if chunks == 1:
+        return [rows]
+    quantiles = rows.approxQuantile("sample_id", [i / chunks for i in range(1, chunks)], 1 / (4 * chunks))
+    ranges = []
+    for low, high in itertools.pairwise([None, *sorted(set(quantiles)), None]):
+        condition = F.lit(True)
+        if low is not None:
+            condition &= F.col("sample_id") >= F.lit(low)
+        if high is not None:
+            condition &= F.col("sample_id") < F.lit(high)
+        ranges.append(rows.where(condition))
+    return ranges
 
 
 def feature_columns(frame: "pd.DataFrame") -> list[str]:
@@ -262,10 +293,12 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
     )
     @on_server_loss("postgres", "minio")
     def training_set(
-        context: AssetExecutionContext, feast: FeastResource, s3: S3Resource,
+        context: AssetExecutionContext, config: TrainingSetConfig, feast: FeastResource, s3: S3Resource,
         impressions: DataFrame, user_context: DataFrame,
     ) -> MaterializeResult:
         import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
         from taobao_assets.feast_repo import generated_repo
 
@@ -273,25 +306,56 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         require_passed(context.instance, gold_gate, (day - timedelta(days=1)).isoformat())  # the features' day
         repo = generated_repo()
         keys = join_keys(repo, TRAINING_SERVICE)
-        rows = entity_frame(impression_rows(impressions, user_context, day, keys).toPandas(), keys)
         store = feast.store()
-        frame = store.get_historical_features(
-            entity_df=rows, features=store.get_feature_service(TRAINING_SERVICE), full_feature_names=True,
-        ).to_df().sort_values("sample_id", ignore_index=True)
-        # Feast returns the entity times without their zone; they are UTC, and the file should say so.
-        frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
-        key = training_set_key(context.partition_key)
-        s3.put_bytes(key, to_parquet(frame))
-        coverage = {f"rows_with_features/{p.name}": int(frame[f"{p.name}__{p.features[0].name}"].notna().sum())
-                    for p in repo.service(TRAINING_SERVICE).feature_view_projections}
+        served = repo.served_types(TRAINING_SERVICE)
+        first_features = {f"{p.name}__{p.features[0].name}": p.name
+                          for p in repo.service(TRAINING_SERVICE).feature_view_projections}
+        rows = impression_rows(impressions, user_context, day, keys).persist()
+        counts: Counter[str] = Counter()
+        try:
+            with tempfile.TemporaryDirectory(prefix="tfp-training-set-") as folder:
+                path = Path(folder) / "training_set.parquet"
+                writer: pq.ParquetWriter | None = None
+                chunks = sample_id_chunks(rows, config.chunk_rows)
+                started = time.monotonic()
+                for done, chunk in enumerate(chunks, start=1):
+                    frame = store.get_historical_features(
+                        entity_df=entity_frame(chunk.toPandas(), keys),
+                        features=store.get_feature_service(TRAINING_SERVICE), full_feature_names=True,
+                    ).to_df().sort_values("sample_id", ignore_index=True)
+                    # Feast returns the entity times without their zone; they are UTC, and the file should say so.
+                    frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
+                    if writer is None:
+                        schema = pa.Schema.from_pandas(frame, preserve_index=False)
+                        # One type per column for every chunk: pandas makes a counter int64 in a chunk
+                        # where no row misses it and double in one where some do.
+                        schema = pa.schema([pa.field(f.name, served.get(f.name, f.type)) for f in schema],
+                                           metadata=schema.metadata)
+                        writer = pq.ParquetWriter(path, schema)
+                    writer.write_table(pa.Table.from_pandas(frame, schema=writer.schema_arrow, preserve_index=False))
+                    counts.update({"rows": len(frame), "clicks": int(frame["click"].sum()),
+                                   "conversions": int(frame["conversion"].sum()),
+                                   **{f"rows_without/{k}": int(frame[k].isna().sum()) for k in keys},
+                                   **{f"rows_with_features/{view}": int(frame[column].notna().sum())
+                                      for column, view in first_features.items()}})
+                    elapsed = time.monotonic() - started
+                    context.log.info(f"training set {day}: chunk {done} of {len(chunks)}, {counts['rows']:,} rows "
+                                     f"joined, {counts['rows'] / elapsed:,.0f} rows/s, about "
+                                     f"{elapsed / done * (len(chunks) - done):.0f} s left")
+                assert writer is not None  # sample_id_chunks gives at least one chunk
+                writer.close()
+                key = training_set_key(context.partition_key)
+                s3.upload_file(path, key)
+        finally:
+            rows.unpersist()
         return MaterializeResult(metadata={
             "path": MetadataValue.path(f"s3://{s3.bucket}/{key}"),
-            "row_count": len(frame),
-            "columns": len(frame.columns),
-            "click_rate": float(frame["click"].mean()) if len(frame) else 0.0,
-            "conversion_rate": float(frame["conversion"].mean()) if len(frame) else 0.0,
-            **{f"rows_without/{k}": int(frame[k].isna().sum()) for k in keys},
-            **coverage,
+            "row_count": counts["rows"],
+            "columns": len(writer.schema_arrow),
+            "click_rate": counts["clicks"] / counts["rows"] if counts["rows"] else 0.0,
+            "conversion_rate": counts["conversions"] / counts["rows"] if counts["rows"] else 0.0,
+            **{name: counts[name] for name in (*(f"rows_without/{k}" for k in keys),
+                                                *(f"rows_with_features/{v}" for v in first_features.values()))},
         })
 
     @asset(

@@ -12,9 +12,12 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster import (
     AssetKey,
@@ -80,10 +83,10 @@ def run(silver: object, bronze: S3Resource, spark: SparkResource, settings: Sett
     resources = _resources(settings, spark, bronze)
     assets = [*ASSETS, *serving_checks(DAILY)]
 
-    def run(selection: AssetSelection, day: str | None = None, instance: DagsterInstance | None = None
-            ) -> ExecuteInProcessResult:
+    def run(selection: AssetSelection, day: str | None = None, instance: DagsterInstance | None = None,
+            run_config: dict[str, Any] | None = None) -> ExecuteInProcessResult:
         result = materialize(assets, resources=resources, selection=selection, partition_key=day,
-                             raise_on_error=False, instance=instance)
+                             raise_on_error=False, instance=instance, run_config=run_config)
         failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in
                   result.get_asset_check_evaluations() if not e.passed]
         assert result.success and not failed, failed
@@ -96,9 +99,21 @@ def run(silver: object, bronze: S3Resource, spark: SparkResource, settings: Sett
     return run
 
 
+#: The first training day is built in this many chunks (the second in one, the default for a small day).
+CHUNKS = 3
+
+
+def _chunk_rows(spark: SparkResource, settings: Settings, day: str) -> int:
+    rows = spark.spark_session.table(f"{settings.iceberg_catalog}.silver.impressions").where(F.col("day") == day)
+    return rows.count() // CHUNKS + 1
+
+
 @pytest.fixture(scope="module")
-def training_sets(run) -> dict[str, ExecuteInProcessResult]:
-    return {day: run(AssetSelection.assets(TRAINING_SET_KEY), day) for day in TRAINING_DAYS}
+def training_sets(run, spark: SparkResource, settings: Settings) -> dict[str, ExecuteInProcessResult]:
+    chunked = {"ops": {"serving__training_set": {"config": {
+        "chunk_rows": _chunk_rows(spark, settings, TRAINING_DAYS[0])}}}}
+    return {day: run(AssetSelection.assets(TRAINING_SET_KEY), day, run_config=chunked if i == 0 else None)
+            for i, day in enumerate(TRAINING_DAYS)}
 
 
 def test_online_store_of_a_day_passes_its_check(run) -> None:
@@ -111,7 +126,15 @@ def test_training_set_has_one_row_per_impression_with_labels_and_point_in_time_f
     training_sets: dict[str, ExecuteInProcessResult], spark: SparkResource, settings: Settings, bronze: S3Resource
 ) -> None:
     for day, result in training_sets.items():
-        frame = pd.read_parquet(io.BytesIO(bronze.get_bytes(training_set_key(day))))
+        data = bronze.get_bytes(training_set_key(day))
+        frame = pd.read_parquet(io.BytesIO(data))
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        # The first day was joined and written in chunks, each a row group of consecutive sample ids.
+        assert parquet.num_row_groups == (CHUNKS if day == TRAINING_DAYS[0] else 1)
+        assert frame["sample_id"].is_monotonic_increasing
+        # Every counter keeps its declared type, whether or not some chunk misses it.
+        assert parquet.schema_arrow.field("user_features__impressions_7d").type == pa.int64()
+        assert parquet.schema_arrow.field("user_features__ctr_7d").type == pa.float64()
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
         assert set(checks) == {"features_point_in_time", "no_feature_copies_the_label"}
         assert all(c.passed for c in checks.values())
