@@ -332,7 +332,7 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
                         schema = pa.schema([pa.field(f.name, served.get(f.name, f.type)) for f in schema],
                                            metadata=schema.metadata)
                         writer = pq.ParquetWriter(path, schema)
-                    writer.write_table(pa.Table.from_pandas(frame, schema=writer.schema_arrow, preserve_index=False))
+                    writer.write_table(pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False))
                     counts.update({"rows": len(frame), "clicks": int(frame["click"].sum()),
                                    "conversions": int(frame["conversion"].sum()),
                                    **{f"rows_without/{k}": int(frame[k].isna().sum()) for k in keys},
@@ -351,7 +351,7 @@ def serving_assets(daily: DailyPartitionsDefinition) -> list[AssetsDefinition | 
         return MaterializeResult(metadata={
             "path": MetadataValue.path(f"s3://{s3.bucket}/{key}"),
             "row_count": counts["rows"],
-            "columns": len(writer.schema_arrow),
+            "columns": len(writer.schema),
             "click_rate": counts["clicks"] / counts["rows"] if counts["rows"] else 0.0,
             "conversion_rate": counts["conversions"] / counts["rows"] if counts["rows"] else 0.0,
             **{name: counts[name] for name in (*(f"rows_without/{k}" for k in keys),
