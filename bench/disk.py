@@ -24,7 +24,7 @@ from pathlib import Path
 from deploy.services.kafka import Kafka
 from taobao_assets.gold_tables import SCHEMA as GOLD_SCHEMA
 from taobao_assets.resources.postgres import PostgresResource
-from taobao_assets.resources.redis import SCAN_BATCH, RedisResource
+from taobao_assets.resources.redis import RedisResource, scan_batches
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.settings import Settings
 from taobao_assets.streaming.resource import StreamingResource, StreamTopics
@@ -74,23 +74,18 @@ def _redis_bytes(settings: Settings, patterns: Iterable[bytes | str]) -> int:
     client = RedisResource.from_settings(settings).client()
     total = 0
     for pattern in patterns:
-        batch: list[bytes] = []
-        for key in [*client.scan_iter(match=pattern, count=SCAN_BATCH), None]:
-            if key is not None:
-                batch.append(key)
-            if batch and (key is None or len(batch) == SCAN_BATCH):
-                pipe = client.pipeline(transaction=False)
-                for k in batch:
-                    pipe.memory_usage(k, samples=0)
-                total += sum(int(used or 0) for used in pipe.execute())
-                batch = []
+        for batch in scan_batches(client, pattern):
+            pipe = client.pipeline(transaction=False)
+            for key in batch:
+                pipe.memory_usage(key, samples=0)
+            total += sum(int(used or 0) for used in pipe.execute())
     return total
 
 
 def layer_bytes(settings: Settings) -> dict[str, int]:
     """Bytes per layer of the namespace ``settings`` name (the module docstring), in pipeline order."""
     from taobao_assets.feast_repo import generated_repo
-    from taobao_assets.online_layout import key_pattern
+    from taobao_assets.online_layout import glob_escaped, key_pattern
 
     online = {key_pattern(settings.feast_project, view.join_keys) for view in generated_repo().feature_views}
     stream = StreamingResource.from_settings(settings).state().prefix
@@ -100,9 +95,6 @@ def layer_bytes(settings: Settings) -> dict[str, int]:
         **_lake_bytes(settings),
         **_postgres_bytes(settings),
         "Redis online store": _redis_bytes(settings, sorted(online)),
-        "Redis stream state": _redis_bytes(settings, [_glob(stream) + "*"]),
+        "Redis stream state": _redis_bytes(settings, [glob_escaped(stream.encode()) + b"*"]),
     }
 
-
-def _glob(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -71,10 +71,10 @@ def key_pattern(project: str, join_keys: Sequence[str]) -> bytes:
     the keys' shared header, any values, the project; glob characters in the header's packed lengths
     and in the project are escaped."""
     header, _, suffix = _key_layout(project, tuple(join_keys))
-    return _glob_escaped(header) + b"*" + _glob_escaped(suffix)
+    return glob_escaped(header) + b"*" + glob_escaped(suffix)
 
 
-def _glob_escaped(text: bytes) -> bytes:
+def glob_escaped(text: bytes) -> bytes:
     return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in text)
 
 

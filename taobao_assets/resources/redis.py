@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import redis
 from dagster import ConfigurableResource
@@ -43,15 +44,22 @@ class RedisResource(ConfigurableResource):
 SCAN_BATCH = 10_000
 
 
-def unlink_matching(client: redis.Redis, pattern: bytes | str) -> int:
-    """Delete every key matching the ``SCAN`` glob ``pattern`` (``UNLINK``: freed in the background);
-    returns how many there were. A key deleted during the scan is at most returned twice by it."""
-    deleted, batch = 0, []
+def scan_batches(client: redis.Redis, pattern: bytes | str) -> Iterator[list[bytes]]:
+    """The keys matching the ``SCAN`` glob ``pattern``, in lists of up to ``SCAN_BATCH``."""
+    batch: list[bytes] = []
     for key in client.scan_iter(match=pattern, count=SCAN_BATCH):
         batch.append(key)
         if len(batch) == SCAN_BATCH:
-            deleted += int(client.unlink(*batch))  # type: ignore[arg-type]
+            yield batch
             batch = []
     if batch:
+        yield batch
+
+
+def unlink_matching(client: redis.Redis, pattern: bytes | str) -> int:
+    """Delete every key matching the ``SCAN`` glob ``pattern`` (``UNLINK``: freed in the background);
+    returns how many there were. A key deleted during the scan is at most returned twice by it."""
+    deleted = 0
+    for batch in scan_batches(client, pattern):
         deleted += int(client.unlink(*batch))  # type: ignore[arg-type]
     return deleted
