@@ -8,10 +8,12 @@ pays. Reported per size:
 
 - seconds and samples/s of each stage (generate, replay, bronze -> silver -> gold, Feast apply,
   serving + Trino, streaming), from the demo's own JSON summary;
-- end-to-end seconds per million samples;
+- end-to-end seconds per million samples, and the total the demo projected after its first day of
+  bronze -> silver -> gold (how far off a long run's first estimate is);
 - peak memory of the pipeline's process tree (the demo's Python process, its Spark JVM and Python
   workers; sampled every 0.5 s), and of the stack's servers (sum over the service processes at
-  their peak sample), both in MB;
+  their peak sample), both in MB: over the whole run and within each stage (the summary gives
+  each stage's end time);
 - what each layer holds once the run is over, in MB per million samples (``bench/disk.py``): the
   whole data set's needs are these times 85.
 
@@ -62,11 +64,15 @@ RATIOS = [
 
 
 class PeakMemory:
-    """Peak RSS (MB) of a process tree and of the stack's servers, sampled in a background thread."""
+    """Peak RSS (MB) of a process tree and of the stack's servers, sampled in a background thread.
+
+    Every sample is kept with its time, so the peak within each stage can be read afterwards.
+    """
 
     def __init__(self, root: int, servers: list[int], interval: float = 0.5) -> None:
         self.root, self.servers, self.interval = root, servers, interval
-        self.tree_mb = self.servers_mb = 0.0
+        #: (Unix time, tree MB, servers MB) of each sample.
+        self.samples: list[tuple[float, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -89,8 +95,12 @@ class PeakMemory:
             with suppress(psutil.Error):
                 server = psutil.Process(pid)
                 servers += [server, *server.children(recursive=True)]
-        self.tree_mb = max(self.tree_mb, self._rss_mb(tree))
-        self.servers_mb = max(self.servers_mb, self._rss_mb(servers))
+        self.samples.append((time.time(), self._rss_mb(tree), self._rss_mb(servers)))
+
+    def peaks(self, start: float = 0.0, end: float = float("inf")) -> tuple[float, float]:
+        """The tree's and the servers' peak MB over the samples taken between ``start`` and ``end``."""
+        within = [(tree, servers) for at, tree, servers in self.samples if start <= at <= end]
+        return max((t for t, _ in within), default=0.0), max((s for _, s in within), default=0.0)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -138,16 +148,19 @@ def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"the demo on {rows:,} samples failed (exit {code}); see {log}:\n{tail}")
     result = json.loads(summary.read_text())
-    stages = [{"stage": s["name"], "seconds": s["seconds"], "samples_per_s": round(rows / s["seconds"])}
+    stages = [{"stage": s["name"], "seconds": s["seconds"], "samples_per_s": round(rows / s["seconds"]),
+               "peak_mb": [round(mb) for mb in memory.peaks(s["ended_at"] - s["seconds"], s["ended_at"])]}
               for s in result["stages"]]
+    tree_mb, servers_mb = memory.peaks()
     disk = layer_bytes(load_settings(env))
     return {
         "samples": rows,
         "wall_s": round(wall, 1),
         "stages": stages,
         "s_per_million": round(wall / (rows / 1e6), 1),
-        "peak_pipeline_mb": round(memory.tree_mb),
-        "peak_servers_mb": round(memory.servers_mb),
+        "projected_s": result["projected_seconds"],
+        "peak_pipeline_mb": round(tree_mb),
+        "peak_servers_mb": round(servers_mb),
         "disk_mb_per_million": {layer: round(size / 1e6 / (rows / 1e6), 1) for layer, size in disk.items()},
         "checks_passed": result["checks_passed"],
         "checks_failed": result["checks_failed"],
@@ -180,8 +193,16 @@ def markdown(results: list[dict[str, Any]], context: dict[str, Any]) -> str:
                  else "not in that build" for stages in by_size)]
         for name in stage_names
     ]
+    rows += [  # sizes run before the per-stage peaks were kept have none
+        [f"peak RSS pipeline / servers: {name}",
+         *(f"{stages[name]['peak_mb'][0]:,.0f} / {stages[name]['peak_mb'][1]:,.0f} MB"
+           if "peak_mb" in stages.get(name, {}) else "not measured" for stages in by_size)]
+        for name in stage_names
+    ]
     rows += [
         ["end to end (wall)", *(f"{r['wall_s']:.0f} s" for r in results)],
+        ["projected after the first batch day", *(f"{r['projected_s']:.0f} s" if r.get("projected_s") is not None
+                                                  else "not in that build" for r in results)],
         ["seconds per million samples", *(f"{r['s_per_million']:,.0f}" for r in results)],
         ["peak RSS pipeline (driver + Spark)", *(f"{r['peak_pipeline_mb']:,} MB" for r in results)],
         ["peak RSS servers", *(f"{r['peak_servers_mb']:,} MB" for r in results)],

@@ -37,6 +37,10 @@ ERROR_LINES = 6
 
 #: Written to the demo's log file (console.DemoLog).
 log = logging.getLogger(__name__)
+#: How long the stages after bronze -> silver -> gold (Feast apply, serving, streaming and its
+#: comparison with gold) take, as a multiple of that stage: 0.75 to 0.98 in ``bench.pipeline``'s runs
+#: from 100 k to 1 M samples. The projection after the first day counts them as long as it.
+LATER_STAGES_PER_BATCH = 1.0
 
 
 class StageFailed(RuntimeError):
@@ -67,16 +71,29 @@ class StageFailed(RuntimeError):
         return f"FAILED{where}: {first.strip()}{' …' if rest else ''} (log: {log}, service logs beside it)"
 
 
+@dataclass(frozen=True)
+class StageTime:
+    """A stage that ran: its seconds, its line's last detail, and when it ended (Unix time, so a
+    benchmark sampling memory from outside can tell which stage a sample fell in)."""
+
+    name: str
+    seconds: float
+    detail: str
+    ended_at: float
+
+
 @dataclass
 class Summary:
     console: StageConsole = field(repr=False)
-    stages: list[tuple[str, float, str]] = field(default_factory=list)
+    stages: list[StageTime] = field(default_factory=list)
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
     #: Checks of warning severity that did not pass (drift): shown, but not a failed demo.
     checks_warned: list[str] = field(default_factory=list)
     #: Per day, the share of keys whose streaming counters equal gold's (``quality/streaming_vs_batch``).
     streaming_vs_batch: dict[str, float] = field(default_factory=dict)
+    #: The whole run's seconds as projected once the first day of bronze -> silver -> gold was done.
+    projected_seconds: float | None = None
 
     @contextmanager
     def stage(self, name: str, total: int | None = None, unit: str = "") -> Iterator[StageLine]:
@@ -87,8 +104,16 @@ class Summary:
             except Exception as exc:
                 log.exception(f"stage '{name}' failed")
                 raise StageFailed.in_stage(name, exc) from exc
-        self.stages.append((name, line.seconds, line.detail))
+        self.stages.append(StageTime(name, line.seconds, line.detail, time.time()))
         log.info(f"stage '{name}' done in {line.seconds:.1f}s {line.detail}".rstrip())
+
+    def project(self, first_day: float, days: int) -> None:
+        """Print the whole run's projected time, from the stages done and the first day of the batch."""
+        self.projected_seconds = projected_seconds(sum(s.seconds for s in self.stages), first_day, days)
+        message = (f"projected total {self.projected_seconds / 60:.0f} min: {days} days at {first_day:.0f} s/day "
+                   f"of bronze -> silver -> gold, the later stages as long again")
+        log.info(message)
+        self.console.print(message)
 
     def record(self, result: ExecuteInProcessResult, what: str) -> None:
         for evaluation in result.get_asset_check_evaluations():
@@ -101,6 +126,17 @@ class Summary:
                 self.checks_failed.append(name)
         if not result.success:
             raise StageFailed(f"{what}: run {result.run_id} failed {failure_cause(result)}")
+
+
+def projected_seconds(elapsed: float, first_day: float, days: int) -> float:
+    """The whole run's seconds: ``elapsed`` before the batch stage, its ``days`` at the pace of the first
+    (``first_day`` seconds), then the later stages at LATER_STAGES_PER_BATCH times the batch stage.
+
+    Event time spreads the samples evenly over the days, so the first day sets the pace; it also pays
+    the Spark session's start, which makes the projection err long.
+    """
+    batch = first_day * days
+    return elapsed + batch * (1 + LATER_STAGES_PER_BATCH)
 
 
 def failure_cause(result: ExecuteInProcessResult) -> str:
@@ -210,12 +246,15 @@ def run_demo(settings: Settings, defs: Definitions, console: StageConsole, rows:
         summary.record(result, what)
         return result
 
-    def run_days(line: StageLine, name: str) -> None:
-        """``name`` for each day in order, the line counting the days."""
+    def run_days(line: StageLine, name: str, project: bool = False) -> None:
+        """``name`` for each day in order, the line counting the days; with ``project``, the whole run's
+        projected time is printed once the first day is done (a long run's first sign of its length)."""
         for day in days:
             line.note(day)
             run_job(name, partition_key=day)
             line.advance()
+            if project and line.done == 1:
+                summary.project(line.seconds, len(days))
         line.note("")
 
     with summary.stage("source data") as line:
@@ -234,7 +273,7 @@ def run_demo(settings: Settings, defs: Definitions, console: StageConsole, rows:
         run_job(replay_job.name, run_config={"ops": {"replay_raw_files": {"config": config}}})
         _replayed_marker(settings).write_text(data.fingerprint)
     with summary.stage(f"bronze -> silver -> gold for {len(days)} days", len(days), "day") as line:
-        run_days(line, daily_batch_job.name)
+        run_days(line, daily_batch_job.name, project=True)
     with summary.stage("Feast apply"):
         run_job(feast_apply_job.name)
     with summary.stage("online store, training sets, baseline model, Trino analytics", len(days), "day") as line:
@@ -286,7 +325,7 @@ def forget_previous_data_set(settings: Settings) -> None:
 def print_summary(summary: Summary, settings: Settings, facts: dict[str, Any], log_path: Path) -> None:
     """What the stores hold now and where to look next (each stage's time is on its line above)."""
     print("\n" + "=" * 78)
-    print(f"taobao-feature-platform: end-to-end run finished in {sum(s for _, s, _ in summary.stages):.0f}s")
+    print(f"taobao-feature-platform: end-to-end run finished in {sum(s.seconds for s in summary.stages):.0f}s")
     print(f"\n  asset checks passed: {summary.checks_passed}, warnings: {len(summary.checks_warned)}, "
           f"failed: {len(summary.checks_failed)}")
     for failure in summary.checks_failed:
@@ -322,9 +361,11 @@ def print_summary(summary: Summary, settings: Settings, facts: dict[str, Any], l
 
 def write_summary(path: Path, summary: Summary, facts: dict[str, Any]) -> None:
     """The summary as JSON, for scripts (and the test that checks it against the stores)."""
-    payload = {"stages": [{"name": n, "seconds": round(s, 2), "detail": d} for n, s, d in summary.stages],
+    payload = {"stages": [{"name": s.name, "seconds": round(s.seconds, 2), "detail": s.detail,
+                           "ended_at": round(s.ended_at, 2)} for s in summary.stages],
                "checks_passed": summary.checks_passed, "checks_failed": summary.checks_failed,
-               "checks_warned": summary.checks_warned, "streaming_vs_batch": summary.streaming_vs_batch, **facts}
+               "checks_warned": summary.checks_warned, "streaming_vs_batch": summary.streaming_vs_batch,
+               "projected_seconds": summary.projected_seconds, **facts}
     write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 

@@ -41,7 +41,7 @@ from scipy.stats import rankdata
 from deploy.service import free_port, stop_process_group
 from taobao_assets.assets.serving import MODEL_PREFIX, model_inputs, training_set_key
 from taobao_assets.console import NAME_WIDTH, DemoLog, StageConsole, shown_name, to_log_file
-from taobao_assets.demo import StageFailed, Summary
+from taobao_assets.demo import StageFailed, Summary, projected_seconds
 from taobao_assets.feast_repo import REPO_MODULE, write_config
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.partitions import daily_partitions, event_time_config
@@ -63,8 +63,9 @@ NAMESPACE = {"topic_prefix": "demo-test.aliccp", "lake_bucket": "lake-demo-test"
 STAGES = ["source data", "replay into Kafka", f"bronze -> silver -> gold for {DAYS} days", "Feast apply",
           "online store, training sets, baseline model, Trino analytics", "streaming sensor and runs",
           "streaming = batch, day by day"]
-#: The demo's terminal output: a line naming the log, one per stage, the summary (~25 lines).
-MAX_STDOUT_LINES = 40
+#: The demo's terminal output: a line naming the log, one per stage, the projected total after the
+#: first day, the summary (its lookup, model and freshness lines included).
+MAX_STDOUT_LINES = 41
 #: What the driver's JVM prints as it starts, before any logging: Spark's launcher always adds the
 #: incubator module, and the JDK says so on stderr with no option to stop it.
 JVM_NOTICE = "WARNING: Using incubator modules: jdk.incubator.vector"
@@ -77,7 +78,8 @@ def demo_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
     for service in ("postgres", "redis", "kafka", "minio", "trino"):
         ensure_running(service, own)  # creates the namespace's database and bucket; Trino's catalogs
     yield own
-    ensure_running("trino", settings)
+    for service in ("postgres", "trino"):  # the suite's database first: run alone, nothing made it yet
+        ensure_running(service, settings)
 
 
 def demo_command(*args: str) -> list[str]:
@@ -138,6 +140,9 @@ def test_demo_runs_every_stage_with_every_check_passing(summary: tuple[dict[str,
     # the baseline is scored on the last day after training on the ones before it
     model = result["model"]
     assert model["trained_on_days"] == DAYS - 1
+    # projected after the first batch day: the stages before it, then the batch and the later stages
+    before = sum(s["seconds"] for s in result["stages"][:2])
+    assert result["projected_seconds"] > before
 
 
 def test_summary_rows_equal_the_slice_and_the_stores(
@@ -185,6 +190,11 @@ def _log_path(output: str) -> Path:
     return Path(match.group(1))
 
 
+def test_projection_counts_every_day_at_the_first_days_pace_and_the_later_stages_as_long() -> None:
+    # 40 s before the batch, 7 days of 10 s, then 70 s more for serving and streaming
+    assert projected_seconds(40.0, 10.0, 7) == 40.0 + 70.0 + 70.0
+
+
 def test_console_shows_one_line_per_stage_and_the_log(demo_run: tuple[subprocess.CompletedProcess[str], Path]
                                                       ) -> None:
     result, _ = demo_run
@@ -194,6 +204,7 @@ def test_console_shows_one_line_per_stage_and_the_log(demo_run: tuple[subprocess
     assert [line[2:2 + NAME_WIDTH].rstrip() for line in stage_lines] == [shown_name(name) for name in STAGES]
     # the per-day stages count their days
     assert sum(f"{DAYS}/{DAYS} days" in line for line in stage_lines) == 3
+    assert sum(line.startswith("projected total ") for line in lines) == 1
     # Dagster's events went to the log file, not to the terminal
     assert " - DEBUG - " not in result.stdout + result.stderr
     assert [line for line in result.stderr.splitlines() if line.strip() and line != JVM_NOTICE] == []
