@@ -61,7 +61,7 @@ def sample_days(s3: S3Resource, keys: Sequence[str], rows: int, seed: int) -> tu
 
 
 def combine(days: Sequence[pa.Table]) -> pa.Table:
-    """The days' samples as one table. A day's training set stores a counter as int64 when none of its
-    rows misses it and as double otherwise (pandas' types for a column with nulls), so the types are
-    promoted to what every day's values fit in."""
+    """The days' samples as one table. Training sets written before their columns took the views'
+    declared types stored a counter as int64 when none of its rows missed it and as double otherwise
+    (pandas' types for a column with nulls), so the types are promoted to what every day's values fit in."""
     return pa.concat_tables(days, promote_options="permissive")
