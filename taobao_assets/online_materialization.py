@@ -14,8 +14,10 @@ records the interval in the registry) and replaces the per-view work:
 - write: batches of pipelined ``HSET`` commands on one connection, one batch in flight while the
   next is encoded, keeping Feast's rule that a row is written only if its event time is newer
   than the view's ``_ts`` mark stored for the entity (read by a pipelined ``HGET`` per key), unless
-  the store's ``skip_dedup`` says otherwise; ``key_ttl_seconds`` adds Feast's ``EXPIRE``. A row
-  whose mark was removed (``FeastResource.reopen_online_rows``) is therefore written again.
+  the store's ``skip_dedup`` says otherwise; ``key_ttl_seconds`` adds Feast's ``EXPIRE``. With
+  ``rewrite_same_time`` a row whose stored mark equals its event time is written too: a day's
+  re-run after its gold was recomputed replaces what the first run wrote, decided on the marks
+  this engine reads anyway.
 
 Redis then holds the same bytes as after Feast's own materialization (the tests compare every
 hash). A view this engine cannot write exactly as Feast does goes to Feast's local engine
@@ -80,6 +82,10 @@ class PostgresRedisEngineConfig(FeastConfigBaseModel):
     backend: str | None = None
     #: Rows per pipelined batch of commands (bounds the memory of a batch's encoded commands).
     write_batch: int = WRITE_BATCH
+    #: Also write a row whose stored ``_ts`` mark equals its event time (Feast writes only newer
+    #: rows); a newer stored row still wins. Views left to Feast's local engine are refused then:
+    #: it cannot, and skipping their rows would serve the old values.
+    rewrite_same_time: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,14 +185,17 @@ def _nanos(stored: list[bytes | None]) -> np.ndarray:
 class PostgresRedisEngine(LocalComputeEngine):
     """Feast's local engine with the materialization of a Postgres view into Redis replaced."""
 
-    def __init__(self, *, write_batch: int = WRITE_BATCH, **kwargs: Any) -> None:
+    def __init__(self, *, write_batch: int = WRITE_BATCH, rewrite_same_time: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.write_batch = write_batch
+        self.write_batch, self.rewrite_same_time = write_batch, rewrite_same_time
 
     def _materialize_one(self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any
                          ) -> LocalMaterializationJob:
         plan = _ViewPlan.of(self.repo_config, registry, task)
         if isinstance(plan, str):
+            if self.rewrite_same_time:
+                raise ValueError(f"view {task.feature_view.name}: rewrite_same_time needs this engine, but the view "
+                                 f"is left to Feast's local engine ({plan}), which writes only newer rows")
             logger.info("materializing %s with Feast's local engine: %s", task.feature_view.name, plan)
             return super()._materialize_one(registry, task, **kwargs)
         job_id = f"{task.feature_view.name}-{task.start_time}-{task.end_time}"
@@ -232,7 +241,11 @@ class PostgresRedisEngine(LocalComputeEngine):
                     newer = np.arange(chosen.num_rows)
                     if ticket:
                         stored = _nanos(pipeline.receive(ticket))
-                        newer = np.flatnonzero((stored == 0) | (nanos[first:first + chosen.num_rows] > stored))
+                        times = nanos[first:first + chosen.num_rows]
+                        write = (stored == 0) | (times > stored)
+                        if self.rewrite_same_time:
+                            write |= times == stored
+                        newer = np.flatnonzero(write)
                     if len(newer):
                         pipeline.send(*self._writes(
                             plan, chosen.take(pa.array(newer)), Cells(chosen_keys.data[newer],

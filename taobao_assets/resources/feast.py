@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
 
 #: How long a process trusts its copy of the registry before reading Postgres again.
 REGISTRY_CACHE_SECONDS = 60
-#: Keys per Redis pipeline round trip.
-REDIS_BATCH = 10_000
 #: Rows per online-store write during materialization (bounds the memory of the proto conversion).
 ONLINE_WRITE_BATCH = 10_000
 
@@ -213,44 +210,6 @@ class FeastResource(ConfigurableResource):
                 elif wanted[name] != actual[name]:
                     drift.append(Drift(kind, name, "definition differs"))
         return drift
-
-    def reopen_online_rows(self, view: str, join_keys: list[str], rows: Sequence[Sequence[Any]], stamp: datetime
-                           ) -> int:
-        """Let the re-materialization of rows stamped ``stamp`` overwrite what Redis holds from an earlier run.
-
-        Feast's Redis store skips a write whose event timestamp is not newer than the stored one.
-        That protects a newer day from an older day's re-run, but it also drops the re-run of the
-        same day after gold was recomputed, leaving the old values served. For each entity of
-        ``rows`` (values of ``join_keys``) whose stored row of ``view`` is exactly ``stamp``, this
-        removes the view's timestamp mark, so the coming write lands; rows stored with a newer
-        timestamp keep their protection. Returns how many marks were removed.
-        """
-        from google.protobuf.timestamp_pb2 import Timestamp
-
-        from taobao_assets.online_layout import redis_key
-
-        mark = f"_ts:{view}"
-        expected = Timestamp()
-        expected.FromDatetime(stamp)
-        keys = [redis_key(self.project, join_keys, row) for row in rows]
-        # redis-py's stubs type keys and fields as str; Feast's keys are bytes, which redis-py accepts.
-        client: Any = self.redis.client()
-        reopened = 0
-        for start in range(0, len(keys), REDIS_BATCH):
-            batch = keys[start:start + REDIS_BATCH]
-            with client.pipeline(transaction=False) as pipe:
-                for key in batch:
-                    pipe.hget(key, mark)
-                marks = pipe.execute()
-            same_day = [key for key, stored in zip(batch, marks, strict=True)
-                        if stored is not None and Timestamp.FromString(stored) == expected]
-            if same_day:
-                with client.pipeline(transaction=False) as pipe:
-                    for key in same_day:
-                        pipe.hdel(key, mark)
-                    pipe.execute()
-            reopened += len(same_day)
-        return reopened
 
     def clear_online(self, join_keys: Iterable[Sequence[str]]) -> None:
         """Delete every online row of the project for entities of ``join_keys`` (each view's keys).

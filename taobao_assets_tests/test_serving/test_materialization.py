@@ -4,8 +4,11 @@ The same gold rows (with nulls, NaN, infinities, negative numbers, entities that
 three days, and the user x category view) are materialized by stock Feast into one Feast project
 and by :class:`~taobao_assets.online_materialization.PostgresRedisEngine` into another, in the
 order the daily asset may run them: a day, the next, an older one (which must not overwrite newer
-rows), then the newest again after its gold was recomputed and its marks reopened. After each
-step every Redis hash of the two projects is compared, field by field and byte by byte.
+rows), then the newest again after its gold was recomputed. For that re-run the engine rewrites
+the rows stamped with the day's own time (``rewrite_same_time``, as the asset runs it); on the
+stock side the recomputed rows' marks are removed first, one ``HGET`` and ``HDEL`` per key, so that
+Feast writes them. After each step every Redis hash of the two projects is compared, field by field
+and byte by byte.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import contextlib
 import dataclasses
 import io
 import logging
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -28,6 +33,7 @@ from taobao_assets.feast_repo import FeastRepo, generated_repo
 from taobao_assets.feature_tables import TIMESTAMP_FIELD
 from taobao_assets.gold_tables import GOLD_TABLES, GoldTable
 from taobao_assets.io_managers.postgres import create_table_sql
+from taobao_assets.online_layout import redis_key
 from taobao_assets.online_materialization import PostgresRedisEngine, _ViewPlan
 from taobao_assets.partitions import end_of_day
 from taobao_assets.resources.feast import FeastResource
@@ -90,8 +96,27 @@ def _write(resource: FeastResource, frames: dict[str, pd.DataFrame], truncate: b
 
 
 def _store(resource: FeastResource, engine: bool) -> FeatureStore:
-    """The platform's store (its engine), or one that materializes with Feast's local engine."""
-    return resource.store_with() if engine else resource.store_with(batch_engine={"type": "local"})
+    """The online store asset's store (the engine, rewriting the day's own rows), or one that
+    materializes with Feast's local engine."""
+    return (resource.store_with(batch_engine={"rewrite_same_time": True}) if engine
+            else resource.store_with(batch_engine={"type": "local"}))
+
+
+def _reopen(resource: FeastResource, view: str, join_keys: list[str], rows: Sequence[Sequence[Any]],
+            stamp: datetime) -> None:
+    """Remove the ``_ts`` mark of each entity of ``rows`` whose stored row of ``view`` is exactly
+    ``stamp``, so that Feast's next write of it lands (Feast skips one that is not newer)."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    expected = Timestamp()
+    expected.FromDatetime(stamp)
+    client: Any = resource.redis.client()
+    mark = f"_ts:{view}"
+    for row in rows:
+        key = redis_key(resource.project, join_keys, row)
+        stored = client.hget(key, mark)
+        if stored is not None and Timestamp.FromString(stored) == expected:
+            client.hdel(key, mark)
 
 
 def _hashes(resource: FeastResource) -> Hashes:
@@ -136,7 +161,7 @@ def history(mat_settings: Settings) -> History:
 
     steps = {name: materialize(day) for name, day in [("second day", DAYS[1]), ("third day", DAYS[2]),
                                                         ("first day, older", DAYS[0])]}
-    # The newest day's gold recomputed for some entities, and its marks reopened as the asset does.
+    # The newest day's gold recomputed for some entities; on the stock side their marks are removed.
     regolded = {}
     for table in GOLD_TABLES:
         changed = frames[table.name][DAYS[2]].iloc[REGOLD].copy()
@@ -145,10 +170,9 @@ def history(mat_settings: Settings) -> History:
                                              index=changed.index)
         regolded[table.name] = changed
     _write(base, regolded, truncate=False)
-    for resource in resources:
-        for name, changed in regolded.items():
-            keys = [c.name for c in repo.view(name).entity_columns]
-            resource.reopen_online_rows(name, keys, changed[keys].values.tolist(), end_of_day(DAYS[2]))
+    for name, changed in regolded.items():
+        keys = [c.name for c in repo.view(name).entity_columns]
+        _reopen(resources[0], name, keys, changed[keys].values.tolist(), end_of_day(DAYS[2]))
     steps["third day again, regolded"] = materialize(DAYS[2])
     return History(steps, stores, regolded)
 
@@ -177,7 +201,7 @@ def test_an_older_day_overwrites_nothing_newer(history: History) -> None:
     assert after.keys() > before.keys()  # entities only the first day has were written
 
 
-def test_a_rerun_after_reopening_rewrites_the_day(history: History, generated: FeastRepo) -> None:
+def test_a_rerun_of_the_day_rewrites_its_rows(history: History, generated: FeastRepo) -> None:
     (_, before), (_, after) = history.steps["first day, older"], history.steps["third day again, regolded"]
     assert after != before
     store = history.stores[1]
@@ -221,8 +245,18 @@ def test_what_the_engine_cannot_write_exactly_goes_to_feasts_engine(
     assert plan == "source PushSource, not a PostgreSQLSource"
     every_row = MaterializationTask(store.project, store.get_feature_view("item_features"), stamp, stamp,
                                     only_latest=False)
-    engine = store._get_provider().batch_engine
     with caplog.at_level(logging.INFO, logger="taobao_assets.online_materialization"):
-        (job,) = engine.materialize(store.registry, every_row)
+        (job,) = _engine(store).materialize(store.registry, every_row)
     assert job.status() == MaterializationJobStatus.SUCCEEDED, job.error()
     assert "item_features with Feast's local engine: the task keeps every row" in caplog.text
+    # Feast's engine writes only newer rows: asked to rewrite the day's own, the engine refuses the view.
+    with pytest.raises(ValueError, match="view item_features: rewrite_same_time needs this engine, but .* "
+                                         r"\(the task keeps every row, not each entity's latest\)"):
+        _engine(store, rewrite_same_time=True).materialize(store.registry, every_row)
+
+
+def _engine(store: FeatureStore, **options: Any) -> PostgresRedisEngine:
+    """The engine on ``store``'s configuration and stores, with ``options`` instead of its own."""
+    provider: Any = store._get_provider()
+    return PostgresRedisEngine(repo_config=store.config, offline_store=provider.offline_store,
+                               online_store=provider.online_store, **options)

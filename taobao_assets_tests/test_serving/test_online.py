@@ -75,7 +75,7 @@ def test_online_values_are_each_entitys_latest_gold_row(
 def test_rerunning_a_day_after_gold_was_recomputed_replaces_the_served_values(
     materialized: dict, applied: FeastResource, serving_settings: Settings, gold: dict[str, pd.DataFrame]
 ) -> None:
-    """Feast alone skips a write whose timestamp equals the stored one; the asset reopens those rows."""
+    """Feast alone skips a write whose timestamp equals the stored one; the asset's engine writes it."""
     day = DAYS[-1]
     stamp = end_of_day(day)
     item = int(gold["item_features"].query(f"{TIMESTAMP_FIELD} == @stamp")["item_id"].iloc[0])
