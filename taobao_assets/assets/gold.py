@@ -23,7 +23,7 @@ from dagster import (
     TimeWindowPartitionMapping,
     multi_asset,
 )
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from taobao_assets.features import WINDOWS_DAYS, global_rate, smoothed_ctr, smoothed_cvr
@@ -35,6 +35,8 @@ HISTORY_ARRAYS = {c.name: c.name.removesuffix("_distinct") for c in HISTORY_DIVE
 #: Which gold table groups the impressions by which keys.
 GROUPING = {t.name: t.key_names for t in GOLD_TABLES}
 LONGEST_WINDOW = max(WINDOWS_DAYS)
+#: What makes one user context later than another: event time, then file and line.
+CONTEXT_ORDER = ("event_time", "source_file", "source_line")
 
 
 GOLD_KEYS = [t.asset_key for t in GOLD_TABLES]
@@ -44,16 +46,28 @@ def _in_window(day: date, days: int) -> Column:
     return F.col("day") > F.lit(day - timedelta(days=days))
 
 
+def _latest_first(key: str) -> WindowSpec:
+    return Window.partitionBy(key).orderBy(*(F.col(name).desc() for name in CONTEXT_ORDER))
+
+
 def latest_contexts(user_context: DataFrame, day_end: datetime) -> DataFrame:
-    """The latest user context of each common_feature_index known before ``day_end``.
+    """The latest user context of each common_feature_index known before ``day_end``: its user, the
+    user's profile and history diversity, and the columns that order contexts.
 
     Ties in event time (unreferenced contexts all share their split's first timestamp) are broken
-    by file and line, which unlike Kafka offsets compare across partitions.
+    by file and line, which unlike Kafka offsets compare across partitions. The diversity is counted
+    on every context before the window, so the window shuffles and sorts a few numbers per context
+    instead of its four history arrays: that sort over every context up to the day was most of
+    ``user_features``' time, growing with each day.
     """
-    latest_first = Window.partitionBy("common_feature_index").orderBy(
-        F.col("event_time").desc(), F.col("source_file").desc(), F.col("source_line").desc())
+    diversity = {
+        name: F.size(F.array_distinct(F.transform(F.col(array), lambda entry: entry["id"]))).cast("long")
+        for name, array in HISTORY_ARRAYS.items()
+    }
     return (user_context.where(F.col("event_time") < F.lit(day_end))
-            .withColumn("_rank", F.row_number().over(latest_first))
+            .select("common_feature_index", "user_id", *CONTEXT_ORDER, *[c.name for c in PROFILE],
+                    *[expr.alias(name) for name, expr in diversity.items()])
+            .withColumn("_rank", F.row_number().over(_latest_first("common_feature_index")))
             .where("_rank = 1").drop("_rank"))
 
 
@@ -102,21 +116,15 @@ def with_rates(counts: DataFrame, window_priors: dict[int, tuple[float, float]])
 
 
 def user_attributes(contexts: DataFrame) -> DataFrame:
-    """Profile and history diversity of each user, from the user's latest context."""
-    latest_first = Window.partitionBy("user_id").orderBy(
-        F.col("event_time").desc(), F.col("source_file").desc(), F.col("source_line").desc())
-    diversity = {
-        name: F.size(F.array_distinct(F.transform(F.col(array), lambda entry: entry["id"]))).cast("long")
-        for name, array in HISTORY_ARRAYS.items()
-    }
+    """Profile and history diversity of each user, from the latest of the user's contexts."""
     return (contexts.where(F.col("user_id").isNotNull())
-            .withColumn("_rank", F.row_number().over(latest_first)).where("_rank = 1")
-            .select("user_id", *[c.name for c in PROFILE], *[expr.alias(name) for name, expr in diversity.items()]))
+            .withColumn("_rank", F.row_number().over(_latest_first("user_id"))).where("_rank = 1")
+            .select("user_id", *[c.name for c in (*PROFILE, *HISTORY_DIVERSITY)]))
 
 
 def gold_frames(impressions: DataFrame, user_context: DataFrame, day: date) -> dict[str, DataFrame]:
     """Every gold table of ``day`` (lazy DataFrames; the caller caches the shared input)."""
-    contexts = latest_contexts(user_context, end_of_day(day))
+    contexts = latest_contexts(user_context, end_of_day(day)).cache()  # read again by user_attributes
     enriched = enriched_impressions(impressions, contexts, day).cache()
     window_priors = priors(enriched, day)
     tables = {name: with_rates(counters(enriched, keys, day), window_priors) for name, keys in GROUPING.items()}

@@ -22,6 +22,7 @@ from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.resources.s3 import S3Resource
 from taobao_assets.resources.spark import SparkResource
 from taobao_assets.settings import Settings
+from taobao_assets.silver_tables import HISTORY_COLUMNS, PROFILE_COLUMNS, USER_ID_FIELD
 from taobao_assets.source.event_time import Timeline
 from taobao_assets.source.format import SPLITS, FileKind
 from taobao_assets.source.parser import CommonFeaturesRecord, SampleRecord
@@ -97,6 +98,50 @@ def test_gold_equals_an_independent_pandas_computation(gold: PostgresResource, d
             for column in columns:
                 assert np.allclose(got[column].astype(float), want[column].astype(float), rtol=1e-9, atol=1e-12), (
                     f"{table.name} {day}: column {column} differs")
+
+
+def _user_attributes(dataset: Path, settings: Settings, day: date) -> pd.DataFrame:
+    """Each user's profile and history diversity from the raw files: of the contexts known before the
+    end of ``day`` (a context's time is its first referencing sample's, else its split's start), the
+    latest by time, then file, then line."""
+    timeline = Timeline.from_folder(dataset, event_time_config(settings))
+    day_end_ms = int(end_of_day(day).timestamp() * 1000)
+    rows = []
+    for split in SPLITS:
+        references = [(r.line_number, r.common_feature_index)
+                      for r in parse_file(dataset / FileKind.SAMPLE_SKELETON.file_name(split))
+                      if isinstance(r, SampleRecord)]
+        first = timeline.common_feature_ordinals(split, references)
+        name = FileKind.COMMON_FEATURES.file_name(split)
+        for record in parse_file(dataset / name):
+            if not isinstance(record, CommonFeaturesRecord) or record.feature_id(USER_ID_FIELD) is None:
+                continue
+            ordinal = first.get(record.common_feature_index, timeline.split_start_ordinal(split))
+            rows.append({"user_id": record.feature_id(USER_ID_FIELD), "time": timeline.timestamp_ms(ordinal),
+                         "file": name, "line": record.line_number,
+                         **{c: record.feature_id(fid) for c, fid in PROFILE_COLUMNS.items()},
+                         **{f"{c}_distinct": len({entry[0] for entry in record.histories[fid]})
+                            for c, fid in HISTORY_COLUMNS.items()}})
+    known = pd.DataFrame(rows)
+    known = known[known.time < day_end_ms]
+    latest = known.sort_values(["time", "file", "line"]).drop_duplicates("user_id", keep="last")
+    return latest.drop(columns=["time", "file", "line"]).sort_values("user_id").reset_index(drop=True)
+
+
+def test_user_profile_and_history_diversity_come_from_the_latest_context(gold: PostgresResource, dataset: Path,
+                                                                          settings: Settings) -> None:
+    for day_key in (DAILY.get_partition_keys()[0], DAILY.get_partition_keys()[-1]):
+        day = date.fromisoformat(day_key)
+        want = _user_attributes(dataset, settings, day)
+        columns = list(want.columns)
+        with gold.connect() as conn:
+            got = pd.read_sql_query(f"SELECT {', '.join(columns)} FROM gold.user_features "
+                                    f"WHERE event_timestamp = %(ts)s ORDER BY user_id", conn,
+                                    params={"ts": end_of_day(day)})
+        # gold has the users active in the window; each has a context known by then
+        assert len(got) > 0
+        want = want.set_index("user_id").loc[got.user_id].reset_index()
+        pd.testing.assert_frame_equal(got.astype("float64"), want[columns].astype("float64"), obj=day_key)
 
 
 def test_gold_rerun_of_one_day_leaves_every_table_identical(gold: PostgresResource, bronze: S3Resource,
