@@ -41,9 +41,54 @@ INDEX_HEADER = b"offset,timestamp_ms,source,line,length\n"
 PROGRESS_EVERY = 200_000
 
 
+#: gzip level 1: on Ali-CCP's lines it compresses about 3x as fast as level 6 (the copy's main cost)
+#: for objects about a third larger (0.22 against 0.16 of the samples' bytes, 0.31 against 0.24
+#: of the contexts'); bronze is read once a day by silver, and its CPU time is on the batch's path.
+GZIP_LEVEL = 1
+#: Records gathered before one write to the gzip streams and the digest: a call per record cost
+#: more in Python than the compression of its few hundred bytes.
+WRITE_EVERY = 4096
+
+
 def _gzip_writer(path: Path) -> gzip.GzipFile:
     # No file name and mtime 0 in the header: identical input gives identical objects.
-    return gzip.GzipFile(filename="", mode="wb", fileobj=path.open("wb"), mtime=0, compresslevel=6)
+    return gzip.GzipFile(filename="", mode="wb", fileobj=path.open("wb"), mtime=0, compresslevel=GZIP_LEVEL)
+
+
+class _PartFiles:
+    """A part's two gzip files and the digest and size of its data, written :data:`WRITE_EVERY` records at a time."""
+
+    def __init__(self, data_file: Path, index_file: Path) -> None:
+        self.data, self.index = _gzip_writer(data_file), _gzip_writer(index_file)
+        self.digest, self.size = hashlib.sha256(), 0
+        self._values: list[bytes] = []
+        self._rows: list[bytes] = [INDEX_HEADER]
+
+    def add(self, value: bytes, index_row: bytes) -> None:
+        self._values.append(value)
+        self._rows.append(index_row)
+        self.size += len(value)
+        if len(self._values) >= WRITE_EVERY:
+            self._write()
+
+    def _write(self) -> None:
+        chunk = b"".join(self._values)
+        self.data.write(chunk)
+        self.digest.update(chunk)
+        self.index.write(b"".join(self._rows))
+        self._values.clear()
+        self._rows.clear()
+
+    def __enter__(self) -> "_PartFiles":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                self._write()
+        finally:
+            self.data.close()
+            self.index.close()
 
 
 async def capture_day(
@@ -59,10 +104,9 @@ async def capture_day(
         start, end = starts[partition], ends[partition]
         data_file = spool / f"part-{partition:05d}.data.gz"
         index_file = spool / f"part-{partition:05d}.index.csv.gz"
-        digest, records, size = hashlib.sha256(), 0, 0
+        records = 0
         faults: list[dict[str, Any]] = []
-        with _gzip_writer(data_file) as data, _gzip_writer(index_file) as index:
-            index.write(INDEX_HEADER)
+        with _PartFiles(data_file, index_file) as files:
             async for record in kafka.read_range(topic, partition, start, end):
                 value: bytes = record.value or b""
                 source, line, produced_at, fault = _origin(record)
@@ -73,14 +117,11 @@ async def capture_day(
                     fault = {"reason": "null_value", "message": "a record without a value (a tombstone)"}
                 if fault is not None:
                     faults.append({"offset": record.offset, **fault})
-                data.write(value)
-                digest.update(value)
-                index.write(b"%d,%d,%s,%d,%d\n" % (record.offset, record.timestamp, source, line, len(value)))
+                files.add(value, b"%d,%d,%s,%d,%d\n" % (record.offset, record.timestamp, source, line, len(value)))
                 records += 1
-                size += len(value)
                 if log is not None and records % PROGRESS_EVERY == 0:
                     log.info(f"{topic}[{partition}] {day}: {records:,} of {end - start:,} records")
-        parts.append(BronzePart(partition, start, end, records, size, digest.hexdigest(),
+        parts.append(BronzePart(partition, start, end, records, files.size, files.digest.hexdigest(),
                                 data_file, index_file, faults))
         failpoints.reached("bronze.partition_read")
     return BronzeDay(topic, day, parts, AppendTimes.of(event_ms, appended_ms))
