@@ -50,6 +50,15 @@ class S3Resource(DagsterS3Resource):
             self._client = self.get_client()
         return self._client
 
+    def get_object_to_set_on_execution_context(self) -> Any:
+        """What ``context.resources.s3`` holds (dagster-aws's IO managers use it): the cached client.
+
+        Dagster asks for it for every step that requires the resource, and dagster-aws makes a new
+        client each time; making one loads botocore's endpoint and service data from JSON, which took
+        a tenth of the daily batch's time in a profile at 1 M samples.
+        """
+        return self.client()
+
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key``; large values go up as a multipart upload."""
         if len(data) < TRANSFER.multipart_threshold:
