@@ -12,8 +12,8 @@ pays. Reported per size:
   bronze -> silver -> gold (how far off a long run's first estimate is);
 - peak memory of the pipeline's process tree (the demo's Python process, its Spark JVM and Python
   workers; sampled every 0.5 s), and of the stack's servers (sum over the service processes at
-  their peak sample), both in MB: over the whole run and within each stage (the summary gives
-  each stage's end time);
+  their peak sample), both in MB, as summed RSS and as summed PSS (:class:`PeakMemory` says why
+  both): over the whole run and within each stage (the summary gives each stage's end time);
 - what each layer holds once the run is over, in MB per million samples (``bench/disk.py``): the
   whole data set's needs are these times 85.
 
@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -63,26 +63,40 @@ RATIOS = [
 ]
 
 
-class PeakMemory:
-    """Peak RSS (MB) of a process tree and of the stack's servers, sampled in a background thread.
+class Sample(NamedTuple):
+    """One sampling of memory, MB: summed RSS and summed PSS of the process tree and of the servers."""
 
-    Every sample is kept with its time, so the peak within each stage can be read afterwards.
+    at: float
+    tree_rss: float
+    servers_rss: float
+    tree_pss: float
+    servers_pss: float
+
+
+class PeakMemory:
+    """Peak memory (MB) of a process tree and of the stack's servers, sampled in a background thread.
+
+    Two sums per sample. RSS counts a shared page once in every process that maps it (each Postgres
+    backend maps the shared buffers, Spark's Python workers are forked, Redis forks to rewrite its
+    append-only file), so its sum overstates what the processes use together; PSS divides each shared
+    page among the processes that map it, so its sum is what they hold. Every sample is kept with its
+    time, so the peak within each stage can be read afterwards.
     """
 
     def __init__(self, root: int, servers: list[int], interval: float = 0.5) -> None:
         self.root, self.servers, self.interval = root, servers, interval
-        #: (Unix time, tree MB, servers MB) of each sample.
-        self.samples: list[tuple[float, float, float]] = []
+        self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
-    def _rss_mb(processes: list[psutil.Process]) -> float:
-        total = 0
+    def _sums_mb(processes: list[psutil.Process]) -> tuple[float, float]:
+        rss = pss = 0
         for process in processes:
             with suppress(psutil.Error):  # exited between listing and reading
-                total += process.memory_info().rss
-        return total / 1e6
+                info = process.memory_full_info()
+                rss, pss = rss + info.rss, pss + info.pss
+        return rss / 1e6, pss / 1e6
 
     def _sample(self) -> None:
         try:
@@ -95,12 +109,14 @@ class PeakMemory:
             with suppress(psutil.Error):
                 server = psutil.Process(pid)
                 servers += [server, *server.children(recursive=True)]
-        self.samples.append((time.time(), self._rss_mb(tree), self._rss_mb(servers)))
+        (tree_rss, tree_pss), (servers_rss, servers_pss) = self._sums_mb(tree), self._sums_mb(servers)
+        self.samples.append(Sample(time.time(), tree_rss, servers_rss, tree_pss, servers_pss))
 
-    def peaks(self, start: float = 0.0, end: float = float("inf")) -> tuple[float, float]:
-        """The tree's and the servers' peak MB over the samples taken between ``start`` and ``end``."""
-        within = [(tree, servers) for at, tree, servers in self.samples if start <= at <= end]
-        return max((t for t, _ in within), default=0.0), max((s for _, s in within), default=0.0)
+    def peaks(self, start: float = 0.0, end: float = float("inf")) -> dict[str, float]:
+        """Each sum's peak over the samples taken between ``start`` and ``end`` (0 without any)."""
+        within = [sample for sample in self.samples if start <= sample.at <= end]
+        return {name: max((getattr(sample, name) for sample in within), default=0.0)
+                for name in Sample._fields[1:]}
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -149,9 +165,9 @@ def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
         raise RuntimeError(f"the demo on {rows:,} samples failed (exit {code}); see {log}:\n{tail}")
     result = json.loads(summary.read_text())
     stages = [{"stage": s["name"], "seconds": s["seconds"], "samples_per_s": round(rows / s["seconds"]),
-               "peak_mb": [round(mb) for mb in memory.peaks(s["ended_at"] - s["seconds"], s["ended_at"])]}
+               **_peak_fields(memory.peaks(s["ended_at"] - s["seconds"], s["ended_at"]))}
               for s in result["stages"]]
-    tree_mb, servers_mb = memory.peaks()
+    whole = memory.peaks()
     disk = layer_bytes(load_settings(env))
     return {
         "samples": rows,
@@ -159,13 +175,21 @@ def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
         "stages": stages,
         "s_per_million": round(wall / (rows / 1e6), 1),
         "projected_s": result["projected_seconds"],
-        "peak_pipeline_mb": round(tree_mb),
-        "peak_servers_mb": round(servers_mb),
+        "peak_pipeline_mb": round(whole["tree_rss"]),
+        "peak_servers_mb": round(whole["servers_rss"]),
+        "peak_pss_pipeline_mb": round(whole["tree_pss"]),
+        "peak_pss_servers_mb": round(whole["servers_pss"]),
         "disk_mb_per_million": {layer: round(size / 1e6 / (rows / 1e6), 1) for layer, size in disk.items()},
         "checks_passed": result["checks_passed"],
         "checks_failed": result["checks_failed"],
         "rows": result["rows"],
     }
+
+
+def _peak_fields(peaks: dict[str, float]) -> dict[str, list[int]]:
+    """``peak_mb`` (RSS) and ``peak_pss_mb``, each [pipeline, servers]: the results' shape for a span."""
+    return {"peak_mb": [round(peaks["tree_rss"]), round(peaks["servers_rss"])],
+            "peak_pss_mb": [round(peaks["tree_pss"]), round(peaks["servers_pss"])]}
 
 
 def other_ratios() -> list[list[str]]:
@@ -193,12 +217,13 @@ def markdown(results: list[dict[str, Any]], context: dict[str, Any]) -> str:
                  else "not in that build" for stages in by_size)]
         for name in stage_names
     ]
-    rows += [  # sizes run before the per-stage peaks were kept have none
-        [f"peak RSS pipeline / servers: {name}",
-         *(f"{stages[name]['peak_mb'][0]:,.0f} / {stages[name]['peak_mb'][1]:,.0f} MB"
-           if "peak_mb" in stages.get(name, {}) else "not measured" for stages in by_size)]
-        for name in stage_names
-    ]
+    for measure, key in (("RSS", "peak_mb"), ("PSS", "peak_pss_mb")):  # older builds measured less
+        rows += [
+            [f"peak {measure} pipeline / servers: {name}",
+             *(f"{stages[name][key][0]:,.0f} / {stages[name][key][1]:,.0f} MB"
+               if key in stages.get(name, {}) else "not measured" for stages in by_size)]
+            for name in stage_names
+        ]
     rows += [
         ["end to end (wall)", *(f"{r['wall_s']:.0f} s" for r in results)],
         ["projected after the first batch day", *(f"{r['projected_s']:.0f} s" if r.get("projected_s") is not None
@@ -206,6 +231,10 @@ def markdown(results: list[dict[str, Any]], context: dict[str, Any]) -> str:
         ["seconds per million samples", *(f"{r['s_per_million']:,.0f}" for r in results)],
         ["peak RSS pipeline (driver + Spark)", *(f"{r['peak_pipeline_mb']:,} MB" for r in results)],
         ["peak RSS servers", *(f"{r['peak_servers_mb']:,} MB" for r in results)],
+        ["peak PSS pipeline (driver + Spark)", *(f"{r['peak_pss_pipeline_mb']:,} MB" if "peak_pss_pipeline_mb" in r
+                                                 else "not measured" for r in results)],
+        ["peak PSS servers", *(f"{r['peak_pss_servers_mb']:,} MB" if "peak_pss_servers_mb" in r
+                               else "not measured" for r in results)],
         ["asset checks passed / failed", *(f"{r['checks_passed']} / {len(r['checks_failed'])}" for r in results)],
     ]
     disk = [r.get("disk_mb_per_million", {}) for r in results]  # sizes run before it was measured have none
