@@ -208,11 +208,11 @@ def ensure_data(settings: Settings, rows: int, source: Path | None = None, limit
                       if FileKind.from_file_name(name) is FileKind.SAMPLE_SKELETON)
         folder, description = sliced, f"first {samples:,} samples of {folder} in {sliced}"
     identity = fingerprint(folder, event_time_config(settings))
-    marker = _replayed_marker(settings)
+    marker = replayed_marker(settings)
     return DataSet(folder, description, identity, not marker.exists() or marker.read_text() != identity)
 
 
-def _replayed_marker(settings: Settings) -> Path:
+def replayed_marker(settings: Settings) -> Path:
     """Where the demo records the fingerprint of the data set its last replay sent to its topics."""
     return settings.state_dir / f"demo-dataset-{settings.topic_prefix}.txt"
 
@@ -272,7 +272,7 @@ def run_demo(settings: Settings, defs: Definitions, console: StageConsole, rows:
             forget_previous_data_set(settings)
         config = {"source_dir": str(data.folder), "reset": data.changed}
         run_job(replay_job.name, run_config={"ops": {"replay_raw_files": {"config": config}}})
-        _replayed_marker(settings).write_text(data.fingerprint)
+        replayed_marker(settings).write_text(data.fingerprint)
     with summary.stage(f"bronze -> silver -> gold for {len(days)} days", len(days), "day") as line:
         run_days(line, daily_batch_job.name, project=True)
     with summary.stage("Feast apply"):
