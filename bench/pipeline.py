@@ -12,8 +12,9 @@ pays. Reported per size:
   bronze -> silver -> gold (how far off a long run's first estimate is);
 - peak memory of the pipeline's process tree (the demo's Python process, its Spark JVM and Python
   workers; sampled every 0.5 s), and of the stack's servers (sum over the service processes at
-  their peak sample), both in MB, as summed RSS and as summed PSS (:class:`PeakMemory` says why
-  both): over the whole run and within each stage (the summary gives each stage's end time);
+  their peak sample), both in MB, as summed RSS and as summed PSS (sampled every 5 s;
+  :class:`PeakMemory` says why both, and why PSS less often): over the whole run and within each
+  stage (the summary gives each stage's end time);
 - what each layer holds once the run is over, in MB per million samples (``bench/disk.py``): the
   whole data set's needs are these times 85.
 
@@ -65,39 +66,46 @@ RATIOS = [
 
 
 class Sample(NamedTuple):
-    """One sampling of memory, MB: summed RSS and summed PSS of the process tree and of the servers."""
+    """One sampling of memory, MB: summed RSS, and on some samples summed PSS, of the process tree
+    and of the servers."""
 
     at: float
     tree_rss: float
     servers_rss: float
-    tree_pss: float
-    servers_pss: float
+    tree_pss: float | None = None
+    servers_pss: float | None = None
 
 
 class PeakMemory:
     """Peak memory (MB) of a process tree and of the stack's servers, sampled in a background thread.
 
-    Two sums per sample. RSS counts a shared page once in every process that maps it (each Postgres
-    backend maps the shared buffers, Spark's Python workers are forked, Redis forks to rewrite its
-    append-only file), so its sum overstates what the processes use together; PSS divides each shared
-    page among the processes that map it, so its sum is what they hold. Every sample is kept with its
-    time, so the peak within each stage can be read afterwards.
+    Two sums. RSS counts a shared page once in every process that maps it (each Postgres backend maps
+    the shared buffers, Spark's Python workers are forked, Redis forks to rewrite its append-only
+    file), so its sum overstates what the processes use together; PSS divides each shared page among
+    the processes that map it, so its sum is what they hold. RSS is read every ``interval`` seconds;
+    PSS on every ``pss_every``-th sample only, because the kernel walks a process's pages to count it
+    (about 0.4 s of CPU for the whole stack, 0.12 s of it Spark's JVM), which every 0.5 s would take a
+    good part of a core from the run it measures; a PSS peak shorter than ``interval * pss_every`` can
+    be missed. Every sample is kept with its time, so the peak within each stage can be read afterwards.
     """
 
-    def __init__(self, root: int, servers: list[int], interval: float = 0.5) -> None:
-        self.root, self.servers, self.interval = root, servers, interval
+    def __init__(self, root: int, servers: list[int], interval: float = 0.5, pss_every: int = 10) -> None:
+        self.root, self.servers, self.interval, self.pss_every = root, servers, interval, pss_every
         self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
-    def _sums_mb(processes: list[psutil.Process]) -> tuple[float, float]:
-        rss = pss = 0
+    def _sums_mb(processes: list[psutil.Process], pss: bool) -> tuple[float, float | None]:
+        rss_sum = pss_sum = 0
         for process in processes:
             with suppress(psutil.Error):  # exited between listing and reading
-                info = process.memory_full_info()
-                rss, pss = rss + info.rss, pss + info.pss
-        return rss / 1e6, pss / 1e6
+                if pss:
+                    info = process.memory_full_info()
+                    rss_sum, pss_sum = rss_sum + info.rss, pss_sum + info.pss
+                else:
+                    rss_sum += process.memory_info().rss
+        return rss_sum / 1e6, (pss_sum / 1e6 if pss else None)
 
     def _sample(self) -> None:
         try:
@@ -110,13 +118,14 @@ class PeakMemory:
             with suppress(psutil.Error):
                 server = psutil.Process(pid)
                 servers += [server, *server.children(recursive=True)]
-        (tree_rss, tree_pss), (servers_rss, servers_pss) = self._sums_mb(tree), self._sums_mb(servers)
+        pss = len(self.samples) % self.pss_every == 0
+        (tree_rss, tree_pss), (servers_rss, servers_pss) = self._sums_mb(tree, pss), self._sums_mb(servers, pss)
         self.samples.append(Sample(time.time(), tree_rss, servers_rss, tree_pss, servers_pss))
 
     def peaks(self, start: float = 0.0, end: float = float("inf")) -> dict[str, float]:
         """Each sum's peak over the samples taken between ``start`` and ``end`` (0 without any)."""
         within = [sample for sample in self.samples if start <= sample.at <= end]
-        return {name: max((getattr(sample, name) for sample in within), default=0.0)
+        return {name: max((value for sample in within if (value := getattr(sample, name)) is not None), default=0.0)
                 for name in Sample._fields[1:]}
 
     def _run(self) -> None:

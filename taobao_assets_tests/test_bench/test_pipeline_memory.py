@@ -14,3 +14,9 @@ def test_a_stages_peak_is_read_from_the_samples_within_it() -> None:
                                         "servers_pss": 55.0}
     assert memory.peaks() == {"tree_rss": 900.0, "servers_rss": 70.0, "tree_pss": 800.0, "servers_pss": 55.0}
     assert memory.peaks(20.0, 30.0) == dict.fromkeys(("tree_rss", "servers_rss", "tree_pss", "servers_pss"), 0.0)
+
+
+def test_samples_without_pss_count_for_rss_only() -> None:
+    memory = PeakMemory(root=0, servers=[])
+    memory.samples = [Sample(10.0, 500.0, 50.0, 400.0, 45.0), Sample(11.0, 900.0, 90.0)]
+    assert memory.peaks() == {"tree_rss": 900.0, "servers_rss": 90.0, "tree_pss": 400.0, "servers_pss": 45.0}
