@@ -131,10 +131,6 @@ class Applier:
 
     # --- lifecycle ----------------------------------------------------------------------
     async def __aenter__(self) -> Applier:
-        # The process's imports (Dagster, Feast, ...) leave ~400k long-lived objects that every full
-        # garbage collection would scan again; the applier allocates fast enough to trigger many, and
-        # they cost ~40% of a run. Freezing moves what exists now out of the collector's sight.
-        gc.freeze()
         try:
             kafka = self.streaming.kafka
             await kafka.create_topics([self.topics.dead_letter])
@@ -163,6 +159,13 @@ class Applier:
             self.writer.close()
             self.state.release_lease(self.owner)
             raise
+        # The process's imports (Dagster, Feast, ...) leave ~400k long-lived objects that every full
+        # garbage collection would scan again; the applier allocates fast enough to trigger many, and
+        # they cost ~40% of a run. Freezing moves what exists now out of the collector's sight, and
+        # leaving unfreezes it: a frozen object is never collected, so garbage cycles that were alive
+        # at one run's start (the previous run's, not yet collected) would otherwise stay for good in a
+        # process that runs many appliers (the demo grew by 340 MB over its 20 streaming runs at 1 M samples).
+        gc.freeze()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -175,6 +178,7 @@ class Applier:
             self.writer.close()
             self.state.release_lease(self.owner)
             self.report.finished = time.monotonic()
+            gc.unfreeze()
 
     async def _acquire_lease(self) -> None:
         seconds = self.streaming.lease_seconds
