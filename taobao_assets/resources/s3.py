@@ -54,8 +54,8 @@ class S3Resource(DagsterS3Resource):
         """What ``context.resources.s3`` holds (dagster-aws's IO managers use it): the cached client.
 
         Dagster asks for it for every step that requires the resource, and dagster-aws makes a new
-        client each time; making one loads botocore's endpoint and service data from JSON, which took
-        a tenth of the daily batch's time in a profile at 1 M samples.
+        client each time; making one loads botocore's endpoint and service data from JSON, which was
+        about a tenth of the run process's samples in a profile of the daily batch at 1 M samples.
         """
         return self.client()
 
