@@ -125,8 +125,8 @@ def user_attributes(contexts: DataFrame) -> DataFrame:
 def gold_frames(impressions: DataFrame, user_context: DataFrame, day: date) -> dict[str, DataFrame]:
     """Every gold table of ``day`` (lazy DataFrames; the caller caches the shared input)."""
     # Not cached: the impressions' join needs only each context's user, so Spark reads no history
-    # array for it (column pruning), and caching the contexts with their diversity held enough of
-    # the driver's memory at 10 M samples that a table's collected result was lost on day 7.
+    # array for it (column pruning), and a cache would hold every context's row in the driver beside
+    # the cached impressions; user_attributes reads the arrays once.
     contexts = latest_contexts(user_context, end_of_day(day))
     enriched = enriched_impressions(impressions, contexts, day).cache()
     window_priors = priors(enriched, day)
