@@ -161,7 +161,8 @@ def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
     log = work / f"demo-{rows}.log"
     # The demo resumes a data set its namespace already replayed (a no-op); a run of the same size
     # again would measure nothing, so the namespace forgets it and every run replays from scratch.
-    replayed_marker(load_settings(env)).unlink(missing_ok=True)
+    namespace = load_settings(env)
+    replayed_marker(namespace).unlink(missing_ok=True)
     print(f"== {rows:,} samples: log {log}", flush=True)
     t0 = time.monotonic()
     with log.open("w") as out:
@@ -181,7 +182,7 @@ def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
                **_peak_fields(memory.peaks(s["ended_at"] - s["seconds"], s["ended_at"]))}
               for s in result["stages"]]
     whole = memory.peaks()
-    disk = layer_bytes(load_settings(env))
+    disk = layer_bytes(namespace)
     return {
         "samples": rows,
         "wall_s": round(wall, 1),
