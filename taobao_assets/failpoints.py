@@ -31,6 +31,7 @@ POINTS = {
     "bronze.partition_read": "one Kafka partition of a bronze day is read, the next one not yet",
     "bronze.objects_stored": "a bronze day's first object is stored, its manifest not yet written",
     "silver.table_written": "one silver table of the day is committed, the next one not yet",
+    "gold.rows_staged": "a gold table's rows of the day are in its staging table, the day not yet replaced",
     "gold.table_written": "one gold table of the day is written, the next one not yet",
     "online.view_written": "one feature view of the day is in the online store, the next one not yet",
     "analytics.statement_run": "a statement of an analytics report ran, the next one not yet",

@@ -15,7 +15,8 @@ it quotes empty strings, so an unquoted empty field is NULL and nothing else.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import psycopg
 import pyarrow as pa
@@ -63,6 +64,34 @@ def copy_in(cur: psycopg.Cursor, table: str, data: pa.Table) -> None:
     pa_csv.write_csv(data, buffer, pa_csv.WriteOptions(include_header=False))
     with cur.copy(statement) as copy:
         copy.write(buffer.getbuffer())
+
+
+#: What :class:`PartitionCopier` returns per partition, as Spark's DDL: the rows it appended.
+COPIED = "rows long"
+
+
+@dataclass(frozen=True)
+class PartitionCopier:
+    """The ``mapInArrow`` function that appends each Spark partition's rows to ``table``.
+
+    Run by Spark's Python workers, a partition's Arrow batches go straight from the executor to
+    Postgres, one ``COPY`` per batch in one transaction per partition: no process holds more than
+    a batch, and the driver none (collecting a day of gold to the driver failed at 10 M samples).
+    The partitions commit one by one, so ``table`` is a staging table the caller moves in one
+    transaction once every partition is in.
+    """
+
+    conninfo: str = field(repr=False)
+    table: str
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows = 0
+        with psycopg.connect(self.conninfo) as conn, conn.cursor() as cur:
+            exact_session(cur)
+            for batch in batches:
+                copy_in(cur, self.table, pa.Table.from_batches([batch]))
+                rows += batch.num_rows
+        yield pa.RecordBatch.from_pydict({"rows": pa.array([rows], pa.int64())})
 
 
 def _chunks(copy: psycopg.Copy) -> Iterator[bytearray]:

@@ -37,7 +37,8 @@ SERVER_RETRY = RetryPolicy(max_retries=4, delay=5, backoff=Backoff.EXPONENTIAL)
 #: What a JVM client (Spark's JDBC, S3 and Kafka clients inside a Py4J error) says when it lost a server.
 _JAVA_CONNECTION_LOSS = re.compile(
     r"java\.net\.(Connect|Socket|NoRouteToHost)Exception|Connection refused|Connection reset|"
-    r"This connection has been closed|EOFException|Unable to execute HTTP request|I/O error", re.IGNORECASE)
+    r"This connection has been closed|EOFException|Unable to execute HTTP request|I/O error|"
+    r"terminating connection due to", re.IGNORECASE)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -122,10 +123,12 @@ def step_error(exc: Exception, uses: tuple[str, ...], settings: Settings | None 
     if isinstance(exc, (Failure, ServerDown)) or type(exc).__module__.startswith("dagster"):
         return exc  # already decided, or Dagster's own control flow (retry requests, interrupts)
     down = servers_down(settings or get_settings(), uses)
-    if (down or lost_connection(exc)) and any(type(e).__module__.startswith("py4j") for e in _chain(exc)):
+    if down or lost_connection(exc):
         from taobao_assets.resources.spark import reconnect_catalogs
 
-        reconnect_catalogs()  # the retry must not reuse Spark's dead catalog connections
+        # The retry must not reuse Spark's dead catalog connections, whichever client noticed the
+        # loss first (the gold writer's own connection does, when Postgres goes between two writes).
+        reconnect_catalogs()
     if down:
         names = " ".join(down)
         where = ", ".join(f"{name} at {host}:{port}" for name, (host, port) in down.items())

@@ -53,6 +53,10 @@ def test_client_connection_errors_are_recognised_through_their_causes() -> None:
     assert lost_connection(psycopg2.OperationalError("server closed the connection unexpectedly"))
     assert lost_connection(ConnectionResetError(104, "Connection reset by peer"))
     assert lost_connection(_JavaError("An error occurred: java.net.ConnectException: Connection refused"))
+    # Iceberg's catalog on a pooled connection a restarted Postgres had ended (found by the fault matrix)
+    assert lost_connection(_JavaError("UncheckedSQLException: Failed to get table silver.impressions\nCaused by: "
+                                      "org.postgresql.util.PSQLException: FATAL: terminating connection due to "
+                                      "unexpected postmaster exit"))
     try:
         try:
             raise ConnectionRefusedError(111, "refused")

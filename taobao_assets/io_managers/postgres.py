@@ -1,24 +1,26 @@
-"""Writes gold partitions to Postgres atomically: delete the day, bulk COPY the new rows, one transaction.
+"""Writes gold partitions to Postgres atomically: delete the day and insert the new rows in one transaction.
 
-The same transaction replaces the day's column statistics (:mod:`taobao_assets.quality.stats`),
-taken from the rows being written, so the stored statistics always describe the stored day; they
-are also the output's numeric metadata.
+The rows never pass through this process: Spark's Python workers ``COPY`` each partition into an
+unlogged staging table (:class:`~taobao_assets.postgres_arrow.PartitionCopier`), and one
+transaction then replaces the day with the staging table's rows and drops it. The same
+transaction replaces the day's column statistics (:mod:`taobao_assets.quality.stats`), which one
+Spark job took from the rows being written, so the stored statistics always describe the stored
+day; they are also the output's numeric metadata.
 
 The table is created from the contract in the asset's metadata (:mod:`taobao_assets.gold_tables`),
 with a primary key on (entity keys, event_timestamp): it enforces uniqueness and is exactly the
 index a point-in-time join needs (equality on the keys, range on the timestamp). Readers never see
-a half-written day: the delete and the COPY commit together.
+a half-written day: the delete and the insert commit together.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import date, timedelta
-from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.csv as pa_csv
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -26,12 +28,16 @@ from taobao_assets import failpoints
 from taobao_assets.feature_tables import PG_TYPES, TIMESTAMP_FIELD, FeatureTable
 from taobao_assets.gold_tables import GoldTable
 from taobao_assets.partitions import end_of_day
+from taobao_assets.postgres_arrow import COPIED, PartitionCopier
 from taobao_assets.quality.stats import stats_metadata, store_stats, table_stats
 from taobao_assets.resources.postgres import PostgresResource
 from taobao_assets.server_loss import on_server_loss
 
 if TYPE_CHECKING:
     import pandas as pd
+
+#: Where a day's rows wait, one unlogged table per gold table and day, until they replace the day.
+STAGING_SCHEMA = "gold_staging"
 
 
 def create_table_sql(table: FeatureTable) -> str:
@@ -54,25 +60,42 @@ class PostgresPartitionIOManager(ConfigurableIOManager):
     @on_server_loss("minio", "postgres")
     def handle_output(self, context: OutputContext, obj: DataFrame) -> None:
         table = GoldTable.from_metadata(context.definition_metadata)
+        day = date.fromisoformat(context.partition_key)
         timestamp = end_of_day(context.partition_key)
-        names = [c.name for c in table.columns]
-        rows = obj.withColumn(TIMESTAMP_FIELD, F.lit(timestamp)).select(*names).toArrow()
-        csv = BytesIO()
-        pa_csv.write_csv(rows, csv, pa_csv.WriteOptions(include_header=False))
-        csv.seek(0)
-        started = time.perf_counter()
-        stats = table_stats(rows, table)
-        stats_seconds = time.perf_counter() - started
-        with self.postgres.connect() as conn, conn.cursor() as cur:
-            cur.execute(create_table_sql(table), (table.description,))
-            cur.execute(f"DELETE FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s", (timestamp,))
-            deleted = cur.rowcount
-            cur.copy_expert(f"COPY {table.qualified_name} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)", csv)
+        staging = f"{STAGING_SCHEMA}.{table.name}_{day:%Y%m%d}"
+        columns = ", ".join(c.name for c in table.columns)
+        # Two passes read the day (statistics, then rows): kept on local disk, not recomputed, and
+        # not in the driver's memory, which the cached impressions already use.
+        frame = obj.withColumn(TIMESTAMP_FIELD, F.lit(timestamp)).select(*(c.name for c in table.columns))
+        frame = frame.persist(StorageLevel.DISK_ONLY)
+        try:
             started = time.perf_counter()
-            store_stats(cur, table, date.fromisoformat(context.partition_key), stats)
-            stats_seconds += time.perf_counter() - started
+            stats = table_stats(frame, table)
+            stats_seconds = time.perf_counter() - started
+            with self.postgres.connect() as conn, conn.cursor() as cur:
+                cur.execute(create_table_sql(table), (table.description,))
+                # A staging table a crashed write left behind is dropped, not appended to.
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING_SCHEMA}; DROP TABLE IF EXISTS {staging}; "
+                            f"CREATE UNLOGGED TABLE {staging} (LIKE {table.qualified_name})")
+            frame.mapInArrow(PartitionCopier(self.postgres.conninfo, staging), COPIED).collect()
+            failpoints.reached("gold.rows_staged")
+            rows = stats[0].rows
+            with self.postgres.connect() as conn, conn.cursor() as cur:
+                cur.execute(f"DELETE FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s", (timestamp,))
+                deleted = cur.rowcount
+                # The primary key rejects a row a retried Spark task copied twice; the count, a lost one.
+                cur.execute(f"INSERT INTO {table.qualified_name} ({columns}) SELECT {columns} FROM {staging}")
+                if cur.rowcount != rows:
+                    raise RuntimeError(f"{staging} holds {cur.rowcount} rows, the day of {table.qualified_name} "
+                                       f"has {rows}: a partition's copy is missing; nothing was replaced")
+                cur.execute(f"DROP TABLE {staging}")
+                started = time.perf_counter()
+                store_stats(cur, table, day, stats)
+                stats_seconds += time.perf_counter() - started
+        finally:
+            frame.unpersist()
         context.add_output_metadata({
-            "row_count": rows.num_rows,
+            "row_count": rows,
             "rows_replaced": deleted,
             "table": table.qualified_name,
             "event_timestamp": MetadataValue.timestamp(timestamp),

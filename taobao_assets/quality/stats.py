@@ -2,13 +2,13 @@
 
 For every column of a gold table and every day: rows, nulls and null rate, and for numbers min,
 mean, median (p50), p99 and max; for entity keys the distinct count as well. They are computed
-from the Arrow table the IO manager is about to copy into Postgres (numpy, no second scan of the
-table), written to ``quality.feature_stats`` in the same transaction as the day's rows (so the
+by one Spark aggregation over the day the IO manager is about to write (so no process holds the
+day's rows, however large it is), written to ``quality.feature_stats`` in the same transaction as the day's rows (so the
 stored statistics always describe the stored day), and returned as numeric asset metadata
 (``stats/<column>/<statistic>``), which the asset's *Plots* tab draws over the days.
 
 Percentiles interpolate linearly between the closest ranks, as Postgres's ``percentile_cont``
-and numpy's default do, so they can be recomputed in SQL from the table itself.
+and Spark's exact ``percentile`` do, so they can be recomputed in SQL from the table itself.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from taobao_assets.feature_tables import Column, FeatureTable
 
@@ -70,25 +70,40 @@ class ColumnStats:
         return self.nulls / self.rows if self.rows else 0.0
 
 
-def column_stats(table: pa.Table, column: Column, is_key: bool) -> ColumnStats:
-    """The statistics of ``column`` in ``table``."""
-    values = table.column(column.name)
-    rows, nulls = len(values), values.null_count
+def _aggregates(column: Column, is_key: bool) -> list[SparkColumn]:
+    """The Spark aggregates of one column's statistics, in :func:`_column_stats`' order."""
+    values = F.col(column.name)
     if column.dtype not in NUMERIC:
-        return ColumnStats(column.name, rows, nulls)
-    present = values.drop_null().to_numpy().astype(np.float64)
-    distinct = len(pc.unique(values.drop_null())) if is_key else None
-    if not present.size:
-        return ColumnStats(column.name, rows, nulls, distinct_count=distinct)
-    p50, p99 = np.percentile(present, [50, 99])
-    return ColumnStats(column.name, rows, nulls, float(present.min()), float(present.mean()), float(p50),
-                       float(p99), float(present.max()), distinct)
+        return [F.count(values)]
+    number = values.cast("double")
+    return [F.count(values), F.min(number), F.avg(number), F.percentile(number, [0.5, 0.99]), F.max(number),
+            F.count_distinct(values) if is_key else F.lit(None)]
 
 
-def table_stats(table: pa.Table, contract: FeatureTable) -> list[ColumnStats]:
-    """Every key and feature of ``contract`` (the timestamp is the day itself)."""
+def _column_stats(column: Column, rows: int, values: list[Any]) -> ColumnStats:
+    present = values[0]
+    if len(values) == 1:
+        return ColumnStats(column.name, rows, rows - present)
+    low, mean, percentiles, high, distinct = values[1:]
+    p50, p99 = percentiles or (None, None)
+    return ColumnStats(column.name, rows, rows - present, low, mean, p50, p99, high, distinct)
+
+
+def table_stats(frame: DataFrame, contract: FeatureTable) -> list[ColumnStats]:
+    """Every key and feature of ``contract`` (the timestamp is the day itself), in one Spark job.
+
+    Spark aggregates where the rows are (its exact ``percentile`` counts each distinct value, so
+    the state is as large as a column's distinct values, not its rows); only the figures reach
+    this process, however large the day.
+    """
     keys = set(contract.key_names)
-    return [column_stats(table, c, c.name in keys) for c in (*contract.keys, *contract.features)]
+    columns = [*contract.keys, *contract.features]
+    per_column = [_aggregates(c, c.name in keys) for c in columns]
+    row = frame.agg(F.count(F.lit(1)), *(a for aggregates in per_column for a in aggregates)).first()
+    assert row is not None  # a global aggregate has one row, also on no rows
+    rows, values = row[0], iter(row[1:])
+    return [_column_stats(c, rows, [next(values) for _ in aggregates])
+            for c, aggregates in zip(columns, per_column, strict=True)]
 
 
 def store_stats(cur: Cursor, contract: FeatureTable, day: date, stats: Sequence[ColumnStats]) -> None:

@@ -9,6 +9,7 @@ from urllib.parse import quote
 import psycopg2
 import psycopg2.extensions
 from dagster import ConfigurableResource
+from psycopg.conninfo import make_conninfo
 from pydantic import Field
 
 from taobao_assets.settings import Settings
@@ -34,6 +35,12 @@ class PostgresResource(ConfigurableResource):
         and database are percent-encoded, so an ``@``, ``/`` or space in them stays theirs."""
         user, password, database = (quote(v, safe="") for v in (self.user, self.password, self.database))
         return f"postgresql+psycopg://{user}:{password}@{self.host}:{self.port}/{database}"
+
+    @property
+    def conninfo(self) -> str:
+        """libpq connection string, for clients outside this process (Spark's Python workers)."""
+        return make_conninfo(host=self.host, port=self.port, user=self.user, password=self.password,
+                             dbname=self.database, application_name="taobao-feature-platform")
 
     @contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
