@@ -3,8 +3,10 @@
 ``python -m bench.pipeline [--sizes 100000 1000000 10000000]`` runs, for each size, the main job
 (``python -m taobao_assets.cli demo --no-ui``) on a freshly generated data set of that many
 samples, in a namespace of its own (topics, bucket, database, Feast project, Dagster instance), on
-the running stack. Each run is a fresh process, so every size pays the same start-up costs a user
-pays. Reported per size:
+the running stack. The namespace is dropped and created again before each size, so no run starts
+on an earlier one's tables (deleting a 10 M run's gold days made a 100 k run's batch stage twice
+as long) or measures its leftovers as disk. Each run is a fresh process, so every size pays the
+same start-up costs a user pays. Reported per size:
 
 - seconds and samples/s of each stage (generate, replay, bronze -> silver -> gold, Feast apply,
   serving + Trino, streaming), from the demo's own JSON summary;
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,7 @@ import psutil
 
 from bench import RESULTS_DIR, machine, markdown_table, write_results
 from bench.disk import layer_bytes
+from bench.namespace import drop_namespace
 from deploy.services import SERVICES
 from taobao_assets.demo import replayed_marker
 from taobao_assets.settings import REPO_ROOT, Settings, get_settings, load_settings
@@ -159,10 +163,13 @@ def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
     env = dict(os.environ, **NAMESPACE, TFP_SOURCE_DIR=str(work / f"aliccp-{rows}"),
                TFP_DAGSTER_HOME=str(work / f"dagster-{rows}"))
     log = work / f"demo-{rows}.log"
-    # The demo resumes a data set its namespace already replayed (a no-op); a run of the same size
-    # again would measure nothing, so the namespace forgets it and every run replays from scratch.
     namespace = load_settings(env)
+    # The demo resumes a data set its namespace already replayed (a no-op); a run of the same size
+    # again would measure nothing, so every run replays from scratch, into an empty namespace.
     replayed_marker(namespace).unlink(missing_ok=True)
+    drop_namespace(env)
+    shutil.rmtree(env["TFP_DAGSTER_HOME"], ignore_errors=True)
+    stack_up(env)  # the namespace's database and bucket again
     print(f"== {rows:,} samples: log {log}", flush=True)
     t0 = time.monotonic()
     with log.open("w") as out:
@@ -283,7 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=settings.state_dir) as tmp:
         work = (args.work or Path(tmp)).resolve()  # Dagster refuses a relative DAGSTER_HOME
         work.mkdir(parents=True, exist_ok=True)
-        stack_up(dict(os.environ, **NAMESPACE))
         try:
             for rows in args.sizes:  # written after each size: the largest may take an hour
                 measured = run_size(rows, work, settings)
