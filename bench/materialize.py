@@ -33,7 +33,7 @@ import io
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from feast import FeatureStore
@@ -44,9 +44,10 @@ from bench.online_lookup import bench_settings, create_database, write_gold
 from bench.pit_retrieval import gold_keys, impressions
 from taobao_assets.assets.serving import TRAINING_SERVICE
 from taobao_assets.feast_repo import generated_repo
-from taobao_assets.online_materialization import PostgresRedisEngine, _ViewPlan
+from taobao_assets.online_materialization import WRITE_BATCH, PostgresRedisEngine, _ViewPlan
 from taobao_assets.partitions import end_of_day
-from taobao_assets.resources.feast import REDIS_BATCH, FeastResource
+from taobao_assets.resources.feast import FeastResource
+from taobao_assets.resources.redis import unlink_matching
 from taobao_assets.settings import get_settings
 
 TARGET_ROWS_PER_S = 200_000
@@ -59,22 +60,19 @@ def _store(feast: FeastResource, engine: bool) -> FeatureStore:
 
 def clear(feast: FeastResource) -> int:
     """Delete the project's online rows (every key ends with the project's name); returns how many."""
-    client: Any = feast.redis.client()
-    keys = list(client.scan_iter(match=b"*" + feast.project.encode(), count=10_000))
-    for start in range(0, len(keys), REDIS_BATCH):
-        client.delete(*keys[start:start + REDIS_BATCH])
-    return len(keys)
+    return unlink_matching(feast.redis.client(), b"*" + feast.project.encode())
 
 
 def packed_hsets(feast: FeastResource) -> list[tuple[bytes, int]]:
-    """The project's hashes as packed ``HSET`` commands, in pipelines of :data:`REDIS_BATCH`."""
+    """The project's hashes as packed ``HSET`` commands, in pipelines of the engine's
+    :data:`~taobao_assets.online_materialization.WRITE_BATCH`."""
     client: Any = feast.redis.client()
     keys = list(client.scan_iter(match=b"*" + feast.project.encode(), count=10_000))
     connection = client.connection_pool.get_connection()
     try:
         batches = []
-        for start in range(0, len(keys), REDIS_BATCH):
-            chunk = keys[start:start + REDIS_BATCH]
+        for start in range(0, len(keys), WRITE_BATCH):
+            chunk = keys[start:start + WRITE_BATCH]
             with client.pipeline(transaction=False) as pipe:
                 for key in chunk:
                     pipe.hgetall(key)
@@ -131,7 +129,7 @@ def run(rows: int, days: int, runs: int, seed: int) -> dict[str, Any]:
     day_rows = {view: len(keys[day][view]) for view in views}
     total = sum(day_rows.values())
     stock, engine_store = _store(feast, engine=False), _store(feast, engine=True)
-    engine = engine_store._get_provider().batch_engine
+    engine = cast(Any, engine_store._get_provider()).batch_engine  # Feast's passthrough provider has one
     assert isinstance(engine, PostgresRedisEngine)
 
     def materialize(store: FeatureStore) -> Callable[[], None]:
@@ -173,7 +171,7 @@ def run(rows: int, days: int, runs: int, seed: int) -> dict[str, Any]:
         "gold_rows_day": day_rows,
         "gold_rows_all_days": {v: gold_rows[v] for v in views},
         "features_per_row": {v: len(repo.view(v).features) for v in views},
-        "redis_commands_per_pipeline": REDIS_BATCH,
+        "redis_commands_per_pipeline": WRITE_BATCH,
         "runs": runs,
         "setup_s": round(setup_s, 1),
         "results": results,

@@ -142,7 +142,7 @@ def raw_reader(feast: FeastResource, repo: FeastRepo) -> Callable[[list[Row]], l
         with client.pipeline(transaction=False) as pipe:
             for row in rows:
                 for keys, fields in plans:
-                    pipe.hmget(redis_key(feast.project, keys, [row[k] for k in keys]), fields)
+                    pipe.hmget(redis_key(feast.project, keys, [row[k] for k in keys]), fields)  # type: ignore[arg-type]
             return list(pipe.execute())
 
     return read

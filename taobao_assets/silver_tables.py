@@ -176,8 +176,9 @@ class ParseSpec:
         record = [f for f in self.table.fields if f.name not in _CONTEXT_NAMES]
         return StructType([*record, *_CONTEXT, *_REJECTION])
 
-    def batch(self, data: bytes, ends: np.ndarray, context: list[pa.Array]) -> pa.RecordBatch:
-        """Parse records stored back to back in ``data`` (ending at ``ends``); ``context`` holds
+    def batch(self, data: bytes, ends: np.ndarray | None, context: list[pa.Array]) -> pa.RecordBatch:
+        """Parse records stored back to back in ``data`` (ending at ``ends``, or lines when ``None``,
+        as in the raw files); ``context`` holds
         their time and location columns, in :data:`_CONTEXT` order."""
         parsed = parse_batch(self.kind, self.layout, data, ends)
         record = len(self.layout)
