@@ -178,8 +178,8 @@ class ParseSpec:
 
     def batch(self, data: bytes, ends: np.ndarray | None, context: list[pa.Array]) -> pa.RecordBatch:
         """Parse records stored back to back in ``data`` (ending at ``ends``, or lines when ``None``,
-        as in the raw files); ``context`` holds
-        their time and location columns, in :data:`_CONTEXT` order."""
+        as in the raw files); ``context`` holds their time and location columns, in :data:`_CONTEXT`
+        order."""
         parsed = parse_batch(self.kind, self.layout, data, ends)
         record = len(self.layout)
         return pa.RecordBatch.from_arrays([*parsed.columns[:record], *context, *parsed.columns[record:]],

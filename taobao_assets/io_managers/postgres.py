@@ -63,10 +63,11 @@ class PostgresPartitionIOManager(ConfigurableIOManager):
         day = date.fromisoformat(context.partition_key)
         timestamp = end_of_day(context.partition_key)
         staging = f"{STAGING_SCHEMA}.{table.name}_{day:%Y%m%d}"
-        columns = ", ".join(c.name for c in table.columns)
+        names = [c.name for c in table.columns]
+        columns = ", ".join(names)
         # Three passes read the day (count, statistics, rows): it is computed once onto local disk,
         # not into the driver's memory, which the cached impressions already use.
-        frame = obj.withColumn(TIMESTAMP_FIELD, F.lit(timestamp)).select(*(c.name for c in table.columns))
+        frame = obj.withColumn(TIMESTAMP_FIELD, F.lit(timestamp)).select(*names)
         frame = frame.persist(StorageLevel.DISK_ONLY)
         try:
             # The day is computed here, so that stats_seconds times the statistics alone (bench.trust

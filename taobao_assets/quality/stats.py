@@ -3,9 +3,9 @@
 For every column of a gold table and every day: rows, nulls and null rate, and for numbers min,
 mean, median (p50), p99 and max; for entity keys the distinct count as well. They are computed
 by one Spark aggregation over the day the IO manager is about to write (so no process holds the
-day's rows, however large it is), written to ``quality.feature_stats`` in the same transaction as the day's rows (so the
-stored statistics always describe the stored day), and returned as numeric asset metadata
-(``stats/<column>/<statistic>``), which the asset's *Plots* tab draws over the days.
+day's rows, however large it is), written to ``quality.feature_stats`` in the same transaction as
+the day's rows (so the stored statistics always describe the stored day), and returned as numeric
+asset metadata (``stats/<column>/<statistic>``), which the asset's *Plots* tab draws over the days.
 
 Percentiles interpolate linearly between the closest ranks, as Postgres's ``percentile_cont``
 and Spark's exact ``percentile`` do, so they can be recomputed in SQL from the table itself.
