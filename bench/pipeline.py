@@ -16,7 +16,8 @@ same start-up costs a user pays. Reported per size:
   workers; sampled every 0.5 s), and of the stack's servers (sum over the service processes at
   their peak sample), both in MB, as summed RSS and as summed PSS (sampled every 5 s;
   :class:`PeakMemory` says why both, and why PSS less often): over the whole run and within each
-  stage (the summary gives each stage's end time);
+  stage (the summary gives each stage's end time); with the pipeline's PSS peak, which of its
+  processes held it (the driver, Spark's JVM, Spark's Python workers), so a peak names its owner;
 - what each layer holds once the run is over, in MB per million samples (``bench/disk.py``): the
   whole data set's needs are these times 85.
 
@@ -78,6 +79,8 @@ class Sample(NamedTuple):
     servers_rss: float
     tree_pss: float | None = None
     servers_pss: float | None = None
+    #: On PSS samples: the tree's PSS (MB) by process role, largest first (see :func:`_role`).
+    tree_roles: tuple[tuple[str, float], ...] = ()
 
 
 class PeakMemory:
@@ -99,17 +102,21 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @staticmethod
-    def _sums_mb(processes: list[psutil.Process], pss: bool) -> tuple[float, float | None]:
+    def _sums_mb(self, processes: list[psutil.Process], pss: bool
+                 ) -> tuple[float, float | None, tuple[tuple[str, float], ...]]:
         rss_sum = pss_sum = 0
+        roles: dict[str, float] = {}
         for process in processes:
             with suppress(psutil.Error):  # exited between listing and reading
                 if pss:
                     info = process.memory_full_info()
                     rss_sum, pss_sum = rss_sum + info.rss, pss_sum + info.pss
+                    role = _role(process, self.root)
+                    roles[role] = roles.get(role, 0.0) + info.pss / 1e6
                 else:
                     rss_sum += process.memory_info().rss
-        return rss_sum / 1e6, (pss_sum / 1e6 if pss else None)
+        by_size = tuple(sorted(roles.items(), key=lambda item: -item[1]))
+        return rss_sum / 1e6, (pss_sum / 1e6 if pss else None), by_size
 
     def _sample(self) -> None:
         try:
@@ -123,14 +130,20 @@ class PeakMemory:
                 server = psutil.Process(pid)
                 servers += [server, *server.children(recursive=True)]
         pss = len(self.samples) % self.pss_every == 0
-        (tree_rss, tree_pss), (servers_rss, servers_pss) = self._sums_mb(tree, pss), self._sums_mb(servers, pss)
-        self.samples.append(Sample(time.time(), tree_rss, servers_rss, tree_pss, servers_pss))
+        tree_rss, tree_pss, roles = self._sums_mb(tree, pss)
+        servers_rss, servers_pss, _ = self._sums_mb(servers, pss)
+        self.samples.append(Sample(time.time(), tree_rss, servers_rss, tree_pss, servers_pss, roles))
 
-    def peaks(self, start: float = 0.0, end: float = float("inf")) -> dict[str, float]:
-        """Each sum's peak over the samples taken between ``start`` and ``end`` (0 without any)."""
+    def peaks(self, start: float = 0.0, end: float = float("inf")) -> dict[str, Any]:
+        """Each sum's peak over the samples taken between ``start`` and ``end`` (0 without any), and
+        ``tree_roles``: the tree's PSS by process role at its PSS peak."""
         within = [sample for sample in self.samples if start <= sample.at <= end]
-        return {name: max((value for sample in within if (value := getattr(sample, name)) is not None), default=0.0)
-                for name in Sample._fields[1:]}
+        peaks: dict[str, Any] = {
+            name: max((value for sample in within if (value := getattr(sample, name)) is not None), default=0.0)
+            for name in Sample._fields[1:5]}
+        at_peak = max((s for s in within if s.tree_pss is not None), key=lambda s: s.tree_pss or 0.0, default=None)
+        peaks["tree_roles"] = at_peak.tree_roles if at_peak else ()
+        return peaks
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -144,6 +157,18 @@ class PeakMemory:
         finally:
             self._stop.set()
             self._thread.join()
+
+
+def _role(process: psutil.Process, root: int) -> str:
+    """What a process of the pipeline's tree is: the demo's driver, Spark's JVM, or another program."""
+    if process.pid == root:
+        return "driver (Python)"
+    name = process.name()
+    if name == "java":
+        return "Spark JVM"
+    if name.startswith("python"):
+        return "Spark Python workers"
+    return name
 
 
 def server_pids(settings: Settings) -> list[int]:
@@ -211,10 +236,12 @@ def run_size(rows: int, work: Path, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _peak_fields(peaks: dict[str, float]) -> dict[str, list[int]]:
-    """``peak_mb`` (RSS) and ``peak_pss_mb``, each [pipeline, servers]: the results' shape for a span."""
+def _peak_fields(peaks: dict[str, Any]) -> dict[str, Any]:
+    """``peak_mb`` (RSS) and ``peak_pss_mb``, each [pipeline, servers], and ``peak_pss_by_process``
+    (the pipeline's PSS peak by process role, MB): the results' shape for a span."""
     return {"peak_mb": [round(peaks["tree_rss"]), round(peaks["servers_rss"])],
-            "peak_pss_mb": [round(peaks["tree_pss"]), round(peaks["servers_pss"])]}
+            "peak_pss_mb": [round(peaks["tree_pss"]), round(peaks["servers_pss"])],
+            "peak_pss_by_process": {role: round(mb) for role, mb in peaks["tree_roles"]}}
 
 
 def other_ratios() -> list[list[str]]:
@@ -249,6 +276,12 @@ def markdown(results: list[dict[str, Any]], context: dict[str, Any]) -> str:
                if key in stages.get(name, {}) else "not measured" for stages in by_size)]
             for name in stage_names
         ]
+    rows += [
+        [f"pipeline's PSS peak by process: {name}",
+         *(", ".join(f"{role} {mb:,}" for role, mb in stages[name]["peak_pss_by_process"].items()) + " MB"
+           if stages.get(name, {}).get("peak_pss_by_process") else "not measured" for stages in by_size)]
+        for name in stage_names
+    ]
     rows += [
         ["end to end (wall)", *(f"{r['wall_s']:.0f} s" for r in results)],
         ["projected after the first batch day", *(f"{r['projected_s']:.0f} s" if r.get("projected_s") is not None
