@@ -162,9 +162,13 @@ class Applier:
         # The process's imports (Dagster, Feast, ...) leave ~400k long-lived objects that every full
         # garbage collection would scan again; the applier allocates fast enough to trigger many, and
         # they cost ~40% of a run. Freezing moves what exists now out of the collector's sight, and
-        # leaving unfreezes it: a frozen object is never collected, so garbage cycles that were alive
-        # at one run's start (the previous run's, not yet collected) would otherwise stay for good in a
-        # process that runs many appliers (the demo grew by 340 MB over its 20 streaming runs at 1 M samples).
+        # leaving unfreezes it. A frozen object is never collected, so the garbage cycles alive now
+        # (what the previous run, its Dagster step included, left: ~40 MB a run) are collected first.
+        # Frozen at every run's start instead, they were never collected: 30 runs in one process
+        # took its heap from 180 to 930 MB (the 10 M demo's pipeline PSS rose by 5 GB over its 200
+        # runs); with this collection it stayed at ~100 MB. It costs ~0.25 s a run, once, where the
+        # collections the freeze avoids cost ~40% of the run.
+        gc.collect()
         gc.freeze()
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -544,3 +546,29 @@ def test_a_recreated_topic_is_refused_until_the_stream_is_reset(
     expected = recompute(fewer, stream.state().entity_prefix)
     assert_state_matches(stream, expected)
     assert_online_matches(stream, expected)
+
+
+class _Cycle:
+    """Garbage only the cycle collector frees: it refers to itself."""
+
+    def __init__(self) -> None:
+        self.itself = self
+
+
+def test_garbage_left_before_a_run_does_not_outlive_it(stream: StreamingResource,
+                                                      events: list[ReplayRecord]) -> None:
+    # A process that runs many streaming runs (the demo, a code server) must not keep what each
+    # run leaves behind; the applier freezes the objects alive at its start, and a frozen object is
+    # never collected. With automatic collection off, only the run can have collected the cycle.
+    produce(stream, events[:200])
+    ends = asyncio.run(stream.kafka.end_offsets(stream.topics.samples.name))
+    cycle = _Cycle()
+    left = weakref.ref(cycle)
+    gc.disable()
+    try:
+        del cycle
+        assert left() is not None
+        apply_ranges(stream, [OffsetRange(p, 0, end) for p, end in ends.items()], owner="test", ctr_prior=PRIOR)
+        assert left() is None, "garbage alive when the run started is still there after it"
+    finally:
+        gc.enable()
