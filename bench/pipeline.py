@@ -244,6 +244,12 @@ def _peak_fields(peaks: dict[str, Any]) -> dict[str, Any]:
             "peak_pss_by_process": {role: round(mb) for role, mb in peaks["tree_roles"]}}
 
 
+def _peak_cell(peak: list[int]) -> str:
+    """A span's [pipeline, servers] peak; none of a span no sample fell in (a stage shorter than
+    the PSS interval), whose peaks would read 0, which no running process holds."""
+    return "no sample in the stage" if not any(peak) else f"{peak[0]:,.0f} / {peak[1]:,.0f} MB"
+
+
 def other_ratios() -> list[list[str]]:
     """The side-by-side ratio of each other benchmark, from its latest results."""
     rows = []
@@ -272,8 +278,8 @@ def markdown(results: list[dict[str, Any]], context: dict[str, Any]) -> str:
     for measure, key in (("RSS", "peak_mb"), ("PSS", "peak_pss_mb")):  # older builds measured less
         rows += [
             [f"peak {measure} pipeline / servers: {name}",
-             *(f"{stages[name][key][0]:,.0f} / {stages[name][key][1]:,.0f} MB"
-               if key in stages.get(name, {}) else "not measured" for stages in by_size)]
+             *(_peak_cell(stages[name][key]) if key in stages.get(name, {}) else "not measured"
+               for stages in by_size)]
             for name in stage_names
         ]
     rows += [

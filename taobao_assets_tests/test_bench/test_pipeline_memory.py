@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.pipeline import PeakMemory, Sample
+from bench.pipeline import PeakMemory, Sample, _peak_cell
 
 SUMS = ("tree_rss", "servers_rss", "tree_pss", "servers_pss")
 
@@ -34,3 +34,8 @@ def test_the_owners_of_the_pipelines_pss_peak_come_from_the_sample_that_holds_it
                       Sample(12.0, 990.0, 90.0)]
     assert memory.peaks()["tree_roles"] == at_peak
     assert memory.peaks(10.0, 10.5)["tree_roles"] == (("Spark JVM", 500.0), ("driver (Python)", 200.0))
+
+
+def test_a_stage_no_pss_sample_fell_in_reads_as_unsampled_not_as_zero_megabytes() -> None:
+    assert _peak_cell([0, 0]) == "no sample in the stage"
+    assert _peak_cell([4609, 2500]) == "4,609 / 2,500 MB"
