@@ -130,6 +130,15 @@ class Service:
         port = self.port()
         return port is not None and port_open("127.0.0.1", port)
 
+    def loading(self) -> bool:
+        """Whether the server answers but is still reading its data back from disk.
+
+        A start waits for such a server however long it takes: after a 10 M-sample run Redis
+        replays gigabytes of append-only file, and killing it at ``start_timeout`` would make the
+        stack unstartable with its own data.
+        """
+        return False
+
     def after_start(self) -> None:
         """One-off actions once healthy (create a bucket, a database); must be idempotent."""
 
@@ -178,6 +187,7 @@ class Service:
         self.pid_path.write_text(f"{proc.pid} {start_time(proc.pid)}")
         print(f"[{self.name}] started pid {proc.pid}, waiting for health ...", flush=True)
         deadline = time.monotonic() + self.start_timeout
+        said_loading = False
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
@@ -185,6 +195,11 @@ class Service:
                 self.after_start()
                 print(f"[{self.name}] healthy on port {self.port()}", flush=True)
                 return
+            if self.loading():
+                if not said_loading:
+                    print(f"[{self.name}] loading its data from disk; waiting until it is done ...", flush=True)
+                    said_loading = True
+                deadline = time.monotonic() + self.start_timeout
             time.sleep(0.5)
         self.stop()
         raise ServiceError(

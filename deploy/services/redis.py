@@ -54,16 +54,25 @@ class Redis(Service):
             raise ServiceError("redis-server not found; run install")
         return [binary, str(self.state / "redis.conf")]
 
-    def healthy(self) -> bool:
+    def _ping(self) -> bytes:
+        """The server's replies to AUTH and PING, empty when it cannot be reached."""
         try:
             with socket.create_connection(("127.0.0.1", self.port()), timeout=1) as sock:
                 sock.sendall(_command("AUTH", self.settings.redis_password) + _command("PING"))
                 reply = b""
-                while b"PONG" not in reply and len(reply) < 256:
-                    chunk = sock.recv(256)
+                while reply.count(b"\r\n") < 2 and len(reply) < 512:
+                    chunk = sock.recv(512)
                     if not chunk:
                         break
                     reply += chunk
-                return b"+PONG" in reply
+                return reply
         except OSError:
-            return False
+            return b""
+
+    def healthy(self) -> bool:
+        return b"+PONG" in self._ping()
+
+    def loading(self) -> bool:
+        # Redis accepts connections while it replays its append-only file and answers
+        # "-LOADING Redis is loading the dataset in memory" until it is done.
+        return b"-LOADING" in self._ping()

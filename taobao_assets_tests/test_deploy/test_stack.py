@@ -8,8 +8,11 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+import redis
 from psycopg2 import sql
 
 from deploy.service import Service, free_port
@@ -83,6 +86,7 @@ def test_gold_schema_name_agrees_with_the_assets() -> None:
     assert GOLD_SCHEMA == SCHEMA
 
 
+@pytest.mark.stack  # starts its own Kafka
 def test_kafka_stores_a_changed_password_on_its_next_start_and_keeps_its_topics(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -101,3 +105,36 @@ def test_kafka_stores_a_changed_password_on_its_next_start_and_keeps_its_topics(
         assert asyncio.run(KafkaClient.from_settings(changed).end_offsets("tfp.test.kept")) == {0: 0}
     finally:
         Kafka(own).stop()
+
+
+class _SlowLoadingRedis(Redis):
+    """Redis told to spend 2 ms on each key it reads back (``key-load-delay``, as Redis's own tests
+    do), so reading 3,000 keys takes ~6 s: three times the start timeout below. It answers clients
+    every KB read, as it does every 2 MB of a real data set."""
+
+    start_timeout = 2.0
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--key-load-delay", "2000", "--loading-process-events-interval-bytes", "1024"]
+
+
+@pytest.mark.stack  # starts its own Redis
+def test_a_start_waits_for_redis_to_read_back_its_data_past_the_timeout(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a large run Redis replays gigabytes of append-only file; a start that gave up at its
+    timeout (and stopped the server) left the stack unstartable with its own data."""
+    own = dataclasses.replace(settings, state_dir=tmp_path, redis_port=free_port())
+    Redis(own).start()
+    try:
+        client = redis.Redis(port=own.redis_port, password=own.redis_password)
+        client.mset({f"key:{i}": i for i in range(3000)})
+        client.bgrewriteaof()
+        while client.info("persistence")["aof_rewrite_in_progress"]:
+            time.sleep(0.1)
+        Redis(own).stop()
+        _SlowLoadingRedis(own).start()
+        assert "loading its data from disk" in capsys.readouterr().out
+        assert client.dbsize() == 3000
+    finally:
+        Redis(own).stop()
