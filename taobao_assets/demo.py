@@ -217,6 +217,26 @@ def replayed_marker(settings: Settings) -> Path:
     return settings.state_dir / f"demo-dataset-{settings.topic_prefix}.txt"
 
 
+def check_trino_serves(settings: Settings) -> None:
+    """Fail before the first stage when the stack's Trino was started with other settings.
+
+    Trino reads its catalogs (the database and bucket they point at) from files written when it
+    starts. After the tests, the running server serves the tests' database, so a demo started
+    directly would find none of its tables in serving, many minutes in. ``make demo`` runs ``make up``
+    first, which restarts Trino with the current settings. A Trino this checkout did not start (a
+    cluster's, through ``TFP_TRINO_HOST``) is not checked.
+    """
+    from deploy.services.trino import Trino
+
+    trino = Trino(settings)
+    if trino.pid() is not None and trino.config_drifted():
+        raise StageFailed(
+            f"the running Trino (pid {trino.pid()}) was started with other settings than this run's "
+            f"(database {settings.postgres_db!r}, bucket {settings.lake_bucket!r}); restart it with them: "
+            f"make up (or {trino.retry_hint()})"
+        )
+
+
 def run_demo(settings: Settings, defs: Definitions, console: StageConsole, rows: int = DEFAULT_ROWS,
              source: Path | None = None, limit: int | None = None) -> Summary:
     """Every stage in order, each a line on ``console``; returns what was produced (the CLI prints it)."""
@@ -233,6 +253,7 @@ def run_demo(settings: Settings, defs: Definitions, console: StageConsole, rows:
     from taobao_assets.sensors.streaming import streaming_sensor
     from taobao_assets.streaming.resource import StreamingResource
 
+    check_trino_serves(settings)
     instance = project_instance(settings)
     summary = Summary(console)
     days = daily_partitions(settings).get_partition_keys()

@@ -41,7 +41,7 @@ from scipy.stats import rankdata
 from deploy.service import free_port, stop_process_group
 from taobao_assets.assets.serving import MODEL_PREFIX, model_inputs, training_set_key
 from taobao_assets.console import NAME_WIDTH, DemoLog, StageConsole, shown_name, to_log_file
-from taobao_assets.demo import StageFailed, Summary, projected_seconds
+from taobao_assets.demo import StageFailed, Summary, check_trino_serves, projected_seconds
 from taobao_assets.feast_repo import REPO_MODULE, write_config
 from taobao_assets.gold_tables import GOLD_TABLES
 from taobao_assets.partitions import daily_partitions, event_time_config
@@ -457,3 +457,15 @@ def test_web_consoles_answer(demo_settings: Settings) -> None:
     readme("http://127.0.0.1:19001")
     assert requests.get(f"{demo_settings.trino_url}/ui/", timeout=30).ok
     assert requests.get(f"http://{demo_settings.minio_host}:{demo_settings.minio_console_port}", timeout=30).ok
+
+
+def test_the_demo_stops_before_its_first_stage_when_trino_serves_other_settings(
+    demo_settings: Settings, settings: Settings
+) -> None:
+    """Trino reads its catalogs at start: here it serves the demo's namespace, so a run with the
+    suite's settings would find none of its tables, in serving, after every batch day."""
+    check_trino_serves(demo_settings)
+    with pytest.raises(StageFailed) as failure:
+        check_trino_serves(settings)
+    assert f"database {settings.postgres_db!r}" in failure.value.cause
+    assert "restart it with them: make up" in failure.value.cause
