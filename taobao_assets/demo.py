@@ -229,7 +229,7 @@ def check_trino_serves(settings: Settings) -> None:
     from deploy.services.trino import Trino
 
     trino = Trino(settings)
-    if trino.pid() is not None and trino.config_drifted():
+    if trino.serves_other_settings():
         raise StageFailed(
             f"the running Trino (pid {trino.pid()}) was started with other settings than this run's "
             f"(database {settings.postgres_db!r}, bucket {settings.lake_bucket!r}); restart it with them: "

@@ -298,10 +298,16 @@ class Trino(Service):
         # name a process that has exited but is not reaped yet and would refuse the start.
         (self.data / "var" / "run" / "launcher.pid").unlink(missing_ok=True)
 
+    def serves_other_settings(self) -> bool:
+        """Whether the server this checkout started read its catalogs from other settings' files.
+
+        One server serves one set of settings (the tests use their own database and bucket), and
+        catalogs are static files read at start: such a server must be restarted to serve these.
+        """
+        return self.pid() is not None and self.config_drifted()
+
     def start(self) -> None:
-        # One server serves one set of settings (the tests use their own database and bucket):
-        # catalogs are static files, so a server started with other settings is restarted.
-        if self.pid() is not None and self.config_drifted():
+        if self.serves_other_settings():
             print("[trino] settings differ from the running server's; restarting to apply them", flush=True)
             self.stop()
         super().start()
